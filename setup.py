@@ -1,0 +1,54 @@
+"""Packaging for tfdefense (the user's design card asks for setup.py)."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+VERSION = {}
+exec((HERE / "tfdefense" / "_version.py").read_text(), VERSION)
+
+setup(
+    name="tfdefense",
+    version=VERSION["__version__"],
+    description=(
+        "Detect and defend against adversarial examples with variational "
+        "autoencoders (CD-VAE, FM-Defense) in Keras 3 / TensorFlow."
+    ),
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11,<3.13",
+    packages=find_packages(include=["tfdefense", "tfdefense.*"]),
+    include_package_data=True,
+    install_requires=[
+        "tensorflow>=2.21,<2.22",
+        "keras>=3.10,<4",
+        # TFP 0.25 is the release built against TF 2.21; it imports tf_keras.
+        "tensorflow-probability>=0.25,<0.26",
+        "tf-keras>=2.21,<2.22",
+        "cleverhans>=4.0,<5",
+        "tensorflow-datasets>=4.9",
+        "keras-tuner>=1.4",
+        "numpy>=1.26",
+        "scikit-learn>=1.3",
+        "mlxtend>=0.23",
+        "matplotlib>=3.7",
+        "tqdm>=4.60",
+    ],
+    extras_require={
+        "dev": [
+            "pytest>=8",
+            "hypothesis>=6",
+            "ruff>=0.5",
+            "nbformat>=5.9",
+            "nbclient>=0.10",
+            "ipykernel>=6",
+            "tensorflow-serving-api>=2.21,<2.22",
+            "foolbox>=3.3,<4",
+        ],
+        "attacks": ["foolbox>=3.3,<4"],
+        "serving": ["tensorflow-serving-api>=2.21,<2.22"],
+        "gpu": ["tensorflow[and-cuda]>=2.21,<2.22"],
+    },
+    entry_points={"console_scripts": ["tfdefense=tfdefense.cli:main"]},
+)
