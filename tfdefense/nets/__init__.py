@@ -14,3 +14,9 @@ __all__ = [
     "small_cnn",
     "wide_resnet",
 ]
+from tfdefense.nets.fm_nets import (  # noqa: E402, I001  (FM-Defense Table I)
+    fm_decoder, fm_dgmm_network, fm_encoder, fm_face_decoder, fm_face_encoder, tc_discriminator,
+)
+
+__all__ += ["fm_decoder", "fm_dgmm_network", "fm_encoder", "fm_face_decoder", "fm_face_encoder",
+            "tc_discriminator"]
