@@ -3,3 +3,6 @@
 from tfdefense.models.cdvae import CDVAE, paper_optimizer
 
 __all__ = ["CDVAE", "paper_optimizer"]
+from tfdefense.models.dgmm import DGMM  # noqa: E402, I001  (FM-Defense)
+
+__all__ += ["DGMM"]
