@@ -1,0 +1,38 @@
+"""Attacks and the robustness-evaluation harness.
+
+``get_attack(name, **params)`` builds any attack; ``attack.generate(x, y)``
+runs it against a callable images in [0, 1] -> logits. ``bpda``/``eot`` make
+whole defenses attackable; ``presets`` holds the papers' attack settings;
+``AdversarialSet`` caches generated examples; ``evaluate_robustness`` scores
+a model or defense under a list of attacks.
+
+Example:
+    >>> from tfdefense.attacks import available_attacks
+    >>> "pgd_linf" in available_attacks()
+    True
+"""
+
+from tfdefense.attacks.adaptive import bpda, eot
+from tfdefense.attacks.base import Attack, available_attacks, get_attack
+from tfdefense.attacks.cw_linf import CWPGD
+from tfdefense.attacks.foolbox_attacks import CWL2, DeepFool
+from tfdefense.attacks.iterative import BIM, FGSM, MIM, PGD
+from tfdefense.attacks.spsa import SPSA
+from tfdefense.attacks.stadv import StAdv
+
+__all__ = [
+    "Attack",
+    "BIM",
+    "CWL2",
+    "CWPGD",
+    "DeepFool",
+    "FGSM",
+    "MIM",
+    "PGD",
+    "SPSA",
+    "StAdv",
+    "available_attacks",
+    "bpda",
+    "eot",
+    "get_attack",
+]
