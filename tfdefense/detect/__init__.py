@@ -1,0 +1,23 @@
+"""Adversarial detection: KD, LID and Mahalanobis characteristics, a logistic detector, metrics.
+
+CD-VAE Table 4 machinery (CD-VAE §3.3, §4.2): the characteristics read any
+classifier's layers, on x or on R(x) = x - G(x) (``FeatureExtractor.for_residual``).
+"""
+
+from tfdefense.detect import metrics
+from tfdefense.detect.detector import FEATURES, LogisticDetector, make_noisy
+from tfdefense.detect.extractor import FeatureExtractor
+from tfdefense.detect.kernel_density import KernelDensity
+from tfdefense.detect.lid import LID
+from tfdefense.detect.mahalanobis import Mahalanobis
+
+__all__ = [
+    "FEATURES",
+    "FeatureExtractor",
+    "KernelDensity",
+    "LID",
+    "LogisticDetector",
+    "Mahalanobis",
+    "make_noisy",
+    "metrics",
+]
