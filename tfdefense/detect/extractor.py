@@ -178,10 +178,11 @@ class FeatureExtractor:
         reduce = reduce or self.reduce
         if reduce not in REDUCTIONS:
             raise ValueError(f"reduce: expected one of {REDUCTIONS}, got {reduce!r}")
-        fn = self._compiled.get(reduce)
+        fn = self._compiled.get((reduce, x.shape[1:]))
         if fn is None:
-            fn = tf.function(lambda b: self.activations(b, reduce), reduce_retracing=True)
-            self._compiled[reduce] = fn
+            spec = [tf.TensorSpec((None, *x.shape[1:]), tf.float32)]
+            fn = tf.function(lambda b: self.activations(b, reduce), input_signature=spec)
+            self._compiled[(reduce, x.shape[1:])] = fn
         acts, logits = [], []
         for i in range(0, len(x), self.batch_size):
             a, lg = fn(tf.constant(x[i : i + self.batch_size]))
