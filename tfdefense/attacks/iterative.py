@@ -114,7 +114,9 @@ def iterative_attack(model, x, y, seed, *, eps, step, steps, norm, loss="ce", ka
             grad = grad / tf.maximum(_TINY, tf.reduce_mean(tf.abs(grad), _REDUCE, keepdims=True))
             momentum = decay * momentum + grad
             grad = momentum
-        x_adv = project(x_adv + steepest_step(grad, step, norm), x, eps, norm)
+        # clip into [0, 1] before the projection, as cleverhans' fast_gradient_method does
+        stepped = tf.clip_by_value(x_adv + steepest_step(grad, step, norm), 0.0, 1.0)
+        x_adv = project(stepped, x, eps, norm)
     return x_adv
 
 
