@@ -6,3 +6,6 @@ __all__ = ["CDVAE", "paper_optimizer"]
 from tfdefense.models.dgmm import DGMM  # noqa: E402, I001  (FM-Defense)
 
 __all__ += ["DGMM"]
+from tfdefense.models.combo_vae import ComboVAE  # noqa: E402, I001  (FM-Defense)
+
+__all__ += ["ComboVAE"]

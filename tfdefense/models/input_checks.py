@@ -27,7 +27,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from tfdefense.validation import check_images, check_labels

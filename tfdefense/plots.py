@@ -1,0 +1,87 @@
+"""Matplotlib figures a person would rather look at than read.
+
+Example:
+    >>> import numpy as np, tempfile, os
+    >>> from tfdefense.plots import decomposition_grid
+    >>> x = np.random.rand(4, 28, 28, 1).astype("float32")
+    >>> path = os.path.join(tempfile.mkdtemp(), "grid.png")
+    >>> decomposition_grid(x, x * 0.5, x * 0.5, path) == path
+    True
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _show(ax, image: np.ndarray, stretch: bool) -> None:
+    image = np.asarray(image, np.float32)
+    if stretch:  # R(x) is signed: map each image's range onto [0, 1], as make_grid(normalize=True)
+        lo, hi = float(image.min()), float(image.max())
+        image = (image - lo) / (hi - lo) if hi > lo else np.zeros_like(image)
+    image = np.clip(image, 0.0, 1.0)
+    if image.shape[-1] == 1:
+        ax.imshow(image[..., 0], cmap="gray", vmin=0, vmax=1)
+    else:
+        ax.imshow(image)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def decomposition_grid(
+    x: np.ndarray,
+    g: np.ndarray,
+    r: np.ndarray,
+    path: str,
+    n: int = 8,
+    labels: Sequence[str] = ("x", "G(x)", "R(x) = x - G(x)"),
+    title: str | None = None,
+) -> str:
+    """Rows x, G(x), R(x) (R stretched per image) for the first ``n`` images; returns ``path``."""
+    rows = [np.asarray(a)[:n] for a in (x, g, r)]
+    n = len(rows[0])
+    fig, axes = plt.subplots(3, n, figsize=(1.2 * n + 1.0, 4.0), squeeze=False)
+    for i, (row, label) in enumerate(zip(rows, labels)):
+        for j in range(n):
+            _show(axes[i][j], row[j], stretch=(i == 2))
+        axes[i][0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    _save(fig, path)
+    return path
+
+
+def training_curves(history: Mapping[str, Sequence[float]], path: str) -> str:
+    """One panel per metric (train and ``val_`` side by side); returns ``path``."""
+    keys = sorted(k for k in history if not k.startswith("val_"))
+    cols = min(3, max(1, len(keys)))
+    rows = int(np.ceil(len(keys) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
+    for ax, key in zip(axes.flat, keys):
+        ax.plot(range(1, len(history[key]) + 1), history[key], marker="o", label="train")
+        if f"val_{key}" in history:
+            ax.plot(range(1, len(history[f"val_{key}"]) + 1), history[f"val_{key}"], marker="s",
+                    label="validation")
+        ax.set_title(key)
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=8)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.axis("off")
+    fig.tight_layout()
+    _save(fig, path)
+    return path
+
+
+def _save(fig, path: str) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
