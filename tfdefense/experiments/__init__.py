@@ -1,0 +1,13 @@
+"""One module per paper table or figure; each registers ``run(context) -> Result``.
+
+Importing this package imports every experiment module so the registry is
+complete. Nothing in the library imports ``experiments``.
+"""
+
+from tfdefense.experiments.context import PRESETS, Context
+from tfdefense.experiments.registry import available, get, register
+from tfdefense.experiments.result import Result, beside_paper, fmt
+
+__all__ = ["PRESETS", "Context", "Result", "available", "beside_paper", "fmt", "get", "register"]
+
+# Experiment modules (each adds itself to the registry on import) are listed below.

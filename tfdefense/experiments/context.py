@@ -1,0 +1,119 @@
+"""Shared state of one reproduction run: preset, output folder, cached models and arrays.
+
+Experiments ask the context for what they need; what is trained or computed
+once is saved under ``out/cache/`` and reused, so an interrupted ``reproduce``
+resumes without losing finished work, and two experiments that need the same
+CD-VAE train it once.
+
+Presets: ``quick`` runs on the embedded ``mnist_5k`` in CPU minutes;
+``paper`` uses the papers' datasets and hyperparameters (GPU hours). Common
+settings live in ``PRESETS``; an experiment keeps its own per-preset
+settings next to its code and reads ``context.preset``.
+
+Example:
+    >>> import tempfile
+    >>> from tfdefense.experiments.context import Context
+    >>> ctx = Context("quick", tempfile.mkdtemp())
+    >>> ctx.settings["dataset"]
+    'mnist_5k'
+    >>> ctx.cached_arrays("squares", lambda: {"a": __import__("numpy").arange(3) ** 2})["a"].tolist()
+    [0, 1, 4]
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import keras
+import numpy as np
+
+from tfdefense import data
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "quick": {
+        "dataset": "mnist_5k",
+        "cdvae_epochs": 6,
+        "classifier_epochs": 4,
+        "batch_size": 64,
+        "eval_images": 500,  # test images attacked / scored per experiment
+        "seed": 0,
+    },
+    "paper": {
+        "dataset": "cifar10",
+        "cdvae_epochs": 300,  # CD-VAE §5 (CIFAR-10)
+        "classifier_epochs": 200,
+        "batch_size": 256,
+        "eval_images": 10000,
+        "seed": 0,
+    },
+}
+
+
+class Context:
+    """One run's preset, folder and caches.
+
+    Args:
+        preset: ``quick`` or ``paper``.
+        out: output folder; ``out/cache`` holds models and arrays between runs.
+        overrides: settings that replace the preset's (e.g. ``{"eval_images": 100}``).
+    """
+
+    def __init__(self, preset: str, out: str, overrides: dict[str, Any] | None = None):
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; expected one of {', '.join(PRESETS)}")
+        self.preset = preset
+        self.out = out
+        self.settings = {**PRESETS[preset], **(overrides or {})}
+        self.cache_dir = os.path.join(out, "cache")
+        self.figures_dir = os.path.join(out, "figures")
+        os.makedirs(self.cache_dir, exist_ok=True)
+        os.makedirs(self.figures_dir, exist_ok=True)
+        self._memory: dict[str, Any] = {}
+
+    @property
+    def dataset(self) -> str:
+        return self.settings["dataset"]
+
+    def arrays(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """(images, labels) of a split of the preset's dataset, loaded once."""
+        key = f"data/{split}"
+        if key not in self._memory:
+            self._memory[key] = data.load_arrays(self.dataset, split)
+        return self._memory[key]
+
+    def figure_path(self, name: str) -> str:
+        return os.path.join(self.figures_dir, f"{name}.png")
+
+    def cached_model(self, key: str, build_and_train: Callable[[], keras.Model]) -> keras.Model:
+        """Load ``cache/<key>.keras`` if present, else build, train, save and return it."""
+        if key in self._memory:
+            return self._memory[key]
+        path = os.path.join(self.cache_dir, f"{key}.keras")
+        if os.path.exists(path):
+            model = keras.models.load_model(path)
+        else:
+            model = build_and_train()
+            tmp = path + ".partial.keras"
+            model.save(tmp)
+            os.replace(tmp, path)  # a half-written file never looks finished
+        self._memory[key] = model
+        return model
+
+    def cached_arrays(self, key: str, compute: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+        """Load ``cache/<key>.npz`` if present, else compute, save and return the arrays."""
+        if key in self._memory:
+            return self._memory[key]
+        path = os.path.join(self.cache_dir, f"{key}.npz")
+        if os.path.exists(path):
+            with np.load(path, allow_pickle=False) as f:
+                arrays = {k: f[k] for k in f.files}
+        else:
+            arrays = {k: np.asarray(v) for k, v in compute().items()}
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            tmp = path + ".partial.npz"
+            np.savez(tmp, **arrays)
+            os.replace(tmp, path)
+        self._memory[key] = arrays
+        return arrays
