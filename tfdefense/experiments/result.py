@@ -10,7 +10,7 @@ Example:
     ...            columns=["attack", "accuracy"],
     ...            rows=[{"attack": "FGSM", "accuracy": beside_paper(91.23, 99.8)}])
     >>> print(r.to_markdown().splitlines()[-1])
-    | FGSM | 91.23 (paper 99.8) |
+    | FGSM | 91.23 (paper 99.80) |
 """
 
 from __future__ import annotations
