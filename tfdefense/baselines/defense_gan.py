@@ -117,6 +117,7 @@ class DefenseGAN(Defense, keras.Model):
         self._check_params()
         self.latent_dim = int(generator.input_shape[-1])
         object.__setattr__(self, "input_shape", tuple(generator.output_shape[1:]))
+        self.built = True  # generator and classifier come built; nothing of our own to build
 
     def _check_params(self):
         self.iterations = check_positive_int(self.iterations, "iterations")
@@ -189,7 +190,7 @@ class DefenseGAN(Defense, keras.Model):
                                        disable=not progress or len(starts) < 2)):
             out = self._project_batch(tf.constant(x[start : start + batch_size]), i, batched)
             parts.append([t.numpy() for t in out])
-        images, latents, errors, initial = (np.concatenate(p) for p in list(zip(*parts))[:4])
+        images, latents, errors, initial = (np.concatenate([p[k] for p in parts]) for k in range(4))
         per_restart = np.concatenate([p[4] for p in parts], axis=1).T  # (N, R)
         if details:
             return Projection(images, latents, errors, initial, per_restart)
@@ -216,8 +217,9 @@ class DefenseGAN(Defense, keras.Model):
         def projection_identity_gradient(images):
             projected = self._project_batch(images)[0]
 
-            def grad(upstream):
-                return upstream
+            def grad(upstream, variables=None):
+                # identity for the images; the generator's weights get no gradient
+                return upstream, [tf.zeros_like(v) for v in variables or ()]
 
             return projected, grad
 

@@ -48,6 +48,7 @@ class DenoisingAutoEncoder(keras.Model):
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction_loss")
+        self.built = bool(getattr(autoencoder, "built", False))
 
     @property
     def metrics(self):

@@ -59,6 +59,18 @@ def min_fit_images(rejection_rate: float) -> int:
     return int(math.ceil(1.0 / rejection_rate - 1e-9))
 
 
+def _image_shape(*models):
+    """(H, W, C) of the first model that declares a rank-4 input, else None (any)."""
+    for model in models:
+        try:
+            shape = model.input_shape
+        except (AttributeError, ValueError):
+            continue
+        if isinstance(shape, tuple) and len(shape) == 4:
+            return tuple(shape[1:])
+    return None
+
+
 @keras.saving.register_keras_serializable(package="tfdefense")
 class MagNet(Defense, keras.Model):
     """MagNet for MNIST-like data; ``predict(x)`` gives labels or ``REJECTED``.
@@ -84,14 +96,15 @@ class MagNet(Defense, keras.Model):
         self.thresholds = self.add_weight(shape=(2,), initializer=keras.initializers.Constant(-1.0),
                                           trainable=False, name="thresholds")
         self._check_params()
+        self.built = True  # the networks come built; the thresholds exist already
 
     def _check_params(self):
         self.rejection_rate = check_number(self.rejection_rate, "rejection_rate", low=0.0,
                                            high=1.0, low_inclusive=False, high_inclusive=False)
         self.batch_size = check_positive_int(self.batch_size, "batch_size")
-        shape = getattr(self.autoencoder_i, "input_shape", None)
-        if shape is not None and len(shape) == 4:
-            object.__setattr__(self, "input_shape", tuple(shape[1:]))
+        object.__setattr__(self, "input_shape", _image_shape(
+            self.autoencoder_i, getattr(self.autoencoder_i, "autoencoder", None),
+            self.classifier))
 
     # -- compiled forward passes -------------------------------------------------
     def reform(self, x):

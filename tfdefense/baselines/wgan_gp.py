@@ -69,6 +69,7 @@ class WGANGP(keras.Model):
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.trackers = {name: keras.metrics.Mean(name=name) for name in (
             "critic_loss", "generator_loss", "gradient_penalty", "wasserstein_distance")}
+        self.built = bool(generator.built and critic.built)
 
     @property
     def metrics(self):
@@ -84,6 +85,20 @@ class WGANGP(keras.Model):
         self.critic_optimizer = (keras.optimizers.get(critic_optimizer)
                                  if critic_optimizer is not None else paper_optimizer())
         self.critic_optimizer.build(self.critic.trainable_variables)
+
+    def get_compile_config(self):
+        if not self.compiled:
+            return None
+        return {
+            "optimizer": keras.saving.serialize_keras_object(self.optimizer),
+            "critic_optimizer": keras.saving.serialize_keras_object(self.critic_optimizer),
+        }
+
+    def compile_from_config(self, config):
+        self.compile(
+            optimizer=keras.saving.deserialize_keras_object(config["optimizer"]),
+            critic_optimizer=keras.saving.deserialize_keras_object(config["critic_optimizer"]),
+        )
 
     def call(self, z, training=False):
         return self.generator(z, training=training)
