@@ -21,3 +21,7 @@ __all__ = [
     "make_noisy",
     "metrics",
 ]
+from tfdefense.detect.morphs import MorphEngine  # noqa: E402, I001  (FM-Defense)
+from tfdefense.detect.resistance import Decision, ResistanceDetector  # noqa: E402, I001
+
+__all__ += ["Decision", "MorphEngine", "ResistanceDetector"]

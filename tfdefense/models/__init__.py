@@ -9,3 +9,6 @@ __all__ += ["DGMM"]
 from tfdefense.models.combo_vae import ComboVAE  # noqa: E402, I001  (FM-Defense)
 
 __all__ += ["ComboVAE"]
+from tfdefense.models.adversarial import AdversarialCDVAE  # noqa: E402, I001  (CD-VAE §3.4)
+
+__all__ += ["AdversarialCDVAE"]

@@ -156,6 +156,7 @@ class ComboVAE(keras.Model):
         names = ("loss", "reconstruction_loss", "kl_loss", "tc_loss", "discriminator_loss",
                  "discriminator_accuracy")
         self.trackers = {n: keras.metrics.Mean(name=n) for n in names}
+        self.built = True
 
     def _check_params(self) -> None:
         for name in ("encoder", "decoder"):
@@ -223,6 +224,7 @@ class ComboVAE(keras.Model):
         if optimizer is None:
             optimizer = keras.optimizers.Adam(1e-4)
         super().compile(optimizer=optimizer, **kwargs)
+        self.optimizer.build(self.encoder.trainable_variables + self.decoder.trainable_variables)
         if self.discriminator is not None:
             if discriminator_optimizer is None:
                 discriminator_optimizer = keras.optimizers.Adam(1e-4, beta_1=0.5, beta_2=0.9)
@@ -235,6 +237,11 @@ class ComboVAE(keras.Model):
             config["discriminator_optimizer"] = keras.saving.serialize_keras_object(
                 self.discriminator_optimizer)
         return config
+
+    def compile_from_config(self, config: dict[str, Any]) -> None:
+        """Re-compile on ``keras.models.load_model`` (both optimizers, their state restored)."""
+        config = keras.saving.deserialize_keras_object(dict(config))
+        self.compile(**config)
 
     # -- the model's maths -------------------------------------------------------------
 

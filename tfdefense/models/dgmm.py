@@ -143,6 +143,7 @@ class DGMM(keras.Model):
         self.cls_tracker = keras.metrics.Mean(name="cls_loss")
         self.lkd_tracker = keras.metrics.Mean(name="lkd_loss")
         self.acc_tracker = keras.metrics.Mean(name="accuracy")
+        self.built = True
 
     def _check_params(self) -> None:
         check_positive_int(self.num_classes, "num_classes", minimum=2)

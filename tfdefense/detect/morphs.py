@@ -1,0 +1,346 @@
+"""Batched latent morphs and the resistance vector of FM-Defense (§III-A, §III-C).
+
+For an image x with combo-VAE codes z = [z_s, z_u] and a classifier C, the
+resistance of code i is the fraction of n morphs — decodings of z with code i
+moved within its normal range — whose predicted label equals C(x) (§III-A
+(2)). ``MorphEngine.resistance(x)`` returns r of shape (N, S) for S selected
+codes, computing every morph of a batch of images (images × codes × morphs)
+in ONE compiled ``tf.function``: encode, search the morph values, decode and
+classify in fixed-size chunks (``tf.map_fn``, one chunk in flight, so memory
+is bounded by ``chunk_size`` decodings whatever the batch), compare, average.
+
+Normal value ranges (§III-C): per code, the [q, 1 − q] quantiles of the
+posterior means on clean validation images (``range_quantile`` q = 0.005; the
+paper decides them "empirically" — q = 0 gives min/max).
+
+Iterative stochastic search (§III-C, ``stochastic_search``): at iteration
+t = 1, 2, … the search radius is t·Δr and B values z_i + δ, δ ~ U(−tΔr, tΔr),
+are drawn; those inside the normal range are kept, in order, until n are
+found. The search is vectorised (all T·B candidates drawn at once, the first n
+valid ones kept — the same values the loop would keep). Choices where the
+paper is silent: Δr = ``delta_r`` × (range width) per code (0.05), B = 25,
+T = 40 (so T·Δr covers two range widths); if fewer than n values are found
+(an input whose code lies far outside its normal range), the rest are drawn
+uniformly from the normal range (``found`` reports how many came from the
+search). For feature-map latents (CelebA) code i is channel i: the range is
+that of the channel's spatial mean and a morph shifts every element of the
+channel by the same amount (§III-A).
+
+Randomness is stateless: the same ``seed`` and ``batch_size`` give the same
+resistance on CPU.
+
+Example:
+    >>> import numpy as np
+    >>> from tfdefense.detect.morphs import stochastic_search
+    >>> v, found = stochastic_search(np.zeros((2, 3), "float32"), -np.ones(3, "float32"),
+    ...                              np.ones(3, "float32"), n_morphs=10,
+    ...                              delta_r=0.1 * np.ones(3, "float32"))
+    >>> v.shape, bool(np.all(np.abs(v) <= 1)), found.numpy().tolist()
+    (TensorShape([2, 3, 10]), True, [[10, 10, 10], [10, 10, 10]])
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from tfdefense.validation import check_images, check_number, check_positive_int
+
+
+def stochastic_search(
+    center,
+    low,
+    high,
+    n_morphs: int = 100,
+    delta_r=None,
+    samples_per_iteration: int = 25,
+    max_iterations: int = 40,
+    seed=(0, 0),
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Morph values of the iterative stochastic search (§III-C); ((N, S, n), found (N, S)).
+
+    Args:
+        center: (N, S) current values of the S codes.
+        low, high: (S,) normal range per code.
+        n_morphs: n, natural values wanted per code.
+        delta_r: (S,) growth Δr of the search radius per iteration (absolute).
+        samples_per_iteration: B.
+        max_iterations: T; T·B must be ≥ n.
+        seed: two ints (stateless RNG seed).
+    """
+    center = tf.convert_to_tensor(center, tf.float32)
+    low = tf.convert_to_tensor(low, tf.float32)
+    high = tf.convert_to_tensor(high, tf.float32)
+    delta_r = tf.convert_to_tensor(delta_r if delta_r is not None else 0.05 * (high - low),
+                                   tf.float32)
+    seed = tf.cast(tf.convert_to_tensor(seed), tf.int32)
+    n, b, t = n_morphs, samples_per_iteration, max_iterations
+    shape = tf.concat([tf.shape(center), [t, b]], 0)
+    u = tf.random.stateless_uniform(shape, seed, -1.0, 1.0)
+    radii = delta_r[:, None] * tf.range(1, t + 1, dtype=tf.float32)[None, :]  # (S, T)
+    cand = center[..., None, None] + u * radii[None, :, :, None]  # (N, S, T, B)
+    cand = tf.reshape(cand, tf.concat([tf.shape(center), [t * b]], 0))
+    ok = (cand >= low[:, None]) & (cand <= high[:, None])
+    pos = tf.range(t * b)
+    key = tf.where(ok, pos, pos + t * b)  # valid candidates first, in search order
+    _, idx = tf.math.top_k(-key, k=n, sorted=True)
+    values = tf.gather(cand, idx, batch_dims=2)
+    found = tf.minimum(tf.reduce_sum(tf.cast(ok, tf.int32), -1), n)
+    fill_u = tf.random.stateless_uniform(tf.shape(values), seed + 1, 0.0, 1.0)
+    fill = low[:, None] + fill_u * (high - low)[:, None]
+    values = tf.where(tf.range(n)[None, None, :] < found[..., None], values, fill)
+    return values, found
+
+
+def _argmax_labels(logits: tf.Tensor) -> tf.Tensor:
+    return tf.argmax(logits, axis=-1, output_type=tf.int64)
+
+
+class MorphEngine:
+    """Resistance of images to latent morphs (§III-A (2), §III-C), batched in one graph.
+
+    Args:
+        combo_vae: a trained ``ComboVAE`` (its codes, DGMM and decoder).
+        classifier: images in [0, 1] -> logits (the classifier to protect); its
+            number of classes must equal the DGMM's.
+        codes: indices of the selected codes (default: all m).
+        n_morphs: n, morphs per code (100, §IV-A).
+        delta_r: Δr as a fraction of each code's range width (paper: unspecified).
+        samples_per_iteration: B (paper: unspecified).
+        max_iterations: T (paper: unspecified).
+        range_quantile: q of the normal range [q, 1 − q] on clean validation data.
+        chunk_size: decodings per chunk inside the graph (memory bound).
+        seed: seed of the stochastic search.
+    """
+
+    def __init__(
+        self,
+        combo_vae,
+        classifier,
+        codes=None,
+        n_morphs: int = 100,
+        delta_r: float = 0.05,
+        samples_per_iteration: int = 25,
+        max_iterations: int = 40,
+        range_quantile: float = 0.005,
+        chunk_size: int = 2048,
+        seed: int = 0,
+    ) -> None:
+        self.combo_vae = combo_vae
+        self.classifier = classifier
+        self.codes = codes
+        self.n_morphs = n_morphs
+        self.delta_r = delta_r
+        self.samples_per_iteration = samples_per_iteration
+        self.max_iterations = max_iterations
+        self.range_quantile = range_quantile
+        self.chunk_size = chunk_size
+        self.seed = seed
+        self._check_params()
+        self.low_: np.ndarray | None = None
+        self.high_: np.ndarray | None = None
+        self.last_found_: np.ndarray | None = None
+        self._fn = None
+
+    # -- parameters -------------------------------------------------------------------
+
+    def _check_params(self) -> None:
+        from tfdefense.models.combo_vae import ComboVAE
+
+        if not isinstance(self.combo_vae, ComboVAE):
+            raise ValueError(f"combo_vae: expected a ComboVAE, got {type(self.combo_vae).__name__}")
+        if not callable(self.classifier):
+            raise ValueError("classifier: expected a callable images -> logits")
+        m = self.combo_vae.latent_dim
+        if self.codes is None:
+            self.codes = list(range(m))
+        codes = np.asarray(self.codes)
+        if codes.ndim != 1 or codes.size == 0 or not np.issubdtype(codes.dtype, np.integer):
+            raise ValueError(f"codes: expected a non-empty list of code indices, got {self.codes!r}")
+        if codes.min() < 0 or codes.max() >= m:
+            raise ValueError(f"codes: expected indices in [0, {m - 1}], got {codes.tolist()}")
+        if len(set(codes.tolist())) != codes.size:
+            raise ValueError(f"codes: indices must be distinct, got {codes.tolist()}")
+        self.codes = [int(c) for c in codes]
+        check_positive_int(self.n_morphs, "n_morphs")
+        check_number(self.delta_r, "delta_r", low=0.0, low_inclusive=False)
+        check_positive_int(self.samples_per_iteration, "samples_per_iteration")
+        check_positive_int(self.max_iterations, "max_iterations")
+        if self.samples_per_iteration * self.max_iterations < self.n_morphs:
+            raise ValueError(
+                "max_iterations: samples_per_iteration × max_iterations = "
+                f"{self.samples_per_iteration * self.max_iterations} < n_morphs = {self.n_morphs}")
+        check_number(self.range_quantile, "range_quantile", low=0.0, high=0.5,
+                      high_inclusive=False)
+        check_positive_int(self.chunk_size, "chunk_size")
+        check_positive_int(self.seed, "seed", minimum=0)
+        n_cls = getattr(self.classifier, "output_shape", (None, None))[-1]
+        if n_cls is not None and n_cls != self.combo_vae.dgmm.num_classes:
+            raise ValueError(f"classifier: has {n_cls} classes, the DGMM "
+                             f"{self.combo_vae.dgmm.num_classes}")
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.combo_vae.input_shape_
+
+    # -- normal ranges ----------------------------------------------------------------
+
+    def code_values(self, x, batch_size: int = 256) -> np.ndarray:
+        """Posterior means of all m codes (channel means for feature maps), (N, m)."""
+        x = check_images(x, "x", shape=self.input_shape)
+        out = []
+        for i in range(0, len(x), batch_size):
+            mean, _ = self.combo_vae.encode(x[i: i + batch_size])
+            out.append(self._channel_means(mean).numpy())
+        return np.concatenate(out)
+
+    @staticmethod
+    def _channel_means(mean: tf.Tensor) -> tf.Tensor:
+        if mean.shape.rank > 2:
+            return tf.reduce_mean(mean, axis=list(range(1, mean.shape.rank - 1)))
+        return mean
+
+    def fit(self, x_val, batch_size: int = 256) -> MorphEngine:
+        """Normal value range of each selected code on clean validation images (§III-C)."""
+        x_val = check_images(x_val, "x_val", shape=self.input_shape)
+        if len(x_val) < 2:
+            raise ValueError(f"x_val: expected at least 2 clean images, got {len(x_val)}")
+        values = self.code_values(x_val, batch_size)[:, self.codes]
+        q = self.range_quantile
+        self.set_ranges(np.quantile(values, q, axis=0), np.quantile(values, 1.0 - q, axis=0))
+        return self
+
+    def set_ranges(self, low, high) -> MorphEngine:
+        """Set the normal ranges (S,) by hand (§III-C: 'decided empirically')."""
+        low = np.asarray(low, np.float32).reshape(-1)
+        high = np.asarray(high, np.float32).reshape(-1)
+        s = len(self.codes)
+        if low.shape != (s,) or high.shape != (s,):
+            raise ValueError(f"low/high: expected {s} values each, got {low.shape}, {high.shape}")
+        if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high))) or np.any(high < low):
+            raise ValueError("low/high: expected finite ranges with low <= high")
+        self.low_, self.high_ = low, high
+        self._fn = None
+        return self
+
+    def _require_fit(self) -> None:
+        if self.low_ is None:
+            raise ValueError("MorphEngine: call fit(x_val) on clean validation images first")
+
+    # -- the compiled engine ----------------------------------------------------------
+
+    def _search(self, center: tf.Tensor, seed: tf.Tensor):
+        low = tf.constant(self.low_)
+        high = tf.constant(self.high_)
+        return stochastic_search(center, low, high, self.n_morphs,
+                                 self.delta_r * (high - low), self.samples_per_iteration,
+                                 self.max_iterations, seed)
+
+    def _morph_latents(self, mean: tf.Tensor, values: tf.Tensor) -> tf.Tensor:
+        """All morphed latents (N·S·n, *latent_shape): code codes[s] moved to values[:, s, k]."""
+        center = tf.gather(self._channel_means(mean), self.codes, axis=1)
+        shift = values - center[..., None]  # (N, S, n)
+        onehot = tf.one_hot(self.codes, self.combo_vae.latent_dim)  # (S, m)
+        extra = mean.shape.rank - 2  # spatial axes of a feature-map latent
+        d = shift[..., None] * onehot[None, :, None, :]  # (N, S, n, m)
+        d = tf.reshape(d, tf.concat([tf.shape(d)[:3], [1] * extra, tf.shape(d)[3:]], 0))
+        z = mean[:, None, None] + d
+        return tf.reshape(z, tf.concat([[-1], tf.shape(mean)[1:]], 0))
+
+    def _classify_latents(self, z_s: tf.Tensor, z_u: tf.Tensor) -> tf.Tensor:
+        """argmax C(D([z_s, z_u])) in chunks of ``chunk_size`` (one chunk in flight)."""
+        total = tf.shape(z_s)[0]
+        c = tf.minimum(self.chunk_size, total)
+        pad = (-total) % c
+
+        def chunks(t):
+            t = tf.pad(t, [[0, pad]] + [[0, 0]] * (t.shape.rank - 1))
+            return tf.reshape(t, tf.concat([[-1, c], tf.shape(t)[1:]], 0))
+
+        def step(args):
+            zs, zu = args
+            return _argmax_labels(self.classifier(self.combo_vae.decode(zs, zu), training=False))
+
+        preds = tf.map_fn(step, (chunks(z_s), chunks(z_u)), fn_output_signature=tf.int64,
+                          parallel_iterations=1)
+        return tf.reshape(preds, [-1])[:total]
+
+    def _resistance_graph(self, x: tf.Tensor, seed: tf.Tensor):
+        mean, _ = self.combo_vae.encode(x)
+        z_u = self.combo_vae.class_unique(x)
+        original = _argmax_labels(self.classifier(x, training=False))
+        center = tf.gather(self._channel_means(mean), self.codes, axis=1)
+        values, found = self._search(center, seed)
+        z_s = self._morph_latents(mean, values)
+        reps = len(self.codes) * self.n_morphs
+        preds = self._classify_latents(z_s, tf.repeat(z_u, reps, axis=0))
+        preds = tf.reshape(preds, tf.shape(values))
+        same = tf.cast(tf.equal(preds, original[:, None, None]), tf.float32)
+        return tf.reduce_mean(same, -1), found
+
+    def _compiled(self):
+        if self._fn is None:
+            spec = tf.TensorSpec((None, *self.input_shape), tf.float32, name="images")
+            self._fn = tf.function(self._resistance_graph, input_signature=[
+                spec, tf.TensorSpec([2], tf.int32, name="seed")], reduce_retracing=True)
+        return self._fn
+
+    def resistance(self, x, batch_size: int = 32) -> np.ndarray:
+        """Resistance vector r (N, S) in [0, 1]: share of morphs keeping C(x) (§III-A)."""
+        self._require_fit()
+        x = check_images(x, "x", shape=self.input_shape)
+        check_positive_int(batch_size, "batch_size")
+        fn = self._compiled()
+        rs, founds = [], []
+        for k, i in enumerate(range(0, len(x), batch_size)):
+            r, found = fn(tf.constant(x[i: i + batch_size]), tf.constant([self.seed, k], tf.int32))
+            rs.append(r.numpy())
+            founds.append(found.numpy())
+        self.last_found_ = np.concatenate(founds)
+        return np.concatenate(rs)
+
+    def morph_values(self, x, batch_index: int = 0) -> np.ndarray:
+        """The morph values (N, S, n) ``resistance`` uses for x as batch number ``batch_index``."""
+        self._require_fit()
+        x = check_images(x, "x", shape=self.input_shape)
+        center = tf.gather(self._channel_means(self.combo_vae.encode(x)[0]), self.codes, axis=1)
+        return self._search(center, tf.constant([self.seed, batch_index], tf.int32))[0].numpy()
+
+    def morph_images(self, x, batch_index: int = 0) -> np.ndarray:
+        """Decoded morphs (N, S, n, H, W, C) for figures; use on a few images only."""
+        x = check_images(x, "x", shape=self.input_shape)
+        values = tf.constant(self.morph_values(x, batch_index))
+        mean, _ = self.combo_vae.encode(x)
+        z_s = self._morph_latents(mean, values)
+        z_u = tf.repeat(self.combo_vae.class_unique(x), len(self.codes) * self.n_morphs, axis=0)
+        images = self.combo_vae.decode(z_s, z_u).numpy()
+        return images.reshape(len(x), len(self.codes), self.n_morphs, *images.shape[1:])
+
+    def resistance_naive(self, x, batch_index: int = 0) -> np.ndarray:
+        """Reference: one image, one code, one morph at a time (eager); same values as batch
+        ``batch_index`` of ``resistance``. Slow; for tests and the benchmark only."""
+        x = check_images(x, "x", shape=self.input_shape)
+        values = self.morph_values(x, batch_index)
+        out = np.zeros(values.shape[:2], np.float32)
+        for i in range(len(x)):
+            xi = x[i: i + 1]
+            original = int(_argmax_labels(self.classifier(xi, training=False))[0])
+            mean = self.combo_vae.encode(xi)[0].numpy()
+            z_u = self.combo_vae.class_unique(xi)
+            for s, code in enumerate(self.codes):
+                hits = 0
+                for k in range(self.n_morphs):
+                    z = mean.copy()
+                    z[..., code] += values[i, s, k] - z[..., code].mean()
+                    label = int(_argmax_labels(self.classifier(
+                        self.combo_vae.decode(tf.constant(z), z_u), training=False))[0])
+                    hits += label == original
+                out[i, s] = hits / self.n_morphs
+        return out
+
+    def get_params(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in (
+            "codes", "n_morphs", "delta_r", "samples_per_iteration", "max_iterations",
+            "range_quantile", "chunk_size", "seed")}
