@@ -24,6 +24,8 @@ def _add_train(sub) -> None:
     p.add_argument("--width", type=int, default=None, help="VAE feature width d")
     p.add_argument("--mixup-alpha", type=float, default=0.0, help="Beta(α, α) input mixup")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train-limit", type=int, default=None,
+                   help="use only the first N training images (quick runs)")
     p.add_argument("--out", default="runs/cdvae", help="output folder")
     p.set_defaults(func=_run_train)
 
@@ -42,6 +44,7 @@ def _run_train(args: argparse.Namespace) -> int:
         latent_dim=args.latent_dim,
         width=args.width,
         mixup_alpha=args.mixup_alpha,
+        train_limit=args.train_limit,
     )
     print(json.dumps({"test": run.test_metrics, "files": run.files}, indent=2))
     return 0
