@@ -5,14 +5,13 @@ import types
 import keras
 import numpy as np
 import pytest
-from detect_test_helpers import fgsm
+from detect_test_helpers import N_DETECT, fgsm
 
 from tfdefense import data
 from tfdefense.detect import make_noisy
 from tfdefense.nets import small_cnn
 
 FGSM_EPS = 0.2
-N_DETECT = 300  # test images for fitting detectors; the next N_DETECT evaluate them
 
 
 @pytest.fixture(scope="session")
@@ -21,9 +20,7 @@ def mnist_cnn():
     x_train, y_train = data.load_arrays("mnist_5k", "train")
     x_test, y_test = data.load_arrays("mnist_5k", "test")
     model = small_cnn((28, 28, 1), 10, width=16, dense_units=64)
-    model.compile(
-        "adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"]
-    )
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     model.fit(x_train, y_train, batch_size=64, epochs=2, verbose=0)
     x = x_test[: 2 * N_DETECT]
     y = y_test[: 2 * N_DETECT]

@@ -6,6 +6,8 @@ import tensorflow as tf
 
 from tfdefense.detect import metrics
 
+N_DETECT = 300  # test images for fitting detectors; the next N_DETECT evaluate them
+
 
 def fgsm(model, x, y, eps):
     """One signed-gradient step of size eps on the cross-entropy, clipped to [0, 1]."""
