@@ -13,15 +13,20 @@ Example:
 """
 
 from tfdefense.attacks.adaptive import bpda, eot
+from tfdefense.attacks.adversarial_set import AdversarialSet, data_fingerprint, model_fingerprint
 from tfdefense.attacks.base import Attack, available_attacks, get_attack
 from tfdefense.attacks.cw_linf import CWPGD
 from tfdefense.attacks.foolbox_attacks import CWL2, DeepFool
 from tfdefense.attacks.iterative import BIM, FGSM, MIM, PGD
+from tfdefense.attacks.presets import PRESETS, get_preset, preset_params
+from tfdefense.attacks.robustness import AttackResult, RobustnessResult, evaluate_robustness
 from tfdefense.attacks.spsa import SPSA
 from tfdefense.attacks.stadv import StAdv
 
 __all__ = [
+    "AdversarialSet",
     "Attack",
+    "AttackResult",
     "BIM",
     "CWL2",
     "CWPGD",
@@ -29,10 +34,17 @@ __all__ = [
     "FGSM",
     "MIM",
     "PGD",
+    "PRESETS",
+    "RobustnessResult",
     "SPSA",
     "StAdv",
     "available_attacks",
     "bpda",
+    "data_fingerprint",
     "eot",
+    "evaluate_robustness",
     "get_attack",
+    "get_preset",
+    "model_fingerprint",
+    "preset_params",
 ]

@@ -191,6 +191,17 @@ class Attack:
     def from_config(cls, config: dict[str, Any]) -> Attack:
         return cls(**config)
 
+    @property
+    def label(self) -> str:
+        """The most specific registered name for these parameters (``pgd_l2`` over ``pgd``)."""
+        best, best_fixed = self.name, -1
+        for alias, (cls, fixed) in _REGISTRY.items():
+            if cls is type(self) and len(fixed) > best_fixed and all(
+                getattr(self, k, None) == v for k, v in fixed.items()
+            ):
+                best, best_fixed = alias, len(fixed)
+        return best
+
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"{type(self).__name__}({args})"
