@@ -12,3 +12,6 @@ __all__ += ["ComboVAE"]
 from tfdefense.models.adversarial import AdversarialCDVAE  # noqa: E402, I001  (CD-VAE §3.4)
 
 __all__ += ["AdversarialCDVAE"]
+from tfdefense.models.pgd_training import PGDAdversarialTraining  # noqa: E402, I001  (Madry et al.)
+
+__all__ += ["PGDAdversarialTraining"]
