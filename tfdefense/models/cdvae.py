@@ -211,6 +211,8 @@ class CDVAE(keras.Model):
     def posterior(self, x: tf.Tensor, training: bool = False):
         """q(z|x) as a TFP ``Normal`` over the latent (N, latent_dim)."""
         mu, log_var = self.encoder(self.normalize(x), training=training)
+        # float32 posterior and outputs under a mixed precision policy (tfdefense.distribute)
+        mu, log_var = tf.cast(mu, tf.float32), tf.cast(log_var, tf.float32)
         return vae_losses.gaussian_posterior(mu, log_var)
 
     def latent(self, x: tf.Tensor, training: bool = False, sample: bool | None = None):
@@ -229,7 +231,7 @@ class CDVAE(keras.Model):
 
     def generate_normalized(self, x: tf.Tensor, training: bool = False, sample=None):
         z, latent_loss = self.latent(x, training=training, sample=sample)
-        return self.decoder(z, training=training), latent_loss, z
+        return tf.cast(self.decoder(z, training=training), tf.float32), latent_loss, z
 
     def generate(self, x: tf.Tensor, training: bool = False, sample: bool | None = None):
         """G(x) in pixel scale (not clipped to [0, 1]: R(x) = x − G(x) must add up)."""
@@ -247,7 +249,7 @@ class CDVAE(keras.Model):
         """Logits of D on R(x) (or on x / G(x), per ``classifier_input``)."""
         x = tf.cast(x, tf.float32)
         g = self.generate(x, training=training)
-        return self.classifier(self.classifier_inputs(x, g), training=training)
+        return tf.cast(self.classifier(self.classifier_inputs(x, g), training=training), tf.float32)
 
     def decompose(self, x, sample: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
         """(G(x), R(x) = x − G(x)) for images in [0, 1]; G(x) + R(x) == x.
@@ -291,7 +293,7 @@ class CDVAE(keras.Model):
             y_a, y_b, lam = y, y, tf.constant(1.0)
         g_n, latent_loss, _ = self.generate_normalized(x, training=training)
         g = self.denormalize(g_n)
-        logits = self.classifier(self.classifier_inputs(x, g), training=training)
+        logits = tf.cast(self.classifier(self.classifier_inputs(x, g), training=training), tf.float32)
         rec = vae_losses.reconstruction_error(self.normalize(x), g_n)
         ce = vae_losses.mixup_cross_entropy(y_a, y_b, logits, lam)
         total = self.reconstruction_weight * rec + self.beta * latent_loss + self.gamma * ce
@@ -328,6 +330,8 @@ class CDVAE(keras.Model):
                 loss += tf.add_n(self.losses)
             # Keras sums replica gradients: scale the hand-written mean (ECOSYSTEM_NOTES).
             scaled = loss / tf.cast(replicas, loss.dtype)
+            # LossScaleOptimizer (mixed_float16) scales here and unscales in apply
+            scaled = self.optimizer.scale_loss(scaled)
         grads = tape.gradient(scaled, self.trainable_variables)
         self.optimizer.apply(grads, self.trainable_variables)
         return self.update_trackers(terms)
