@@ -1,0 +1,32 @@
+"""Docstring examples are runnable: each listed module's doctests pass."""
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = [
+    "tfdefense",
+    "tfdefense.validation",
+    "tfdefense.data",
+    "tfdefense.plots",
+    "tfdefense.defend.base",
+    "tfdefense.nets.small_cnn",
+    "tfdefense.nets.cdvae_nets",
+    "tfdefense.nets.wide_resnet",
+    "tfdefense.nets.resnet50",
+    "tfdefense.models.vae_losses",
+    "tfdefense.models.input_checks",
+    "tfdefense.models.cdvae",
+    "tfdefense.experiments.result",
+    "tfdefense.experiments.context",
+    "tfdefense.experiments.registry",
+]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples_run(name):
+    module = importlib.import_module(name)
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0, f"{name} has no docstring example"
+    assert result.failed == 0
