@@ -11,3 +11,4 @@ from tfdefense.experiments.result import Result, beside_paper, fmt
 __all__ = ["PRESETS", "Context", "Result", "available", "beside_paper", "fmt", "get", "register"]
 
 # Experiment modules (each adds itself to the registry on import) are listed below.
+from tfdefense.experiments import cdvae_table7  # noqa: E402, F401, I001
