@@ -12,3 +12,5 @@ __all__ = ["PRESETS", "Context", "Result", "available", "beside_paper", "fmt", "
 
 # Experiment modules (each adds itself to the registry on import) are listed below.
 from tfdefense.experiments import cdvae_table7  # noqa: E402, F401, I001
+from tfdefense.experiments import cdvae_empirical, cdvae_detection  # noqa: E402, F401, I001
+from tfdefense.experiments import cdvae_greybox, cdvae_gamma_sweep  # noqa: E402, F401, I001

@@ -1,0 +1,256 @@
+"""Models and arrays the CD-VAE experiments share, trained or computed once per run.
+
+Every CD-VAE experiment (Tables 1–4, 6, Fig 3, Fig 4) asks this module for
+the same few things, cached in the ``Context`` (``out/cache``) so a
+``reproduce`` run trains each of them once and an interrupted run resumes:
+
+* ``reference_classifier(ctx)``: D̂, the classifier pre-trained on clean x
+  (CD-VAE §3.2 footnote 1; the attacked model of the grey-box setting);
+* ``cdvae(ctx, gamma)``: a CD-VAE trained at γ (β = 0.2, CD-VAE §5);
+* ``part_classifier(ctx, gamma, part)``: a classifier trained on R(x) or G(x)
+  of a CD-VAE's training images (Table 3; Table 6's classifier on G(x));
+* ``pgd_examples(ctx)``: PGD-Linf examples of the evaluation images against D̂
+  (the empirical study of §3.2).
+
+Per-preset sizes live in ``SETTINGS``; any key can be overridden through the
+Context (``Context("quick", out, {"eval_images": 32, "latent_dim": 8})``).
+The quick preset scales the paper's CIFAR-10 settings to MNIST: ``small_cnn``
+instead of WRN-28-10, the 28x28 VAE variant, PGD-Linf eps 0.3 instead of 8/255.
+
+Example:
+    >>> import tempfile
+    >>> from tfdefense.experiments import Context
+    >>> from tfdefense.experiments.cdvae_models import setting
+    >>> setting(Context("quick", tempfile.mkdtemp()), "pgd_eps")
+    0.3
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfdefense import data as data_lib
+from tfdefense import nets
+from tfdefense.models import CDVAE
+
+#: experiment sizes per preset; the Context's settings override any of them
+SETTINGS: dict[str, dict[str, Any]] = {
+    "quick": {
+        "train_images": None,  # all 3,500 mnist_5k training images
+        "latent_dim": None,  # the 28x28 VAE's default (64)
+        "width": None,  # d = 32
+        "classifier": "small_cnn",
+        "gamma": 2.0,  # CD-VAE §4.1 sweet spot (Tables 1–4)
+        "defense_gamma": 2e-3,  # CD-VAE §4.3 grey-box setting on CIFAR-10
+        "pgd_eps": 0.3,  # Madry et al.'s MNIST Linf budget (8/255 on CIFAR-10)
+        "pgd_steps": 20,
+        "defense_images": 200,  # images attacked per Table 6 cell
+        "whitebox_images": 100,  # images attacked per adaptive (white-box) cell
+        "eot_samples": 4,  # posterior draws per EOT gradient (Athalye et al. use 10-30)
+        "detection_train_images": 1000,  # clean training images the characteristics fit on
+        "md_magnitudes": (0.0, 0.002, 0.0005),
+        "lid_k": (10, 20, 40),
+        "gamma_grid": (2e-3, 2e-1, 2.0, 20.0),
+        "sweep_epochs": 2,
+        "verbose": 2,
+    },
+    "paper": {
+        "train_images": None,
+        "latent_dim": None,  # official CIFAR VAE: 2048
+        "width": None,
+        "classifier": "wrn",  # WRN-28-10
+        "gamma": 2.0,
+        "defense_gamma": 2e-3,
+        "pgd_eps": 8 / 255,
+        "pgd_steps": 20,
+        "defense_images": 10000,
+        "whitebox_images": 1000,
+        "eot_samples": 16,
+        "detection_train_images": 10000,
+        "md_magnitudes": (0.0, 0.01, 0.005, 0.002, 0.0014, 0.001, 0.0005),
+        "lid_k": (10, 20, 30, 40, 50, 60, 70, 80, 90),
+        "gamma_grid": (2e-4, 2e-3, 2e-2, 2e-1, 2.0, 20.0),
+        "sweep_epochs": 30,
+        "verbose": 2,
+    },
+}
+
+
+def setting(ctx, key: str) -> Any:
+    """``ctx.settings[key]`` if set, else this module's per-preset default."""
+    if key in ctx.settings:
+        return ctx.settings[key]
+    preset = SETTINGS.get(ctx.preset, SETTINGS["quick"])
+    if key not in preset:
+        raise ValueError(f"setting: unknown key {key!r}; expected one of {sorted(preset)}")
+    return preset[key]
+
+
+def attack_data(ctx) -> str:
+    """The ``attacks.presets`` data scale: "mnist" for 28x28x1 data, else "cifar10"."""
+    return "mnist" if data_lib.spec(ctx.dataset).shape[-1] == 1 else "cifar10"
+
+
+def train_arrays(ctx) -> tuple[np.ndarray, np.ndarray]:
+    x, y = ctx.arrays("train")
+    limit = setting(ctx, "train_images")
+    return (x[:limit], y[:limit]) if limit else (x, y)
+
+
+def eval_arrays(ctx, n: int | None = None, split: str = "test") -> tuple[np.ndarray, np.ndarray]:
+    """The first ``n`` (default ``eval_images``) images of a split."""
+    x, y = ctx.arrays(split)
+    n = ctx.settings["eval_images"] if n is None else n
+    return x[:n], y[:n]
+
+
+def fit_verbose(ctx):
+    return setting(ctx, "verbose")
+
+
+# ---------------------------------------------------------------- classifiers
+def new_classifier(ctx, name: str) -> keras.Model:
+    spec = data_lib.spec(ctx.dataset)
+    if setting(ctx, "classifier") == "wrn":
+        return nets.wide_resnet(spec.shape, spec.num_classes, name=name)
+    return nets.small_cnn(spec.shape, spec.num_classes, name=name)
+
+
+def train_classifier(ctx, x: np.ndarray, y: np.ndarray, name: str) -> keras.Model:
+    """A classifier (logits) trained with Adam on (x, y) for ``classifier_epochs``."""
+    keras.utils.set_random_seed(ctx.settings["seed"])
+    model = new_classifier(ctx, name)
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    model.fit(x, y, batch_size=ctx.settings["batch_size"], epochs=ctx.settings["classifier_epochs"],
+              shuffle=True, verbose=fit_verbose(ctx))
+    return model
+
+
+def reference_classifier(ctx) -> keras.Model:
+    """D̂: the classifier pre-trained on clean x (the grey-box attacker's target)."""
+    return ctx.cached_model("classifier_x", lambda: train_classifier(ctx, *train_arrays(ctx),
+                                                                     name="classifier_x"))
+
+
+# ---------------------------------------------------------------------- CD-VAE
+def gamma_key(gamma: float) -> str:
+    return f"{gamma:g}".replace("+", "")
+
+
+def build_cdvae(ctx, gamma: float, beta: float = 0.2) -> CDVAE:
+    """An untrained, compiled CD-VAE with the preset's architecture (β = 0.2, CD-VAE §5)."""
+    model = CDVAE.for_dataset(ctx.dataset, gamma=gamma, beta=beta, latent_dim=setting(ctx, "latent_dim"),
+                              width=setting(ctx, "width"), classifier=setting(ctx, "classifier"),
+                              seed=ctx.settings["seed"])
+    model.compile()
+    return model
+
+
+def cdvae(ctx, gamma: float | None = None) -> CDVAE:
+    """The CD-VAE trained at ``gamma`` (default the preset's γ = 2) for ``cdvae_epochs``."""
+    gamma = setting(ctx, "gamma") if gamma is None else gamma
+
+    def train() -> CDVAE:
+        keras.utils.set_random_seed(ctx.settings["seed"])
+        model = build_cdvae(ctx, gamma)
+        model.fit(*train_arrays(ctx), batch_size=ctx.settings["batch_size"],
+                  epochs=ctx.settings["cdvae_epochs"], shuffle=True, verbose=fit_verbose(ctx))
+        return model
+
+    return ctx.cached_model(f"cdvae_gamma{gamma_key(gamma)}", train)
+
+
+def decompose_arrays(model: CDVAE, x: np.ndarray, batch_size: int = 256) -> dict[str, np.ndarray]:
+    """G(x), R(x) and the posterior mean z of images, in compiled batches."""
+    fn = _compiled(model, "decompose", lambda b: _decompose_graph(model, b))
+    parts = [fn(tf.constant(x[i:i + batch_size])) for i in range(0, len(x), batch_size)]
+    return {k: np.concatenate([p[k].numpy() for p in parts]) for k in ("g", "r", "z")}
+
+
+def _decompose_graph(model: CDVAE, x):
+    z = model.posterior(x).mean()
+    g = model.denormalize(model.decoder(z, training=False))
+    return {"g": g, "r": x - g, "z": z}
+
+
+def part_classifier(ctx, gamma: float, part: str) -> keras.Model:
+    """A classifier trained on ``part`` ("r" or "g") of the γ CD-VAE's training images.
+
+    G(x) is clipped to [0, 1] (an image); R(x) is signed and fed as it is,
+    as the CD-VAE's own D sees it.
+    """
+    if part not in ("r", "g"):
+        raise ValueError(f"part: expected 'r' or 'g', got {part!r}")
+    model = cdvae(ctx, gamma)
+
+    def train():
+        x, y = train_arrays(ctx)
+        parts = decompose_arrays(model, x)
+        inputs = np.clip(parts["g"], 0.0, 1.0) if part == "g" else parts["r"]
+        return train_classifier(ctx, inputs, y, name=f"classifier_{part}")
+
+    return ctx.cached_model(f"classifier_{part}_gamma{gamma_key(gamma)}", train)
+
+
+# ----------------------------------------------------------------- attacks
+def pgd_examples(ctx) -> dict[str, np.ndarray]:
+    """PGD-Linf x′ of the evaluation images against D̂ (CD-VAE §3.2 empirical study)."""
+    from tfdefense.attacks import get_attack
+
+    def compute():
+        x, y = eval_arrays(ctx)
+        attack = get_attack("pgd_linf", model=reference_classifier(ctx), eps=setting(ctx, "pgd_eps"),
+                            steps=setting(ctx, "pgd_steps"), seed=ctx.settings["seed"], verbose=True)
+        return {"x": x, "y": y, "x_adv": attack.generate(x, y)}
+
+    return ctx.cached_arrays("cdvae/pgd_linf_reference", compute)
+
+
+# ----------------------------------------------------------------- helpers
+_GRAPHS: dict[tuple[int, str], tuple[Any, Callable]] = {}
+
+
+def _compiled(owner, name: str, fn: Callable) -> Callable:
+    key = (id(owner), name)
+    entry = _GRAPHS.get(key)
+    if entry is None or entry[0] is not owner:
+        entry = (owner, tf.function(fn, reduce_retracing=True))
+        _GRAPHS[key] = entry
+    return entry[1]
+
+
+def predict_logits(fn: Callable, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Logits of a callable images -> logits, in compiled batches."""
+    graph = _compiled(fn, "logits", lambda b: fn(b))
+    return np.concatenate([graph(tf.constant(x[i:i + batch_size])).numpy()
+                           for i in range(0, len(x), batch_size)])
+
+
+def top_k_accuracy(logits: np.ndarray, y: np.ndarray, k: int = 1) -> float:
+    """Top-k accuracy in percent."""
+    top = np.argsort(-logits, axis=1)[:, :k]
+    return float(100.0 * np.mean(np.any(top == np.asarray(y)[:, None], axis=1)))
+
+
+def accuracy(fn: Callable, x: np.ndarray, y: np.ndarray) -> float:
+    """Top-1 accuracy (%) of a callable images -> logits."""
+    return top_k_accuracy(predict_logits(fn, x), y, 1)
+
+
+def architecture_note(ctx) -> str:
+    spec = data_lib.spec(ctx.dataset)
+    return (f"Data {ctx.dataset} {spec.shape}; classifier {setting(ctx, 'classifier')} "
+            f"({ctx.settings['classifier_epochs']} epochs, Adam 1e-3), CD-VAE "
+            f"{'official CIFAR VAE' if spec.shape[-1] == 3 else '28x28 variant of the official VAE'} "
+            f"(latent {setting(ctx, 'latent_dim') or 'default'}, d {setting(ctx, 'width') or 'default'}), "
+            f"β = 0.2, AdamW 1e-3 / wd 1e-6, {ctx.settings['cdvae_epochs']} epochs "
+            f"(paper: WRN-28-10, 300 CIFAR-10 epochs).")

@@ -1,0 +1,155 @@
+"""``tfdefense reproduce``: run registered experiments and write ``report.md``, figures, ``results.json``.
+
+Every experiment in the registry (or those named) runs with one shared
+``Context``, so models are trained once and cached under ``out/cache``; an
+interrupted run resumes from what it finished. A failing experiment is
+written into the report as FAILED with its error and traceback, and the
+others still run. The report puts the paper's numbers beside ours (each
+experiment's own table) and lists the data, settings and library versions
+used.
+
+Example:
+    >>> import tempfile
+    >>> from tfdefense.experiments import Result, register
+    >>> from tfdefense.report import reproduce
+    >>> @register("demo_report", order=999)
+    ... def demo(ctx):
+    ...     return Result("demo_report", "Demo", ctx.preset, ctx.dataset)
+    >>> run = reproduce("quick", tempfile.mkdtemp(), only=["demo_report"])
+    >>> [r.name for r in run.results], run.failed
+    (['demo_report'], [])
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tfdefense.experiments import Context, Result, available, get
+
+
+@dataclass
+class Reproduction:
+    """What ``reproduce`` produced: results in report order, failed names, file paths."""
+
+    results: list[Result]
+    failed: list[str]
+    files: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def failed_result(name: str, ctx: Context, exc: BaseException, seconds: float) -> Result:
+    """A Result that reports an experiment's failure (never a silent skip)."""
+    return Result(
+        name=name, title=f"{name}: FAILED", preset=ctx.preset, dataset=ctx.dataset,
+        notes=[f"**FAILED** with {type(exc).__name__}: {exc}"],
+        measurements={"status": "failed", "error": f"{type(exc).__name__}: {exc}",
+                      "traceback": traceback.format_exc()},
+        seconds=seconds)
+
+
+def run_experiments(ctx: Context, names: Sequence[str], log=print) -> tuple[list[Result], list[str]]:
+    """Run each named experiment, catching and recording failures."""
+    results, failed = [], []
+    for name in names:
+        fn = get(name)
+        log(f"[reproduce] {name} ...")
+        start = time.perf_counter()
+        try:
+            result = fn(ctx)
+            if not isinstance(result, Result):
+                raise TypeError(f"experiment {name!r} returned {type(result).__name__}, expected Result")
+            result.seconds = time.perf_counter() - start
+        except Exception as exc:  # noqa: BLE001 - reported, not swallowed
+            result = failed_result(name, ctx, exc, time.perf_counter() - start)
+            failed.append(name)
+            log(f"[reproduce] {name} FAILED: {type(exc).__name__}: {exc}")
+        else:
+            log(f"[reproduce] {name} done in {result.seconds:.0f} s")
+        results.append(result)
+    return results, failed
+
+
+def _versions() -> dict[str, str]:
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from tfdefense import __version__
+
+    return {"tfdefense": __version__, "tensorflow": tf.__version__, "keras": keras.__version__,
+            "numpy": np.__version__, "python": platform.python_version()}
+
+
+def _relative(result: Result, out: str) -> Result:
+    figures = {k: os.path.relpath(v, out) if os.path.isabs(v) or os.path.exists(v) else v
+               for k, v in result.figures.items()}
+    return Result(**{**result.__dict__, "figures": figures})
+
+
+def write_report(ctx: Context, results: list[Result], failed: list[str], seconds: float) -> dict[str, str]:
+    """Write ``report.md`` and ``results.json`` into ``ctx.out``; return their paths."""
+    os.makedirs(ctx.out, exist_ok=True)
+    versions = _versions()
+    lines = [
+        "# tfdefense reproduction report", "",
+        f"Preset `{ctx.preset}` on `{ctx.dataset}`, {len(results)} experiment(s), "
+        f"{len(failed)} failed, {seconds:.0f} s wall clock.", "",
+        "Every number in the tables was computed in this run; the paper's number stands beside "
+        "ours as `ours (paper X)` or in a `paper` column, never instead of ours. Where the run's "
+        "data or models differ from the paper's, each table's notes say how.", "",
+        "**Settings**: " + ", ".join(f"`{k}={v}`" for k, v in ctx.settings.items()), "",
+        "**Versions**: " + ", ".join(f"{k} {v}" for k, v in versions.items()), "",
+    ]
+    if failed:
+        lines += ["**Failed experiments**: " + ", ".join(f"`{n}`" for n in failed), ""]
+    lines += ["## Contents", ""]
+    lines += [f"- `{r.name}`: {r.title}" + (f" ({r.seconds:.0f} s)" if r.seconds is not None else "")
+              for r in results]
+    lines.append("")
+    for r in results:
+        lines.append(_relative(r, ctx.out).to_markdown())
+    report = os.path.join(ctx.out, "report.md")
+    _atomic_write(report, "\n".join(lines))
+    payload: dict[str, Any] = {
+        "preset": ctx.preset, "dataset": ctx.dataset, "settings": ctx.settings, "versions": versions,
+        "seconds": seconds, "failed": failed, "experiments": [r.to_json() for r in results],
+    }
+    results_json = os.path.join(ctx.out, "results.json")
+    _atomic_write(results_json, json.dumps(payload, indent=2, default=str))
+    return {"report": report, "results": results_json}
+
+
+def _atomic_write(path: str, text: str) -> None:
+    tmp = path + ".partial"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def reproduce(preset: str = "quick", out: str = "report", only: Sequence[str] | None = None,
+              overrides: dict[str, Any] | None = None, log=print) -> Reproduction:
+    """Run experiments (all registered, or ``only``) and write the report into ``out``.
+
+    Raises ``ValueError`` for an unknown preset or experiment name before any work starts.
+    """
+    ctx = Context(preset, out, overrides)
+    names = list(only) if only else available()
+    if not names:
+        raise ValueError("only: no experiment registered or named")
+    for name in names:
+        get(name)  # unknown names fail before any work
+    if len(set(names)) != len(names):
+        raise ValueError(f"only: expected distinct experiment names, got {names}")
+    start = time.perf_counter()
+    results, failed = run_experiments(ctx, names, log=log)
+    seconds = time.perf_counter() - start
+    files = write_report(ctx, results, failed, seconds)
+    log(f"[reproduce] wrote {files['report']} and {files['results']} ({seconds:.0f} s)")
+    return Reproduction(results, failed, files, seconds)
