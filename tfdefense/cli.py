@@ -50,6 +50,83 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_setting(text: str) -> tuple[str, object]:
+    """``KEY=VALUE`` with VALUE read as JSON when it parses (numbers, lists), else as a string."""
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    key, value = text.split("=", 1)
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def _add_reproduce(sub) -> None:
+    p = sub.add_parser("reproduce", help="run the papers' experiments and write report.md")
+    p.add_argument("--preset", default="quick", help="quick (mnist_5k, CPU minutes) or paper (CIFAR-10)")
+    p.add_argument("--out", default="report", help="output folder (report.md, figures/, results.json)")
+    p.add_argument("--only", nargs="+", metavar="NAME", default=None,
+                   help="run only these experiments (see --list)")
+    p.add_argument("--set", dest="overrides", type=_parse_setting, action="append", default=[],
+                   metavar="KEY=VALUE", help="override a setting, e.g. --set eval_images=100")
+    p.add_argument("--list", action="store_true", help="list the registered experiments and exit")
+    p.set_defaults(func=_run_reproduce)
+
+
+def _run_reproduce(args: argparse.Namespace) -> int:
+    from tfdefense.experiments import available
+    from tfdefense.report import reproduce
+
+    if args.list:
+        print("\n".join(available()))
+        return 0
+    run = reproduce(args.preset, args.out, only=args.only, overrides=dict(args.overrides))
+    print(json.dumps({"report": run.files, "failed": run.failed, "seconds": round(run.seconds)}, indent=2))
+    return 1 if run.failed else 0
+
+
+def _add_tune(sub) -> None:
+    p = sub.add_parser("tune", help="tune the CD-VAE's gamma/beta with keras-tuner")
+    p.add_argument("model", choices=["cdvae"], help="which model to tune")
+    p.add_argument("--dataset", default="mnist_5k")
+    p.add_argument("--objective", default="accuracy",
+                   help="accuracy | reconstruction_accuracy | g_accuracy | defense_accuracy | "
+                        "detection_auc | loss")
+    p.add_argument("--algorithm", default="random", choices=["grid", "random", "bayesian"])
+    p.add_argument("--trials", type=int, default=5)
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--gamma", type=float, nargs="+", default=[2e-4, 20.0],
+                   help="LOW HIGH (log-uniform) or one value, or 3+ choices")
+    p.add_argument("--beta", type=float, nargs="+", default=[0.2], help="same forms as --gamma")
+    p.add_argument("--latent-dim", type=int, default=None)
+    p.add_argument("--width", type=int, default=None)
+    p.add_argument("--train-images", type=int, default=None, help="use the first N training images")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/tune", help="tuner folder (a search found there resumes)")
+    p.set_defaults(func=_run_tune)
+
+
+def _space(values: list[float]):
+    if len(values) == 1:
+        return values[0]
+    if len(values) == 2:
+        return (values[0], values[1])
+    return list(values)
+
+
+def _run_tune(args: argparse.Namespace) -> int:
+    from tfdefense.tune import run_tuning
+
+    rows, best = run_tuning(
+        args.dataset, objective_name=args.objective, algorithm=args.algorithm, trials=args.trials,
+        epochs=args.epochs, batch_size=args.batch_size, gamma=_space(args.gamma),
+        beta=_space(args.beta), latent_dim=args.latent_dim, width=args.width,
+        train_images=args.train_images, seed=args.seed, directory=args.out)
+    print(json.dumps({"best": best, "trials": rows}, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tfdefense",
@@ -60,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"tfdefense {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
+    _add_reproduce(sub)
+    _add_tune(sub)
     return parser
 
 

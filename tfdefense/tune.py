@@ -262,3 +262,46 @@ def trial_table(tuner) -> list[dict[str, Any]]:
         row["score"] = None if trial.score is None else float(trial.score)
         rows.append(row)
     return rows
+
+
+def run_tuning(dataset: str = "mnist_5k", *, objective_name: str = "accuracy", algorithm: str = "random",
+               trials: int = 5, epochs: int = 2, batch_size: int = 64, gamma=(2e-4, 20.0), beta=0.2,
+               latent_dim: int | None = None, width: int | None = None, train_images: int | None = None,
+               seed: int = 0, directory: str = "runs/tune", verbose: int | str = "auto"):
+    """``tfdefense tune``: search γ/β on a dataset's train split, validated on its validation split.
+
+    Probe objectives (``PROBE_METRICS``) first train a reference classifier on x
+    (``small_cnn``/WRN, 3 epochs) and craft PGD-Linf examples on it (eps 0.3 on
+    1-channel data, 8/255 otherwise). Returns (trial rows, best hyperparameters).
+    """
+    objective(objective_name)
+    check_positive_int(trials, "trials")
+    check_positive_int(epochs, "epochs")
+    check_positive_int(batch_size, "batch_size")
+    keras.utils.set_random_seed(seed)
+    x, y = data_lib.load_arrays(dataset, "train")
+    if train_images is not None:
+        n = check_positive_int(train_images, "train_images")
+        x, y = x[:n], y[:n]
+    x_val, y_val = data_lib.load_arrays(dataset, "validation")
+    probe, names = None, ()
+    if objective_name in PROBE_METRICS:
+        from tfdefense import nets
+
+        spec = data_lib.spec(dataset)
+        ref = (nets.small_cnn(spec.shape, spec.num_classes) if spec.shape[-1] == 1
+               else nets.wide_resnet(spec.shape, spec.num_classes))
+        ref.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        ref.fit(x, y, epochs=3, batch_size=batch_size, verbose=verbose)
+        eps = 0.3 if spec.shape[-1] == 1 else 8 / 255
+        probe = GreyBoxProbe.with_pgd(ref, x_val[:500], y_val[:500], x[:1000], y[:1000], eps=eps,
+                                      seed=seed)
+        names = (objective_name,)
+    hypermodel = CDVAEHyperModel(dataset, gamma=gamma, beta=beta, latent_dim=latent_dim, width=width,
+                                 probe=probe, probe_metrics=names, seed=seed)
+    tuner = make_tuner(hypermodel, objective_name, algorithm, max_trials=trials, directory=directory,
+                       project_name=f"cdvae_{objective_name}", seed=seed)
+    tuner.search(x, y, validation_data=(x_val, y_val), epochs=epochs, batch_size=batch_size,
+                 verbose=verbose)
+    best = tuner.get_best_hyperparameters()[0].values if tuner.oracle.trials else {}
+    return trial_table(tuner), best
