@@ -84,6 +84,8 @@ class WGANGP(keras.Model):
                         **kwargs)
         self.critic_optimizer = (keras.optimizers.get(critic_optimizer)
                                  if critic_optimizer is not None else paper_optimizer())
+        # each optimizer holds the slots of its own network only
+        self.optimizer.build(self.generator.trainable_variables)
         self.critic_optimizer.build(self.critic.trainable_variables)
 
     def get_compile_config(self):

@@ -1,0 +1,171 @@
+"""Defense-GAN: batched projection, restarts, BPDA path, validation, saving."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfdefense import data
+from tfdefense.baselines import DefenseGAN, defense_gan_generator
+from tfdefense.baselines.defense_gan import PAPER_ITERATIONS, PAPER_RESTARTS
+from tfdefense.defend import REJECTED, Defense
+from tfdefense.nets import small_cnn
+
+
+def _dgan(**kwargs):
+    keras.utils.set_random_seed(0)
+    params = {"iterations": 15, "restarts": 3, "seed": 0, **kwargs}
+    return DefenseGAN(defense_gan_generator(latent_dim=8, width=4),
+                      small_cnn(width=4, dense_units=8), **params)
+
+
+@pytest.fixture(scope="module")
+def x():
+    return data.load_arrays("mnist_5k", "test")[0][:12]
+
+
+def test_paper_defaults():
+    model = DefenseGAN(defense_gan_generator(latent_dim=8, width=4),
+                       small_cnn(width=4, dense_units=8))
+    assert (model.iterations, model.restarts) == (PAPER_ITERATIONS, PAPER_RESTARTS) == (200, 10)
+    assert (model.learning_rate, model.momentum) == (10.0, 0.7)
+    assert defense_gan_generator().input_shape == (None, 128)
+
+
+def test_projection_reduces_the_error_from_the_starting_code(x):
+    out = _dgan().project(x, batch_size=5, details=True, progress=False)
+    assert out.images.shape == x.shape and out.latents.shape == (12, 8)
+    assert out.restart_errors.shape == (12, 3)
+    assert np.all(out.errors < out.initial_errors)
+    # the kept restart is the best one, and its error is the image's real error
+    np.testing.assert_allclose(out.errors, out.restart_errors.min(axis=1))
+    np.testing.assert_allclose(out.errors, np.mean((out.images - x) ** 2, axis=(1, 2, 3)),
+                               rtol=1e-5)
+
+
+def test_more_restarts_never_hurt(x):
+    # restarts share their starting codes' stream, so R = 1's code is among R = 3's
+    one = _dgan(restarts=1).project(x, details=True, progress=False)
+    three = _dgan(restarts=3).project(x, details=True, progress=False)
+    np.testing.assert_allclose(one.restart_errors[:, 0], three.restart_errors[:, 0], rtol=1e-5)
+    assert np.all(three.errors <= one.errors + 1e-7)
+
+
+def test_batched_restarts_equal_the_loop_over_restarts(x):
+    model = _dgan()
+    batched = model.project(x, batch_size=6, details=True, progress=False)
+    looped = model.project(x, batch_size=6, batched=False, details=True, progress=False)
+    np.testing.assert_allclose(batched.restart_errors, looped.restart_errors, rtol=1e-4,
+                               atol=1e-7)
+    np.testing.assert_allclose(batched.images, looped.images, atol=1e-4)
+
+
+def test_seed_makes_projection_repeatable(x):
+    a = _dgan(seed=3).project(x, progress=False)
+    b = _dgan(seed=3).project(x, progress=False)
+    c = _dgan(seed=4).project(x, progress=False)
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+
+
+def test_predict_classifies_the_projection(x):
+    model = _dgan()
+    labels = model.predict(x, progress=False)
+    projected = model.project(x, progress=False)
+    expected = np.argmax(model.classifier(projected).numpy(), axis=1)
+    np.testing.assert_array_equal(labels, expected)
+    assert labels.dtype == np.int64 and not np.any(labels == REJECTED)
+    assert isinstance(model, Defense)
+
+
+def test_bpda_gradient_is_the_classifier_gradient_at_the_projection(x):
+    model = _dgan()
+    xt = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(xt)
+        loss = tf.reduce_sum(model.bpda_logits(xt)[:, 3])
+    grad = tape.gradient(loss, xt).numpy()
+    projected = tf.constant(model.project(x, batch_size=len(x), progress=False))
+    with tf.GradientTape() as tape:
+        tape.watch(projected)
+        loss = tf.reduce_sum(model.classifier(projected)[:, 3])
+    expected = tape.gradient(loss, projected).numpy()
+    assert np.abs(expected).max() > 0
+    np.testing.assert_allclose(grad, expected, rtol=1e-5, atol=1e-7)
+
+
+def test_adaptive_bpda_attack_raises_the_defended_loss(x):
+    # a 3-step BPDA-FGSM through the projection (Athalye et al. 2018) against the
+    # defense's own predictions: the loss of the defended classifier must go up
+    model = _dgan(iterations=10, restarts=2)
+    xt = tf.constant(x)
+    y = tf.constant(model.predict(x, progress=False))
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    before = float(loss_fn(y, model(xt)))
+    adv = xt
+    for _ in range(3):
+        with tf.GradientTape() as tape:
+            tape.watch(adv)
+            loss = loss_fn(y, model(adv))
+        adv = tf.clip_by_value(adv + 0.1 * tf.sign(tape.gradient(loss, adv)), 0.0, 1.0)
+    after = float(loss_fn(y, model(adv)))
+    assert after > before, (before, after)
+
+
+@pytest.mark.parametrize("name,value", [
+    ("iterations", 0), ("iterations", -1), ("iterations", 2.0), ("iterations", "200"),
+    ("restarts", 0), ("restarts", -3), ("restarts", None),
+    ("learning_rate", 0.0), ("learning_rate", -1.0), ("learning_rate", float("inf")),
+    ("momentum", 1.0), ("momentum", -0.1),
+    ("batch_size", 0), ("seed", -1),
+])
+def test_bad_parameters(name, value):
+    with pytest.raises(ValueError, match=name):
+        _dgan(**{name: value})
+
+
+BAD_IMAGES = {
+    "rank": np.zeros((2, 28, 28), "float32"),
+    "shape": np.zeros((2, 28, 28, 3), "float32"),
+    "range": np.full((2, 28, 28, 1), 255.0, "float32"),
+    "negative": np.full((2, 28, 28, 1), -0.5, "float32"),
+    "nan": np.full((2, 28, 28, 1), np.nan, "float32"),
+    "uint8": np.zeros((2, 28, 28, 1), "uint8"),
+    "empty": np.zeros((0, 28, 28, 1), "float32"),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_IMAGES))
+@pytest.mark.parametrize("method", ["predict", "project"])
+def test_bad_images(method, name):
+    with pytest.raises(ValueError, match="x"):
+        getattr(_dgan(iterations=1, restarts=1), method)(BAD_IMAGES[name])
+
+
+def test_bad_batch_size_in_project(x):
+    with pytest.raises(ValueError, match="batch_size"):
+        _dgan().project(x, batch_size=-2)
+
+
+def test_keras_round_trip(x, tmp_path):
+    model = _dgan(iterations=12, restarts=2, learning_rate=5.0, momentum=0.5, seed=7,
+                  batch_size=5)
+    path = str(tmp_path / "dgan.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert isinstance(loaded, DefenseGAN)
+    config = {k: getattr(loaded, k) for k in ("iterations", "restarts", "learning_rate",
+                                              "momentum", "seed", "batch_size")}
+    assert config == {"iterations": 12, "restarts": 2, "learning_rate": 5.0,
+                      "momentum": 0.5, "seed": 7, "batch_size": 5}
+    np.testing.assert_array_equal(loaded.project(x, progress=False),
+                                  model.project(x, progress=False))
+    np.testing.assert_array_equal(loaded.predict(x, progress=False),
+                                  model.predict(x, progress=False))
+    np.testing.assert_array_equal(loaded(x[:3]).numpy(), model(x[:3]).numpy())
+
+
+def test_config_round_trip():
+    model = _dgan(iterations=3, restarts=4)
+    clone = DefenseGAN.from_config(model.get_config())
+    assert (clone.iterations, clone.restarts, clone.latent_dim) == (3, 4, 8)
