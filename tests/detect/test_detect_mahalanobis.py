@@ -4,6 +4,7 @@ import tensorflow as tf
 from detect_test_helpers import separation_auc
 
 from tfdefense.detect import FeatureExtractor, Mahalanobis
+from tfdefense.nets import small_cnn
 
 
 def _flat(transform=None):
@@ -59,6 +60,20 @@ def test_preprocessing_raises_the_confidence_of_clean_inputs():
     x, y = _data()
     scores = Mahalanobis(_flat(), num_classes=3).fit(x, y).score_grid(x, [0.0, 0.005])
     assert np.all(scores[0.005] > scores[0.0])
+
+
+def test_each_layer_gets_its_own_preprocessing_as_if_scored_alone():
+    cnn = small_cnn((28, 28, 1), 10, width=4, dense_units=8)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(40, 28, 28, 1)).astype("float32")
+    y = np.arange(40) % 10
+    conv = cnn.layers[2].name
+    both = Mahalanobis(FeatureExtractor(cnn, layers=[conv, "penultimate"]), batch_size=16)
+    grid = both.fit(x, y).score_grid(x[:20], [0.0, 0.01])
+    for column, layer in enumerate([conv, "penultimate"]):
+        alone = Mahalanobis(FeatureExtractor(cnn, layers=[layer]), magnitude=0.01).fit(x, y)
+        np.testing.assert_allclose(grid[0.01][:, column], alone.score(x[:20])[:, 0], rtol=1e-4)
+    assert not np.allclose(grid[0.01], grid[0.0])
 
 
 def test_mahalanobis_separates_fgsm_from_clean_and_noisy_mnist(mnist_cnn):

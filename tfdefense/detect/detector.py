@@ -65,8 +65,7 @@ def make_noisy(x_clean, x_adv=None, std: float | None = None, seed: int = 0) -> 
         x_adv = check_images(x_adv, "x_adv", shape=x_clean.shape[1:])
         if len(x_adv) != len(x_clean):
             raise ValueError(
-                f"x_adv: expected one adversarial image per clean image "
-                f"({len(x_clean)}), got {len(x_adv)}"
+                f"x_adv: expected one adversarial image per clean image ({len(x_clean)}), got {len(x_adv)}"
             )
         l2 = np.linalg.norm((x_adv - x_clean).reshape(len(x_clean), -1), axis=1).mean()
         std = float(l2 / np.sqrt(x_clean[0].size))
@@ -86,9 +85,7 @@ def _check_features(features, labels=None):
         return f
     y = np.asarray(labels)
     if y.ndim != 1 or len(y) != len(f):
-        raise ValueError(
-            f"labels: expected one label per feature row ({len(f)}), got shape {y.shape}"
-        )
+        raise ValueError(f"labels: expected one label per feature row ({len(f)}), got shape {y.shape}")
     if not np.all(np.isin(y, (0, 1))):
         raise ValueError(f"labels: expected 0 (clean) or 1 (adversarial), got {np.unique(y)[:10]}")
     counts = np.bincount(y.astype(np.int64), minlength=2)
@@ -156,9 +153,7 @@ class LogisticDetector:
     def _check_params(self):
         unknown = [f for f in self.features if f not in FEATURES]
         if unknown or not self.features or len(set(self.features)) != len(self.features):
-            raise ValueError(
-                f"features: expected distinct names from {FEATURES}, got {self.features}"
-            )
+            raise ValueError(f"features: expected distinct names from {FEATURES}, got {self.features}")
         if self.on not in ON:
             raise ValueError(f"on: expected one of {ON}, got {self.on!r}")
         if self.on == "residual" and not (
@@ -168,18 +163,14 @@ class LogisticDetector:
         bad = [k for k in self.layers if k not in FEATURES]
         if bad:
             raise ValueError(f"layers: expected keys from {FEATURES}, got {bad}")
-        self.kd_bandwidth = check_number(
-            self.kd_bandwidth, "kd_bandwidth", 0.0, low_inclusive=False
-        )
+        self.kd_bandwidth = check_number(self.kd_bandwidth, "kd_bandwidth", 0.0, low_inclusive=False)
         self.lid_k = _grid(self.lid_k, "lid_k", lambda v, n: check_positive_int(v, n))
         self.lid_batch_size = check_positive_int(self.lid_batch_size, "lid_batch_size", minimum=2)
         if max(self.lid_k) >= self.lid_batch_size:
             raise ValueError(
                 f"lid_k: expected k < lid_batch_size={self.lid_batch_size}, got {max(self.lid_k)}"
             )
-        self.md_magnitude = _grid(
-            self.md_magnitude, "md_magnitude", lambda v, n: check_number(v, n, low=0.0)
-        )
+        self.md_magnitude = _grid(self.md_magnitude, "md_magnitude", lambda v, n: check_number(v, n, low=0.0))
         self.validation_split = check_number(self.validation_split, "validation_split", 0.0, 0.9)
         if self.noise_std is not None:
             self.noise_std = check_number(self.noise_std, "noise_std", low=0.0)
@@ -239,8 +230,7 @@ class LogisticDetector:
         x_adv = check_images(x_adv, "x_adv", shape=x_train.shape[1:])
         if len(x_adv) != len(x_clean):
             raise ValueError(
-                f"x_adv: expected one adversarial image per clean image "
-                f"({len(x_clean)}), got {len(x_adv)}"
+                f"x_adv: expected one adversarial image per clean image ({len(x_clean)}), got {len(x_adv)}"
             )
         if x_noisy is None:
             x_noisy = make_noisy(x_clean, x_adv, self.noise_std, seed=self.seed)
@@ -272,9 +262,7 @@ class LogisticDetector:
             self._set_param(name, best)
             columns.append(grids[best])
         self.fit_features(np.concatenate(columns, axis=1), labels)
-        self.feature_names_ = [
-            fn for c in self.characteristics.values() for fn in c.feature_names()
-        ]
+        self.feature_names_ = [fn for c in self.characteristics.values() for fn in c.feature_names()]
         return self
 
     def _grid_scores(self, name, c, sets) -> dict:

@@ -58,9 +58,7 @@ def resolve_layers(model: keras.Model, layers) -> list[str]:
         return [kept[-1]]
     if isinstance(layers, str):
         if layers != "all":
-            raise ValueError(
-                f"layers: expected None, 'all' or a list of layer names, got {layers!r}"
-            )
+            raise ValueError(f"layers: expected None, 'all' or a list of layer names, got {layers!r}")
         return [lyr.name for lyr in model.layers if type(lyr).__name__ not in _SKIPPED]
     layers = list(layers)
     if not layers:
@@ -142,9 +140,7 @@ class FeatureExtractor:
         """
         if not hasattr(cdvae, "decompose") or not hasattr(cdvae, "classifier"):
             raise ValueError("cdvae: expected a model with decompose(x) and a classifier attribute")
-        return cls(
-            cdvae.classifier, layers=layers, transform=lambda x: cdvae.decompose(x)[1], **kwargs
-        )
+        return cls(cdvae.classifier, layers=layers, transform=lambda x: cdvae.decompose(x)[1], **kwargs)
 
     @property
     def has_logits(self) -> bool:

@@ -121,8 +121,7 @@ class KernelDensity(Characteristic):
         self._labels = tf.constant(y)
         h2 = self.bandwidth**2
         self._log_norm = [
-            tf.constant(np.log(counts) + 0.5 * a.shape[1] * math.log(2 * math.pi * h2))
-            for a in acts
+            tf.constant(np.log(counts) + 0.5 * a.shape[1] * math.log(2 * math.pi * h2)) for a in acts
         ]
         self._columns = len(acts)
         self._fitted = True
@@ -142,9 +141,7 @@ class KernelDensity(Characteristic):
         for a, train, log_norm in zip(acts, self._train, self._log_norm, strict=True):
             a = np.asarray(a, np.float64).reshape(len(a), -1)
             if a.shape[1] != train.shape[1]:
-                raise ValueError(
-                    f"features: expected {train.shape[1]} dimensions, got {a.shape[1]}"
-                )
+                raise ValueError(f"features: expected {train.shape[1]} dimensions, got {a.shape[1]}")
             out = [
                 class_log_density(
                     tf.constant(a[i:j]),

@@ -106,8 +106,7 @@ class LID(Characteristic):
         x = self.extractor.check(x, "x")
         if len(x) <= self.k:
             raise ValueError(
-                f"x: LID with k={self.k} needs more than {self.k} clean reference "
-                f"images, got {len(x)}"
+                f"x: LID with k={self.k} needs more than {self.k} clean reference images, got {len(x)}"
             )
         self._reference = x
         self._columns = len(self.extractor.extract(x[:2])[0])
@@ -125,9 +124,7 @@ class LID(Characteristic):
         ks = sorted({check_positive_int(k, "k") for k in ks})
         ref_size = min(self.batch_size, len(self._reference))
         if ks[-1] >= ref_size:
-            raise ValueError(
-                f"k: expected k < {ref_size} (the reference minibatch size), got k={ks[-1]}"
-            )
+            raise ValueError(f"k: expected k < {ref_size} (the reference minibatch size), got k={ks[-1]}")
         rng = np.random.default_rng(self.seed)
         order = rng.permutation(len(self._reference))
         fn = self._batch_fn()

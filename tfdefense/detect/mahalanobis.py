@@ -16,7 +16,8 @@ c* the closest class, which moves clean inputs towards their class more than
 adversarial ones. Adversarial inputs score *lower* (``adversarial_sign = -1``).
 As in the authors' code: sign(0) counts as +1, the step is in pixel units and
 x^ is not clipped, the precision is the pseudo-inverse of the empirical
-covariance, and every layer gets its own pre-processing gradient. When the
+covariance, and every layer gets its own pre-processing gradient (the L
+pre-processed batches go through the network as one batch). When the
 extractor has a ``transform`` (CD-VAE on R(x) = x - G(x)) the gradient flows
 through it, as CD-VAE's official detection code differentiates through the VAE.
 
@@ -151,9 +152,7 @@ class Mahalanobis(Characteristic):
         means, precs = self._means_t, self._prec_t
 
         def layer_scores(acts):
-            return [
-                class_gaussian_scores(a, m, p) for a, m, p in zip(acts, means, precs, strict=True)
-            ]
+            return [class_gaussian_scores(a, m, p) for a, m, p in zip(acts, means, precs, strict=True)]
 
         @tf.function(reduce_retracing=True)
         def fn(x, mags):
@@ -170,10 +169,15 @@ class Mahalanobis(Characteristic):
                 if m == 0.0:
                     cols = [tf.reduce_max(s, axis=1) for s in scores]
                 else:
+                    # every layer's pre-processed batch in one forward pass (L * B images)
+                    n = tf.shape(x)[0]
+                    noisy_acts, _ = extractor.activations(
+                        tf.concat([x - m * step for step in steps], axis=0), reduce=reduce
+                    )
                     cols = []
-                    for layer, step in enumerate(steps):
-                        noisy_acts, _ = extractor.activations(x - m * step, reduce=reduce)
-                        s = class_gaussian_scores(noisy_acts[layer], means[layer], precs[layer])
+                    for layer in range(len(steps)):
+                        a = noisy_acts[layer][layer * n : (layer + 1) * n]
+                        s = class_gaussian_scores(a, means[layer], precs[layer])
                         cols.append(tf.reduce_max(s, axis=1))
                 results.append(tf.stack(cols, axis=1))
             return results

@@ -46,8 +46,7 @@ def _check_labels_scores(labels, scores) -> tuple[np.ndarray, np.ndarray]:
     scores = np.asarray(scores, dtype=np.float64)
     if labels.ndim != 1 or scores.ndim != 1:
         raise ValueError(
-            "labels and scores: expected vectors (N,), "
-            f"got shapes {labels.shape} and {scores.shape}"
+            f"labels and scores: expected vectors (N,), got shapes {labels.shape} and {scores.shape}"
         )
     if labels.shape[0] != scores.shape[0]:
         raise ValueError(
@@ -161,9 +160,7 @@ def plot_roc(
     try:
         for name, pair in curves.items():
             if len(pair) != 2:
-                raise ValueError(
-                    f"curves[{name!r}]: expected (labels, scores), got {len(pair)} items"
-                )
+                raise ValueError(f"curves[{name!r}]: expected (labels, scores), got {len(pair)} items")
             labels, scores = _check_labels_scores(*pair)
             fpr, tpr_adv, _ = roc_curve(labels, scores)
             ax.plot(fpr, tpr_adv, label=f"{name} (AUC {100 * roc_auc_score(labels, scores):.1f}%)")
