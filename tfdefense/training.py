@@ -23,8 +23,9 @@ from typing import Any
 
 import keras
 import numpy as np
+import tensorflow as tf
 
-from tfdefense import data, plots
+from tfdefense import data, distribute, plots
 from tfdefense.models import CDVAE
 from tfdefense.validation import check_positive_int
 
@@ -51,6 +52,8 @@ def train_cdvae(
     train_limit: int | None = None,
     verbose: int | str = "auto",
     strategy=None,
+    precision: str | None = None,
+    callbacks: list | None = None,
     **model_kwargs: Any,
 ) -> TrainingRun:
     """Train ``CDVAE.for_dataset(dataset, ...)`` and write its artifacts under ``out``.
@@ -63,7 +66,12 @@ def train_cdvae(
         seed: seeds data shuffling, initialisation and sampling.
         train_limit: use only the first N training images (quick runs, tests).
         verbose: ``fit``'s verbosity (a progress bar by default).
-        strategy: a ``tf.distribute`` strategy to build and train under.
+        strategy: a ``tf.distribute`` strategy to build and train under
+            (``tfdefense.distribute.get_strategy``); a ``MultiWorkerMirroredStrategy``
+            trains with ``distribute.fit_multi_worker`` (``fit`` is broken there in Keras 3).
+        precision: ``"mixed_bfloat16"`` / ``"mixed_float16"`` builds the model under
+            that Keras dtype policy (``distribute.set_precision``); ``None``: float32.
+        callbacks: extra Keras callbacks for ``fit``.
         model_kwargs: passed to ``CDVAE.for_dataset``.
     """
     check_positive_int(epochs, "epochs")
@@ -78,23 +86,36 @@ def train_cdvae(
     test = data.load(dataset, "test").batch(256)
 
     def build() -> CDVAE:
-        model = CDVAE.for_dataset(dataset, gamma=gamma, beta=beta, seed=seed, **model_kwargs)
+        with distribute.precision_scope(precision):
+            model = CDVAE.for_dataset(dataset, gamma=gamma, beta=beta, seed=seed, **model_kwargs)
         model.compile()
         return model
+
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        model, hist = distribute.fit_multi_worker(build, train, epochs=epochs, strategy=strategy,
+                                                  checkpoint_dir=os.path.join(out, "backup"))
+        if not distribute.is_chief():  # only the chief writes the run's files
+            out = os.path.join(out, f".worker_{distribute.parse_tf_config()['task']['index']}")
+        return _finish(model, hist, dataset, out, gamma, beta, test)
 
     if strategy is not None:
         with strategy.scope():
             model = build()
     else:
         model = build()
-    backup = keras.callbacks.BackupAndRestore(os.path.join(out, "backup"))
-    history = model.fit(train, epochs=epochs, validation_data=val, callbacks=[backup],
-                        verbose=verbose)
+    # refuses a broken backup instead of silently restarting (tfdefense.distribute)
+    backup = distribute.CheckedBackupAndRestore(os.path.join(out, "backup"))
+    history = model.fit(train, epochs=epochs, validation_data=val,
+                        callbacks=[backup, *(callbacks or [])], verbose=verbose)
+    hist = {k: [float(v) for v in vs] for k, vs in history.history.items()}
+    return _finish(model, hist, dataset, out, gamma, beta, test)
+
+
+def _finish(model, hist, dataset, out, gamma, beta, test) -> TrainingRun:
     test_metrics = {k: float(v) for k, v in model.evaluate(test, return_dict=True,
                                                            verbose=0).items()}
     files = {"model": os.path.join(out, "cdvae.keras")}
     model.save(files["model"])
-    hist = {k: [float(v) for v in vs] for k, vs in history.history.items()}
     files["history"] = _write_json(os.path.join(out, "history.json"), hist)
     files["metrics"] = _write_json(os.path.join(out, "metrics.json"),
                                    {"dataset": dataset, "split": "test", **test_metrics})
