@@ -27,10 +27,56 @@ def _add_train(sub) -> None:
     p.add_argument("--train-limit", type=int, default=None,
                    help="use only the first N training images (quick runs)")
     p.add_argument("--out", default="runs/cdvae", help="output folder")
+    _add_scale_options(p)
     p.set_defaults(func=_run_train)
 
 
+def _add_scale_options(p) -> None:
+    """--strategy / --cpu-devices / --precision of a training command (tfdefense.distribute)."""
+    p.add_argument("--strategy", default="default",
+                   choices=["auto", "default", "mirrored", "multi_worker", "tpu"],
+                   help="tf.distribute strategy (multi_worker reads TF_CONFIG)")
+    p.add_argument("--cpu-devices", type=int, default=None,
+                   help="with --strategy mirrored and no GPU: mirror over N logical CPU devices")
+    p.add_argument("--precision", default=None,
+                   choices=["float32", "mixed_bfloat16", "mixed_float16"],
+                   help="Keras dtype policy of the model (default float32)")
+
+
+def _strategy(args: argparse.Namespace):
+    """The strategy of --strategy, created before TensorFlow runs any op."""
+    if args.strategy == "default" and args.cpu_devices is None:
+        return None
+    from tfdefense.distribute import get_strategy
+
+    return get_strategy(args.strategy, cpu_devices=args.cpu_devices)
+
+
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="export a saved model as a TF Serving SavedModel")
+    p.add_argument("model", help="a .keras file (CDVAE, MagNet or a Keras classifier)")
+    p.add_argument("--name", required=True, help="model name: writes BASE_DIR/NAME/VERSION/")
+    p.add_argument("--version", type=int, default=1, help="TF Serving version folder (>= 1)")
+    p.add_argument("--base-dir", default="saved_models", help="folder of exported models")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing version")
+    p.set_defaults(func=_run_export)
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    import os
+
+    from tfdefense import export
+
+    path = export.for_serving(export.load_for_export(args.model),
+                              os.path.join(args.base_dir, args.name), args.version,
+                              overwrite=args.overwrite)
+    print(json.dumps({"path": path, "signatures": sorted(export.read_metadata(path)["signatures"])},
+                     indent=2))
+    return 0
+
+
 def _run_train(args: argparse.Namespace) -> int:
+    strategy = _strategy(args)
     from tfdefense.training import train_cdvae
 
     run = train_cdvae(
@@ -45,6 +91,8 @@ def _run_train(args: argparse.Namespace) -> int:
         width=args.width,
         mixup_alpha=args.mixup_alpha,
         train_limit=args.train_limit,
+        strategy=strategy,
+        precision=args.precision,
     )
     print(json.dumps({"test": run.test_metrics, "files": run.files}, indent=2))
     return 0
@@ -139,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_reproduce(sub)
     _add_tune(sub)
+    _add_export(sub)
     return parser
 
 

@@ -391,3 +391,16 @@ def read_warmup(path: str) -> list:
     for record in tf.data.TFRecordDataset(os.path.join(path, "assets.extra", WARMUP_FILE)):
         logs.append(prediction_log_pb2.PredictionLog.FromString(record.numpy()))
     return logs
+
+
+def load_for_export(path: str):
+    """A model saved with ``model.save(...keras)``, with tfdefense's classes registered."""
+    if not os.path.isfile(path):
+        raise ValueError(f"model: {path} is not a file; expected a .keras file")
+    import tfdefense.baselines  # noqa: F401  (registers MagNet & co)
+    import tfdefense.models  # noqa: F401  (registers CDVAE & co)
+
+    try:
+        return keras.saving.load_model(path)
+    except (OSError, ValueError, TypeError) as exc:
+        raise ValueError(f"model: {path} does not load as a Keras model ({exc})") from exc
