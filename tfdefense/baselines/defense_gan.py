@@ -205,6 +205,14 @@ class DefenseGAN(Defense, keras.Model):
     def _predict(self, x):
         return self.predict(x, progress=False)
 
+    def project_tensor(self, x) -> tf.Tensor:
+        """G(z*) for a tensor batch in one graph (starting codes from ``seed``), no checks.
+
+        The images -> images function to hand to ``tfdefense.attacks.bpda``;
+        call it on validated images.
+        """
+        return self._project_batch(tf.convert_to_tensor(x, tf.float32))[0]
+
     def bpda_logits(self, x):
         """Logits of ``classifier(project(x))`` with the identity as the projection's gradient.
 
@@ -215,7 +223,7 @@ class DefenseGAN(Defense, keras.Model):
 
         @tf.custom_gradient
         def projection_identity_gradient(images):
-            projected = self._project_batch(images)[0]
+            projected = self.project_tensor(images)
 
             def grad(upstream, variables=None):
                 # identity for the images; the generator's weights get no gradient
