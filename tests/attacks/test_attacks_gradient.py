@@ -96,3 +96,14 @@ def test_default_labels_are_the_models_predictions(trained):
     attack = get_attack("fgsm", model=model, eps=0.1)
     pred = np.argmax(np.asarray(model(x[:16])), 1)
     np.testing.assert_array_equal(attack.generate(x[:16]), attack.generate(x[:16], pred))
+
+
+def test_early_stop_keeps_budget_and_fools_at_least_as_many(trained, accuracy):
+    model, x, y, _ = trained
+    common = {"model": model, "eps": 0.15, "steps": 10, "step_size": 0.03}
+    plain = get_attack("pgd_linf", **common).generate(x, y)
+    early = get_attack("pgd_linf", early_stop=True, **common).generate(x, y)
+    assert accuracy(model, early, y) <= accuracy(model, plain, y)
+    assert np.abs(early - x).max() <= 0.15 + 1e-6 and early.min() >= 0 and early.max() <= 1
+    same_seed = get_attack("pgd_linf", early_stop=True, **common).generate(x, y)
+    np.testing.assert_array_equal(early, same_seed)

@@ -21,7 +21,7 @@ Example:
 from __future__ import annotations
 
 from tfdefense.attacks.base import register
-from tfdefense.attacks.iterative import PGD, iterative_attack
+from tfdefense.attacks.iterative import PGD
 from tfdefense.validation import check_number
 
 
@@ -34,7 +34,7 @@ class CWPGD(PGD):
     Args:
         kappa: cap of the margin (confidence); default 10 (CD-VAE code,
             ``MarginLoss(kappa=10)``).
-        eps, steps, step_size, norm, rand_init, targeted: as ``PGD`` (CD-VAE
+        eps, steps, step_size, norm, rand_init, targeted, early_stop: as ``PGD`` (CD-VAE
             defaults: eps 8/255, eps/sqrt(steps), random start; 5 steps for
             detection, 100 for defense).
     """
@@ -51,6 +51,4 @@ class CWPGD(PGD):
         check_number(self.kappa, "kappa", low=0.0, low_inclusive=False)
 
     def _graph(self, model, x, y, seed):
-        return iterative_attack(model, x, y, seed, eps=self.eps, step=self.step, steps=self.steps,
-                                norm=self.norm, loss="margin", kappa=float(self.kappa),
-                                targeted=self.targeted, rand_init=self.rand_init)
+        return self._run(model, x, y, seed, loss="margin", kappa=float(self.kappa))

@@ -120,6 +120,58 @@ def iterative_attack(model, x, y, seed, *, eps, step, steps, norm, loss="ce", ka
     return x_adv
 
 
+def iterative_attack_early_stop(model, x, y, seed, *, eps, step, steps, norm, loss="ce",
+                               kappa=float("inf"), targeted=False, rand_init=False, decay=None):
+    """``iterative_attack`` that freezes each example at its first success.
+
+    An example whose current iterate is already misclassified (untargeted) or
+    classified as its target (targeted) keeps that iterate and leaves the
+    batch: later steps run on the still-unbroken examples only. The success
+    test reuses the logits of the gradient's forward pass, so it costs
+    nothing. The result differs from the plain version only where the plain
+    attack would walk back out of a successful point, so robust accuracy can
+    only go down; the work shrinks with every success.
+    """
+    x_adv = random_start(x, eps, norm, seed) if rand_init else x
+    momentum = tf.zeros_like(x)
+    active = tf.range(tf.shape(x)[0])
+
+    def body(i, x_adv, momentum, active):
+        xa, xo, ya = (tf.gather(t, active) for t in (x_adv, x, y))
+        with tf.GradientTape() as tape:
+            tape.watch(xa)
+            logits = model(xa)
+            if loss == "ce":
+                value = losses.cross_entropy(logits, ya, targeted)
+            else:
+                value = losses.margin(logits, ya, kappa, targeted)
+            value = tf.reduce_sum(value)
+        grad = tape.gradient(value, xa)
+        if grad is None:
+            raise ValueError("model: no gradient flows from the logits to the images; wrap "
+                             "non-differentiable steps with tfdefense.attacks.bpda")
+        pred = tf.argmax(logits, axis=-1, output_type=ya.dtype)
+        done = tf.equal(pred, ya) if targeted else tf.not_equal(pred, ya)
+        if decay is not None:
+            ma = tf.gather(momentum, active)
+            grad = grad / tf.maximum(_TINY, tf.reduce_mean(tf.abs(grad), _REDUCE, keepdims=True))
+            ma = decay * ma + grad
+            grad = ma
+            momentum = tf.tensor_scatter_nd_update(momentum, active[:, None], ma)
+        stepped = tf.clip_by_value(xa + steepest_step(grad, step, norm), 0.0, 1.0)
+        new = tf.where(done[:, None, None, None], xa, project(stepped, xo, eps, norm))
+        x_adv = tf.tensor_scatter_nd_update(x_adv, active[:, None], new)
+        return i + 1, x_adv, momentum, tf.boolean_mask(active, tf.logical_not(done))
+
+    _, x_adv, _, _ = tf.while_loop(
+        lambda i, _x, _m, active: tf.logical_and(i < steps, tf.size(active) > 0),
+        body,
+        (tf.constant(0), x_adv, momentum, active),
+        shape_invariants=(tf.TensorShape([]), x_adv.shape, momentum.shape, tf.TensorShape([None])),
+    )
+    return x_adv
+
+
 class _GradientAttack(CompiledAttack):
     supported_norms = ("linf", "l2")
     supports_targeted = True
@@ -193,15 +245,21 @@ class PGD(_GradientAttack):
         norm: "linf" or "l2".
         rand_init: start uniformly in the eps ball (default True, CD-VAE).
         targeted: move towards ``y``.
+        early_stop: freeze each example at its first success and drop it from
+            the batch (faster; robust accuracy can only go down; off by default
+            because the papers' examples are the last iterate, which matters
+            for detection).
         backend: "compiled" or "cleverhans".
     """
 
-    params = ("eps", "steps", "step_size", "norm", "rand_init", "targeted", "backend")
+    params = ("eps", "steps", "step_size", "norm", "rand_init", "targeted", "early_stop",
+              "backend")
     _rand_init_default = True
 
     def __init__(self, model=None, *, eps=None, steps=5, step_size=None, norm="linf",
-                 rand_init=None, targeted=False, backend="compiled", **kwargs):
+                 rand_init=None, targeted=False, early_stop=False, backend="compiled", **kwargs):
         super().__init__(model, **kwargs)
+        self.early_stop = early_stop
         self.norm = norm
         self.eps = _DEFAULT_EPS.get(norm, 8 / 255) if eps is None else eps
         self.steps = steps
@@ -221,14 +279,22 @@ class PGD(_GradientAttack):
                 )
         if not isinstance(self.rand_init, bool):
             raise ValueError(f"rand_init: expected True or False, got {self.rand_init!r}")
+        if not isinstance(self.early_stop, bool):
+            raise ValueError(f"early_stop: expected True or False, got {self.early_stop!r}")
+        if self.early_stop and self.backend == "cleverhans":
+            raise ValueError("early_stop: cleverhans has no early stop; use backend='compiled'")
 
     @property
     def step(self) -> float:
         return self.eps / math.sqrt(self.steps) if self.step_size is None else self.step_size
 
+    def _run(self, model, x, y, seed, **kw):
+        fn = iterative_attack_early_stop if self.early_stop else iterative_attack
+        return fn(model, x, y, seed, eps=self.eps, step=self.step, steps=self.steps,
+                  norm=self.norm, targeted=self.targeted, rand_init=self.rand_init, **kw)
+
     def _graph(self, model, x, y, seed):
-        return iterative_attack(model, x, y, seed, eps=self.eps, step=self.step, steps=self.steps,
-                                norm=self.norm, targeted=self.targeted, rand_init=self.rand_init)
+        return self._run(model, x, y, seed)
 
     def _cleverhans(self, model, x, y):
         from cleverhans.tf2.attacks.projected_gradient_descent import projected_gradient_descent
@@ -274,9 +340,7 @@ class MIM(PGD):
             raise ValueError("rand_init: cleverhans' MIM has no random start, got True")
 
     def _graph(self, model, x, y, seed):
-        return iterative_attack(model, x, y, seed, eps=self.eps, step=self.step, steps=self.steps,
-                                norm=self.norm, targeted=self.targeted, rand_init=self.rand_init,
-                                decay=float(self.decay))
+        return self._run(model, x, y, seed, decay=float(self.decay))
 
     def _cleverhans(self, model, x, y):
         from cleverhans.tf2.attacks.momentum_iterative_method import momentum_iterative_method
