@@ -18,8 +18,10 @@ t = 1, 2, … the search radius is t·Δr and B values z_i + δ, δ ~ U(−tΔr,
 are drawn; those inside the normal range are kept, in order, until n are
 found. The search is vectorised (all T·B candidates drawn at once, the first n
 valid ones kept — the same values the loop would keep). Choices where the
-paper is silent: Δr = ``delta_r`` × (range width) per code (0.05), B = 25,
-T = 40 (so T·Δr covers two range widths); if fewer than n values are found
+paper is silent: Δr = ``delta_r`` × (range width) per code (0.1), B = 10,
+T = 100 (with n = 100 at least 10 iterations, so the morphs of a code inside
+its range spread over about ± one range width, clipped to the range, as the
+paper's Fig 1 morphs do; T·Δr covers ten widths); if fewer than n values are found
 (an input whose code lies far outside its normal range), the rest are drawn
 uniformly from the normal range (``found`` reports how many came from the
 search). For feature-map latents (CelebA) code i is channel i: the range is
@@ -55,8 +57,8 @@ def stochastic_search(
     high,
     n_morphs: int = 100,
     delta_r=None,
-    samples_per_iteration: int = 25,
-    max_iterations: int = 40,
+    samples_per_iteration: int = 10,
+    max_iterations: int = 100,
     seed=(0, 0),
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """Morph values of the iterative stochastic search (§III-C); ((N, S, n), found (N, S)).
@@ -73,7 +75,7 @@ def stochastic_search(
     center = tf.convert_to_tensor(center, tf.float32)
     low = tf.convert_to_tensor(low, tf.float32)
     high = tf.convert_to_tensor(high, tf.float32)
-    delta_r = tf.convert_to_tensor(delta_r if delta_r is not None else 0.05 * (high - low),
+    delta_r = tf.convert_to_tensor(delta_r if delta_r is not None else 0.1 * (high - low),
                                    tf.float32)
     seed = tf.cast(tf.convert_to_tensor(seed), tf.int32)
     n, b, t = n_morphs, samples_per_iteration, max_iterations
@@ -92,6 +94,22 @@ def stochastic_search(
     fill = low[:, None] + fill_u * (high - low)[:, None]
     values = tf.where(tf.range(n)[None, None, :] < found[..., None], values, fill)
     return values, found
+
+
+def most_active_codes(combo_vae, x_val, k: int, batch_size: int = 256) -> list[int]:
+    """The k codes whose posterior means vary most on clean images (a stand-in for the
+    paper's hand-picked "non-significant intrinsic features"; inactive codes decode to
+    the same image whatever their value)."""
+    x_val = check_images(x_val, "x_val", shape=combo_vae.input_shape_)
+    check_positive_int(k, "k")
+    if k > combo_vae.latent_dim:
+        raise ValueError(f"k: at most latent_dim = {combo_vae.latent_dim} codes, got {k}")
+    means = []
+    for i in range(0, len(x_val), batch_size):
+        mean = combo_vae.encode(x_val[i: i + batch_size])[0]
+        means.append(MorphEngine._channel_means(mean).numpy())
+    order = np.argsort(-np.concatenate(means).var(axis=0), kind="stable")
+    return [int(c) for c in order[:k]]
 
 
 def _argmax_labels(logits: tf.Tensor) -> tf.Tensor:
@@ -121,9 +139,9 @@ class MorphEngine:
         classifier,
         codes=None,
         n_morphs: int = 100,
-        delta_r: float = 0.05,
-        samples_per_iteration: int = 25,
-        max_iterations: int = 40,
+        delta_r: float = 0.1,
+        samples_per_iteration: int = 10,
+        max_iterations: int = 100,
         range_quantile: float = 0.005,
         chunk_size: int = 2048,
         seed: int = 0,

@@ -49,12 +49,12 @@ from keras import layers
 from tfdefense.validation import check_positive_int
 
 
-def _check_shape(input_shape) -> tuple[int, int, int]:
+def _check_shape(input_shape, name: str = "input_shape") -> tuple[int, int, int]:
     shape = tuple(input_shape)
     if len(shape) != 3:
-        raise ValueError(f"input_shape: expected (H, W, C), got {shape}")
+        raise ValueError(f"{name}: expected (H, W, C), got {shape}")
     for i, s in enumerate(shape):
-        check_positive_int(s, f"input_shape[{i}]")
+        check_positive_int(s, f"{name}[{i}]")
     return shape
 
 
@@ -136,7 +136,7 @@ def fm_decoder(
         base_filters: channels of the reshaped Dense ("N64,K4": 64).
         name: model name.
     """
-    output_shape = _check_shape(output_shape)
+    output_shape = _check_shape(output_shape, "output_shape")
     check_positive_int(latent_dim, "latent_dim")
     check_positive_int(feature_dim, "feature_dim", minimum=0)
     n_up = len(filters) + 1
@@ -257,7 +257,7 @@ def fm_face_decoder(
         residual_blocks: residual blocks on the decoder side.
         name: model name.
     """
-    latent_shape = _check_shape(latent_shape)
+    latent_shape = _check_shape(latent_shape, "latent_shape")
     check_positive_int(feature_dim, "feature_dim", minimum=0)
     z_s = keras.Input(latent_shape, name="z_s")
     z_u = keras.Input((feature_dim,), name="z_u")
