@@ -22,6 +22,7 @@ penultimate layer of D̂, and every table names the one used.
 from __future__ import annotations
 
 import os
+import warnings
 
 import keras
 import numpy as np
@@ -76,13 +77,22 @@ def frechet_distance(f1: np.ndarray, f2: np.ndarray) -> float:
     if not (np.all(np.isfinite(f1)) and np.all(np.isfinite(f2))):
         raise ValueError("features: contain NaN or infinite values")
     mu1, mu2 = f1.mean(0), f2.mean(0)
-    s1, s2 = np.cov(f1, rowvar=False), np.cov(f2, rowvar=False)
-    covmean, _ = scipy.linalg.sqrtm(s1 @ s2, disp=False)
+    s1, s2 = np.atleast_2d(np.cov(f1, rowvar=False)), np.atleast_2d(np.cov(f2, rowvar=False))
+    with warnings.catch_warnings():  # a singular product is handled below
+        warnings.simplefilter("ignore")
+        covmean = _sqrtm(s1 @ s2)
     if not np.all(np.isfinite(covmean)):  # singular product: regularise as pytorch-fid does
         off = np.eye(len(s1)) * 1e-6
-        covmean = scipy.linalg.sqrtm((s1 + off) @ (s2 + off))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            covmean = _sqrtm((s1 + off) @ (s2 + off))
     covmean = np.real(covmean)
     return float(max(0.0, np.sum((mu1 - mu2) ** 2) + np.trace(s1 + s2 - 2.0 * covmean)))
+
+
+def _sqrtm(m: np.ndarray) -> np.ndarray:
+    out = scipy.linalg.sqrtm(m)
+    return out[0] if isinstance(out, tuple) else out
 
 
 def norms(t: np.ndarray) -> dict[str, np.ndarray]:
@@ -179,7 +189,7 @@ def table1(ctx) -> Result:
         fd = frechet_distance(features(clean), features(adv))
         p_mean, p_std, p_fid = PAPER_TABLE1[part]
         rows.append({"pair": f"{part}(x) vs {part}(x′)", "cosine similarity": _mean_std(cos),
-                     "paper cosine": f"{p_mean:.4f} ± {p_std:.4f}", "Fréchet distance": fd,
+                     "paper cosine": f"{p_mean:.4f} ± {p_std:.4f}", "Fréchet distance": f"{fd:.4f}",
                      "paper FID": p_fid})
         meas[part] = {"cosine_mean": float(cos.mean()), "cosine_std": float(cos.std()),
                       "frechet": fd}

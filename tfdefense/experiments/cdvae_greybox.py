@@ -38,8 +38,15 @@ PAPER_TABLE6 = {
 
 
 def _attacks(ctx, model):
-    return get_preset("cdvae_defense", data=cm.attack_data(ctx), quick=ctx.preset == "quick",
-                      model=model, seed=ctx.settings["seed"], verbose=True)
+    attacks = get_preset("cdvae_defense", data=cm.attack_data(ctx), quick=ctx.preset == "quick",
+                         model=model, seed=ctx.settings["seed"], verbose=True)
+    steps = cm.setting(ctx, "defense_steps")
+    if steps:  # smoke runs: fewer steps for every attack (and one C&W binary-search step)
+        for attack in attacks.values():
+            attack.steps = steps
+            if hasattr(attack, "binary_search_steps"):
+                attack.binary_search_steps = 1
+    return attacks
 
 
 def defenses(ctx) -> dict[str, GreyBoxDefense]:

@@ -51,7 +51,8 @@ SETTINGS: dict[str, dict[str, Any]] = {
         "pgd_steps": 20,
         "defense_images": 200,  # images attacked per Table 6 cell
         "whitebox_images": 100,  # images attacked per adaptive (white-box) cell
-        "eot_samples": 4,  # posterior draws per EOT gradient (Athalye et al. use 10-30)
+        "eot_samples": 4,
+        "defense_steps": None,  # None: the attack preset's steps (quick 20, paper 100)  # posterior draws per EOT gradient (Athalye et al. use 10-30)
         "detection_train_images": 1000,  # clean training images the characteristics fit on
         "md_magnitudes": (0.0, 0.002, 0.0005),
         "lid_k": (10, 20, 40),
@@ -71,6 +72,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
         "defense_images": 10000,
         "whitebox_images": 1000,
         "eot_samples": 16,
+        "defense_steps": None,
         "detection_train_images": 10000,
         "md_magnitudes": (0.0, 0.01, 0.005, 0.002, 0.0014, 0.001, 0.0005),
         "lid_k": (10, 20, 30, 40, 50, 60, 70, 80, 90),
