@@ -138,7 +138,7 @@ class PGDAdversarialTraining(keras.Model):
     def metrics(self):
         return [self.loss_tracker, self.accuracy_tracker, self.adversarial_accuracy_tracker]
 
-    def _losses(self, x, x_adv, y, training: bool):
+    def _loss_terms(self, x, x_adv, y, training: bool):
         adv_logits = self.classifier(x_adv, training=training)
         clean_logits = self.classifier(x, training=training)
         ce = tf.nn.sparse_softmax_cross_entropy_with_logits
@@ -161,7 +161,7 @@ class PGDAdversarialTraining(keras.Model):
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         x_adv = self.craft(x, y)
         with tf.GradientTape() as tape:
-            per_example, clean_logits, adv_logits = self._losses(x, x_adv, y, training=True)
+            per_example, clean_logits, adv_logits = self._loss_terms(x, x_adv, y, training=True)
             loss = tf.reduce_mean(per_example)
             if self.losses:
                 loss += tf.add_n(self.losses)
@@ -173,7 +173,7 @@ class PGDAdversarialTraining(keras.Model):
     def test_step(self, data):
         x, y = self._batch(data)
         x_adv = self.craft(x, y)
-        return self._update(y, *self._losses(x, x_adv, y, training=False))
+        return self._update(y, *self._loss_terms(x, x_adv, y, training=False))
 
     def fit(self, x=None, y=None, *args, validation_data=None, **kwargs):
         """``keras.Model.fit`` with input checks (``ValueError`` for bad images or labels)."""

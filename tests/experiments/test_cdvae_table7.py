@@ -1,0 +1,68 @@
+"""Table 7 experiment on tiny settings: table layout, paper beside ours, caching, honest notes."""
+
+import time
+
+import numpy as np
+import pytest
+
+from tfdefense.experiments import Context, available, get
+from tfdefense.experiments.cdvae_table7 import ATTACKS, COLUMNS, PAPER
+
+TINY = {
+    "train_images": 128, "latent_dim": 8, "width": 8, "classifier_width": 4, "dense_units": 8,
+    "pretrain_epochs": 1, "clean_epochs": 1, "d_g_epochs": 1, "at_epochs": 1,
+    "at_batch_size": 64, "train_steps": 2, "attack_images": 12, "eval_steps": 2,
+    "adaptive_steps": 3, "restarts": 1, "spsa_images": 4, "spsa_steps": 2, "spsa_samples": 4,
+    "eot_samples": 2, "verbose": 0,
+}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("table7"))
+    start = time.perf_counter()
+    result = get("cdvae_table7")(Context("quick", out, TINY))
+    return out, result, time.perf_counter() - start
+
+
+def test_registered():
+    assert "cdvae_table7" in available()
+
+
+def test_table_has_white_box_adaptive_and_spsa_rows_with_the_paper_beside(run):
+    _, result, _ = run
+    assert result.columns == COLUMNS
+    evaluations = [(r["defense"], r["evaluation"].split(" ")[0]) for r in result.rows]
+    for defense in ("PGD-AT", "CD-VAE-AT"):
+        assert (defense, "white-box") in evaluations
+        assert (defense, "adaptive") in evaluations
+        assert (defense, "SPSA-ℓ∞") in evaluations
+    assert ("Normal", "white-box") in evaluations
+    white = next(r for r in result.rows if r["defense"] == "CD-VAE-AT"
+                 and r["evaluation"].startswith("white-box"))
+    assert white["clean"].endswith(f"(paper {PAPER['CD-VAE-AT']['clean']:.2f})")
+    assert "(paper 27.40)" in white["StAdv"]
+    markdown = result.to_markdown()
+    assert "JPEG and ReColor not run" in markdown and "gradient" in markdown
+
+
+def test_numbers_are_percentages_and_adaptive_never_above_white_box(run):
+    _, result, _ = run
+    for name in ("PGD-AT", "CD-VAE-AT"):
+        m = result.measurements[name]
+        for key in ("clean", "unseen", *ATTACKS):
+            assert 0.0 <= m["white_box"][key] <= 100.0
+            assert m["adaptive"][key] <= m["white_box"][key] + 1e-9, (name, key)
+        assert m["white_box"]["unseen"] == pytest.approx(
+            np.mean([m["white_box"]["pgd_l2"], m["white_box"]["stadv"]]))
+        assert m["spsa"]["both"] <= min(m["spsa"]["spsa"], m["spsa"]["gradient"])
+    assert set(result.measurements["train_seconds"]) == {"normal", "cdvae", "d_g", "pgd_at",
+                                                          "cdvae_at"}
+
+
+def test_second_run_reuses_the_cache_and_gives_the_same_numbers(run):
+    out, result, seconds = run
+    start = time.perf_counter()
+    again = get("cdvae_table7")(Context("quick", out, TINY))
+    assert time.perf_counter() - start < seconds
+    assert again.rows == result.rows
