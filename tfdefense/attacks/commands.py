@@ -1,0 +1,138 @@
+"""The ``tfdefense attack`` and ``tfdefense evaluate`` subcommands.
+
+``tfdefense.cli`` registers them with ``add_attack_parser(sub)`` and
+``add_evaluate_parser(sub)``; each sets ``func`` to its runner, which takes the
+parsed arguments and returns an exit code.
+
+    tfdefense attack --model m.keras --attack pgd_linf --eps 0.3 --out adv.npz
+    tfdefense evaluate --model m.keras --preset cdvae_defense --limit 200 --quick
+
+Example:
+    >>> import argparse
+    >>> from tfdefense.attacks.commands import add_attack_parser
+    >>> sub = argparse.ArgumentParser().add_subparsers()
+    >>> add_attack_parser(sub).parse_args(["--model", "m.keras", "--out", "a.npz"]).attack
+    'pgd_linf'
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def _common(p) -> None:
+    p.add_argument("--model", required=True, help="a .keras file whose call() returns logits")
+    p.add_argument("--dataset", default="mnist_5k", help="a tfdefense.data name")
+    p.add_argument("--split", default="test", choices=["train", "validation", "test"])
+    p.add_argument("--limit", type=int, default=None, help="use only the first N images")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+
+
+def add_attack_parser(sub) -> argparse.ArgumentParser:
+    """``attack``: generate adversarial examples and save them as .npz."""
+    from tfdefense.attacks.base import available_attacks
+
+    p = sub.add_parser("attack", help="generate adversarial examples against a saved model")
+    _common(p)
+    p.add_argument("--attack", default="pgd_linf", choices=available_attacks())
+    p.add_argument("--eps", type=float, default=None, help="budget (default: the attack's)")
+    p.add_argument("--steps", type=int, default=None, help="iterations (default: the attack's)")
+    p.add_argument("--param", action="append", default=[], metavar="NAME=JSON",
+                   help="any other attack parameter, e.g. --param kappa=5 (repeatable)")
+    p.add_argument("--out", required=True, help="output .npz (x_adv, x, y, attack, params)")
+    p.set_defaults(func=run_attack)
+    return p
+
+
+def add_evaluate_parser(sub) -> argparse.ArgumentParser:
+    """``evaluate``: robustness of a saved model under a preset or a list of attacks."""
+    from tfdefense.attacks.presets import PRESETS
+
+    p = sub.add_parser("evaluate", help="accuracy of a saved model under the papers' attacks")
+    _common(p)
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--preset", choices=PRESETS, default=None)
+    group.add_argument("--attacks", default=None, help="comma-separated attack names")
+    p.add_argument("--data", choices=["cifar10", "mnist"], default=None,
+                   help="budget scale of the preset (default: from the image shape)")
+    p.add_argument("--quick", action="store_true", help="cheaper preset settings")
+    p.add_argument("--cache-dir", default=None, help="reuse adversarial sets stored here")
+    p.add_argument("--out", default=None, help="write the result as JSON here")
+    p.set_defaults(func=run_evaluate)
+    return p
+
+
+def _load(args):
+    import keras
+
+    import tfdefense.models  # noqa: F401  (registers the library's models for loading)
+    from tfdefense import data
+
+    path = Path(args.model)
+    if not path.exists():
+        raise ValueError(f"--model: no such file {path}")
+    model = keras.saving.load_model(path)
+    x, y = data.load_arrays(args.dataset, args.split)
+    if args.limit is not None:
+        if args.limit < 1:
+            raise ValueError(f"--limit: expected an integer >= 1, got {args.limit}")
+        x, y = x[: args.limit], y[: args.limit]
+    return model, x, y
+
+
+def _params(items) -> dict:
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ValueError(f"--param: expected NAME=VALUE, got {item!r}")
+        try:
+            out[name] = json.loads(value)
+        except json.JSONDecodeError:
+            out[name] = value
+    return out
+
+
+def run_attack(args) -> int:
+    import numpy as np
+
+    from tfdefense.attacks.adversarial_set import model_fingerprint
+    from tfdefense.attacks.base import get_attack
+
+    params = _params(args.param)
+    if args.eps is not None:
+        params["eps"] = args.eps
+    if args.steps is not None:
+        params["steps"] = args.steps
+    attack = get_attack(args.attack, batch_size=args.batch_size, seed=args.seed, verbose=True,
+                        **params)
+    model, x, y = _load(args)
+    x_adv = attack.generate(x, y, model=model)
+    config = {k: v for k, v in attack.get_config().items() if k != "verbose"}
+    np.savez_compressed(args.out, x_adv=x_adv, x=x, y=y, attack=attack.label,
+                        params=json.dumps(config), model_fingerprint=model_fingerprint(model))
+    acc = float(np.mean(np.argmax(np.asarray(model.predict(x_adv, verbose=0)), 1) == y))
+    print(json.dumps({"out": str(args.out), "attack": attack.label, "n": len(x),
+                      "accuracy_under_attack": acc}))
+    return 0
+
+
+def run_evaluate(args) -> int:
+    from tfdefense.attacks.robustness import evaluate_robustness
+
+    model, x, y = _load(args)
+    attacks = args.preset or (args.attacks.split(",") if args.attacks else "cdvae_defense")
+    if isinstance(attacks, list):
+        from tfdefense.attacks.base import get_attack
+
+        attacks = [get_attack(a.strip(), batch_size=args.batch_size, seed=args.seed)
+                   for a in attacks]
+    result = evaluate_robustness(model, (x, y), attacks, data=args.data, quick=args.quick,
+                                 cache_dir=args.cache_dir, verbose=True)
+    print(result.to_markdown())
+    if args.out:
+        result.to_json(args.out)
+    return 0
