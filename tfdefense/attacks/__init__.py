@@ -14,6 +14,7 @@ Example:
 
 from tfdefense.attacks.adaptive import bpda, eot
 from tfdefense.attacks.adversarial_set import AdversarialSet, data_fingerprint, model_fingerprint
+from tfdefense.attacks.apgd import APGD, APGDTargeted
 from tfdefense.attacks.base import Attack, available_attacks, get_attack
 from tfdefense.attacks.cw_linf import CWPGD
 from tfdefense.attacks.foolbox_attacks import CWL2, DeepFool
@@ -24,6 +25,8 @@ from tfdefense.attacks.spsa import SPSA
 from tfdefense.attacks.stadv import StAdv
 
 __all__ = [
+    "APGD",
+    "APGDTargeted",
     "AdversarialSet",
     "Attack",
     "AttackResult",

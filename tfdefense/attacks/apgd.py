@@ -1,0 +1,334 @@
+"""Auto-PGD (Croce & Hein 2020, "Reliable evaluation of adversarial robustness
+with an ensemble of diverse parameter-free attacks", §3), compiled.
+
+APGD is PGD without a step-size parameter: the step starts at 2·eps and is
+halved at checkpoints w_j = ⌈p_j·N⌉ (p_0 = 0, p_1 = 0.22,
+p_{j+1} = p_j + max(p_j − p_{j−1} − 0.03, 0.06)) when, since the previous
+checkpoint, (1) fewer than ρ·(w_j − w_{j−1}) steps raised the objective
+(ρ = 0.75), or (2) the step was not halved at the previous checkpoint and the
+best objective did not change; after a halving the iterate restarts from the
+best point so far. Steps carry momentum α = 0.75 (the first step has none):
+x^(k+1) = P(x^(k) + α(z^(k+1) − x^(k)) + (1 − α)(x^(k) − x^(k−1))),
+z^(k+1) = P(x^(k) + η^(k)·steepest(∇f(x^(k)))). Objectives: cross-entropy
+(``apgd_ce``), the DLR loss (``apgd_dlr``, Eq. 3) and its targeted version
+(``apgd_t``, Eq. 4, run against the 2nd ... (n_target_classes+1)-th most
+likely classes of the clean image). Restarts and targets run only on the
+points not yet broken. ``eot_iter > 1`` averages the objective and its
+gradient over that many draws of a stochastic model (AutoAttack's "rand"
+version).
+
+Each run is one ``tf.function`` graph over a batch; randomness (the start in
+the eps ball) is stateless, so a seed gives the same examples on CPU.
+
+Example:
+    >>> import numpy as np
+    >>> from tfdefense.attacks.apgd import checkpoints
+    >>> checkpoints(100)
+    [22, 41, 57, 70, 80, 87, 93, 99]
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from tfdefense.attacks.base import Attack, register
+from tfdefense.attacks.losses import cross_entropy
+from tfdefense.validation import check_number, check_positive_int
+
+_DEFAULT_EPS = {"linf": 8 / 255, "l2": 1.0}
+_REDUCE = (1, 2, 3)
+LOSSES = ("ce", "dlr")
+
+
+def checkpoints(steps: int) -> list[int]:
+    """The checkpoints w_j = ⌈p_j·steps⌉, j >= 1, of Croce & Hein 2020 §3.2 (distinct, <= steps).
+
+    p_j is kept in exact hundredths (0.22, 0.03, 0.06 are), so no float
+    rounding moves a ceiling.
+    """
+    steps = check_positive_int(steps, "steps")
+    p_prev, p = 0, 22
+    out: list[int] = []
+    while p <= 100:
+        w = -(-p * steps // 100)  # ceil(p/100 * steps)
+        if w >= 1 and (not out or w > out[-1]):
+            out.append(w)
+        p_prev, p = p, p + max(p - p_prev - 3, 6)
+    return out
+
+
+def dlr(logits: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+    """DLR loss (Croce & Hein 2020, Eq. 3), to maximize:
+    −(z_y − max_{i≠y} z_i) / (z_π1 − z_π3 + 1e-12), π sorting z descending."""
+    top = tf.math.top_k(logits, 3).values
+    onehot = tf.one_hot(y, tf.shape(logits)[-1], dtype=logits.dtype)
+    z_y = tf.reduce_sum(onehot * logits, -1)
+    z_other = tf.reduce_max(logits - onehot * 1e9, -1)
+    return -(z_y - z_other) / (top[:, 0] - top[:, 2] + 1e-12)
+
+
+def dlr_targeted(logits: tf.Tensor, y: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
+    """Targeted DLR loss (Croce & Hein 2020, Eq. 4), to maximize:
+    −(z_y − z_t) / (z_π1 − (z_π3 + z_π4)/2 + 1e-12)."""
+    top = tf.math.top_k(logits, 4).values
+    z_y = tf.gather(logits, y, batch_dims=1)
+    z_t = tf.gather(logits, target, batch_dims=1)
+    return -(z_y - z_t) / (top[:, 0] - 0.5 * (top[:, 2] + top[:, 3]) + 1e-12)
+
+
+def _norm(t: tf.Tensor, norm: str) -> tf.Tensor:
+    if norm == "linf":
+        return tf.reduce_max(tf.abs(t), _REDUCE, keepdims=True)
+    return tf.sqrt(tf.reduce_sum(tf.square(t), _REDUCE, keepdims=True))
+
+
+def _project(x_adv, x, eps, norm):
+    delta = x_adv - x
+    if norm == "linf":
+        delta = tf.clip_by_value(delta, -eps, eps)
+    else:
+        delta = delta * tf.minimum(1.0, eps / (_norm(delta, "l2") + 1e-12))
+    return tf.clip_by_value(x + delta, 0.0, 1.0)
+
+
+def _steepest(grad, norm):
+    if norm == "linf":
+        return tf.sign(grad)
+    return grad / (_norm(grad, "l2") + 1e-12)
+
+
+def objective(model, x_adv, y, target, loss: str, eot_iter: int = 1):
+    """(per-example objective, its gradient, per-example misclassified) at ``x_adv``.
+
+    With ``eot_iter > 1`` the batch is repeated and run once: objective and
+    gradient are the means over the draws, the prediction is the argmax of
+    the mean softmax.
+    """
+    n = tf.shape(x_adv)[0]
+    with tf.GradientTape() as tape:
+        tape.watch(x_adv)
+        xs = tf.tile(x_adv, [eot_iter, 1, 1, 1]) if eot_iter > 1 else x_adv
+        logits = tf.cast(model(xs), tf.float32)
+        ys = tf.tile(y, [eot_iter]) if eot_iter > 1 else y
+        if loss == "ce":
+            value = cross_entropy(logits, ys)
+        elif target is None:
+            value = dlr(logits, ys)
+        else:
+            ts = tf.tile(target, [eot_iter]) if eot_iter > 1 else target
+            value = dlr_targeted(logits, ys, ts)
+        value = tf.reduce_mean(tf.reshape(value, [eot_iter, n]), 0)
+        total = tf.reduce_sum(value)
+    grad = tape.gradient(total, x_adv)
+    if grad is None:
+        raise ValueError(
+            "model: no gradient flows from the logits to the images, so a gradient attack "
+            "cannot run; wrap non-differentiable steps with tfdefense.attacks.bpda, or use "
+            "the gradient-free 'square'"
+        )
+    probs = tf.reduce_mean(tf.reshape(tf.nn.softmax(logits), [eot_iter, n, -1]), 0)
+    fooled = tf.not_equal(tf.argmax(probs, -1, output_type=y.dtype), y)
+    return value, grad, fooled
+
+
+def apgd_run(model, x, y, target, seed, *, eps, norm, steps, loss, rho=0.75, momentum=0.75,
+             eot_iter=1, trace=False):
+    """One APGD run on a batch (Croce & Hein 2020, Algorithm 1).
+
+    Returns ``(x_adv, fooled)``: the last misclassified iterate where one was
+    found (else the highest-objective point), and whether it was found. With
+    ``trace=True`` also the step size of every iteration, shape (steps, N).
+    """
+    shape = tf.shape(x)
+    n = shape[0]
+    if norm == "linf":
+        t = tf.random.stateless_uniform(shape, seed, -1.0, 1.0)
+    else:
+        t = tf.random.stateless_normal(shape, seed)
+    x_adv = tf.clip_by_value(x + eps * t / (_norm(t, norm) + 1e-12), 0.0, 1.0)
+    value, grad, fooled = objective(model, x_adv, y, target, loss, eot_iter)
+    ckpt = np.zeros(steps + 1, bool)
+    length = np.ones(steps + 1, np.float32)
+    prev = 0
+    for w in checkpoints(steps):
+        ckpt[w], length[w], prev = True, w - prev, w
+    is_ckpt, interval = tf.constant(ckpt), tf.constant(length)
+    col = lambda b: tf.reshape(b, [-1, 1, 1, 1])  # noqa: E731
+    state = dict(
+        x_adv=x_adv, x_prev=x_adv, grad=grad, x_best=x_adv, grad_best=grad, best=value,
+        x_found=x_adv, fooled=fooled, last=value, step=tf.fill([n], 2.0 * eps),
+        ups=tf.zeros([n]), best_at_ckpt=value, halved_at_ckpt=tf.zeros([n], tf.bool),
+    )
+    history = tf.TensorArray(tf.float32, size=steps)
+    for i in tf.range(steps):
+        s = state
+        a = tf.where(i > 0, momentum, 1.0)
+        z = _project(s["x_adv"] + col(s["step"]) * _steepest(s["grad"], norm), x, eps, norm)
+        x_new = _project(s["x_adv"] + a * (z - s["x_adv"]) + (1.0 - a) * (s["x_adv"] - s["x_prev"]),
+                         x, eps, norm)
+        value, grad, fooled = objective(model, x_new, y, target, loss, eot_iter)
+        x_found = tf.where(col(fooled), x_new, s["x_found"])
+        ups = s["ups"] + tf.cast(value > s["last"], tf.float32)
+        better = value > s["best"]
+        x_best = tf.where(col(better), x_new, s["x_best"])
+        grad_best = tf.where(col(better), grad, s["grad_best"])
+        best = tf.where(better, value, s["best"])
+        history = history.write(i, s["step"])
+        # checkpoint after iterate i+1: conditions (1) and (2) of §3.2
+        at = tf.gather(is_ckpt, i + 1)
+        cond1 = ups < rho * tf.gather(interval, i + 1)
+        cond2 = tf.logical_and(tf.logical_not(s["halved_at_ckpt"]), best <= s["best_at_ckpt"])
+        halve = tf.logical_and(at, tf.logical_or(cond1, cond2))
+        state = dict(
+            x_adv=tf.where(col(halve), x_best, x_new),
+            x_prev=s["x_adv"],
+            grad=tf.where(col(halve), grad_best, grad),
+            x_best=x_best, grad_best=grad_best, best=best,
+            x_found=x_found, fooled=tf.logical_or(s["fooled"], fooled), last=value,
+            step=tf.where(halve, s["step"] / 2.0, s["step"]),
+            ups=tf.where(at, tf.zeros_like(ups), ups),
+            best_at_ckpt=tf.where(at, best, s["best_at_ckpt"]),
+            halved_at_ckpt=tf.where(at, halve, s["halved_at_ckpt"]),
+        )
+    out = tf.where(col(state["fooled"]), state["x_found"], state["x_best"])
+    if trace:
+        return out, state["fooled"], history.stack()
+    return out, state["fooled"]
+
+
+class _Ensembled(Attack):
+    """Shared runner: restarts (and targets) only on the points not yet broken."""
+
+    supported_norms = ("linf", "l2")
+    n_target_classes = 0
+
+    def __init__(self, model=None, **kwargs):
+        super().__init__(model, **kwargs)
+        self._compiled: dict[int, tuple] = {}
+
+    def _fn(self, model):
+        entry = self._compiled.get(id(model))
+        if entry is None or entry[0] is not model:
+            fn = tf.function(lambda x, y, t, s: self._run(model, x, y, t, s), reduce_retracing=True)
+            entry = (model, fn)
+            self._compiled[id(model)] = entry
+        return entry[1]
+
+    def _run(self, model, x, y, target, seed):  # -> (x_adv, fooled)
+        raise NotImplementedError
+
+    def prepare(self, x, y=None, model=None):
+        model, x, y, num_classes = super().prepare(x, y, model)
+        if self.n_target_classes > num_classes - 1:
+            raise ValueError(
+                f"n_target_classes: the model has {num_classes} classes, so at most "
+                f"{num_classes - 1} target classes, got {self.n_target_classes}"
+            )
+        minimum = 4 if self.n_target_classes else 3 if getattr(self, "loss", "") == "dlr" else 2
+        if num_classes < minimum:
+            raise ValueError(f"model: {self.name!r} needs at least {minimum} classes, got {num_classes}")
+        return model, x, y, num_classes
+
+    def _attack_batch(self, model, x, y, seed):
+        x_np, y_np = x.numpy(), y.numpy()
+        logits = np.asarray(model(x))
+        robust = np.argmax(logits, 1) == y_np
+        x_adv = x_np.copy()
+        order = np.argsort(-logits, axis=1, kind="stable")
+        fn = self._fn(model)
+        targets = range(2, self.n_target_classes + 2) if self.n_target_classes else [0]
+        for k in targets:
+            for r in range(self.restarts):
+                idx = np.flatnonzero(robust)
+                if not len(idx):
+                    return x_adv
+                t = order[idx, k - 1] if k else y_np[idx]
+                run_seed = tf.stack([seed[0], seed[1] * 1009 + k * 97 + r])
+                adv, fooled = fn(tf.constant(x_np[idx]), tf.constant(y_np[idx]), tf.constant(t),
+                                 run_seed)
+                fooled = fooled.numpy()
+                x_adv[idx[fooled]] = adv.numpy()[fooled]
+                robust[idx[fooled]] = False
+        return x_adv
+
+
+@register("apgd_dlr", loss="dlr")
+@register("apgd_ce", loss="ce")
+@register("apgd")
+class APGD(_Ensembled):
+    """Untargeted Auto-PGD on cross-entropy or DLR, Linf or L2 (Croce & Hein 2020).
+
+    Args:
+        eps: budget; default 8/255 (Linf) / 1.0 (L2), the library's CD-VAE budgets.
+        norm: "linf" or "l2".
+        steps: iterations per restart; default 100 (AutoAttack standard).
+        restarts: random restarts, each only on points not yet broken; default 1
+            (AutoAttack standard).
+        loss: "ce" or "dlr".
+        rho: checkpoint threshold ρ; default 0.75 (§3.2).
+        momentum: α; default 0.75 (§3.2).
+        eot_iter: draws per step for stochastic models; default 1 (AutoAttack's
+            "rand" version uses 20).
+    """
+
+    params = ("eps", "norm", "steps", "restarts", "loss", "rho", "momentum", "eot_iter")
+
+    def __init__(self, model=None, *, eps=None, norm="linf", steps=100, restarts=1, loss="ce",
+                 rho=0.75, momentum=0.75, eot_iter=1, **kwargs):
+        super().__init__(model, **kwargs)
+        self.norm = norm
+        self.eps = _DEFAULT_EPS.get(norm, 8 / 255) if eps is None else eps
+        self.steps = steps
+        self.restarts = restarts
+        self.loss = loss
+        self.rho = rho
+        self.momentum = momentum
+        self.eot_iter = eot_iter
+        self._check_params()
+
+    def _check_params(self):
+        super()._check_params()
+        check_positive_int(self.restarts, "restarts")
+        check_positive_int(self.eot_iter, "eot_iter")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss: expected one of {LOSSES}, got {self.loss!r}")
+        check_number(self.rho, "rho", low=0.0, high=1.0, low_inclusive=False)
+        check_number(self.momentum, "momentum", low=0.0, high=1.0)
+
+    def _run(self, model, x, y, target, seed):
+        return apgd_run(model, x, y, None, seed, eps=float(self.eps), norm=self.norm,
+                        steps=self.steps, loss=self.loss, rho=float(self.rho),
+                        momentum=float(self.momentum), eot_iter=self.eot_iter)
+
+
+@register("apgd_t")
+class APGDTargeted(APGD):
+    """APGD-T: Auto-PGD on the targeted DLR loss against the top classes (Croce & Hein 2020).
+
+    For k = 2 .. n_target_classes + 1 the target is the k-th most likely class
+    of the clean image; each target runs ``restarts`` times on the points no
+    earlier target broke.
+
+    Args:
+        n_target_classes: default 9 (AutoAttack standard; at most classes − 1).
+        other arguments as ``APGD`` (``loss`` is fixed to "dlr").
+    """
+
+    params = (*(p for p in APGD.params if p != "loss"), "n_target_classes")
+
+    def __init__(self, model=None, *, n_target_classes=9, **kwargs):
+        if kwargs.get("loss", "dlr") != "dlr":
+            raise ValueError(f"loss: apgd_t uses the targeted DLR loss, got {kwargs['loss']!r}")
+        kwargs.pop("loss", None)
+        self.n_target_classes = n_target_classes
+        super().__init__(model, loss="dlr", **kwargs)
+
+    def _check_params(self):
+        super()._check_params()
+        check_positive_int(self.n_target_classes, "n_target_classes")
+
+    def _run(self, model, x, y, target, seed):
+        return apgd_run(model, x, y, target, seed, eps=float(self.eps), norm=self.norm,
+                        steps=self.steps, loss="dlr", rho=float(self.rho),
+                        momentum=float(self.momentum), eot_iter=self.eot_iter)
