@@ -241,19 +241,45 @@ def make_tuner(hypermodel: CDVAEHyperModel, objective_name: str = "accuracy", al
     if max_trials is not None:
         check_positive_int(max_trials, "max_trials")
     common = {"objective": obj, "directory": directory, "project_name": project_name,
-              "overwrite": overwrite, "seed": seed}
+              "overwrite": overwrite, "seed": seed, "max_consecutive_failed_trials": 1}
     if algorithm == "grid":
-        return keras_tuner.GridSearch(hypermodel, max_trials=max_trials, **common)
+        return _GridSearch(hypermodel, max_trials=max_trials, **common)
     trials = max_trials or 10
     if algorithm == "random":
-        return keras_tuner.RandomSearch(hypermodel, max_trials=trials, **common)
-    return keras_tuner.BayesianOptimization(hypermodel, max_trials=trials, **common)
+        return _RandomSearch(hypermodel, max_trials=trials, **common)
+    return _BayesianOptimization(hypermodel, max_trials=trials, **common)
+
+
+class _TensorBoardOptional:
+    """keras-tuner 1.4 imports tensorboard in every trial, even without a TensorBoard callback;
+    TensorFlow 2.21 no longer installs it. Only configure it when one is there."""
+
+    def _configure_tensorboard_dir(self, callbacks, trial, execution=0):
+        if any(type(c).__name__ == "TensorBoard" for c in callbacks):
+            super()._configure_tensorboard_dir(callbacks, trial, execution)
+
+
+class _GridSearch(_TensorBoardOptional, keras_tuner.GridSearch):
+    pass
+
+
+class _RandomSearch(_TensorBoardOptional, keras_tuner.RandomSearch):
+    pass
+
+
+class _BayesianOptimization(_TensorBoardOptional, keras_tuner.BayesianOptimization):
+    pass
 
 
 def trial_table(tuner) -> list[dict[str, Any]]:
-    """One row per completed trial: its hyperparameters and the last value of every metric."""
+    """One row per completed trial: its hyperparameters and the last value of every metric.
+
+    Raises ``RuntimeError`` naming the error if any trial failed (never a silent gap).
+    """
     rows = []
     for trial in tuner.oracle.trials.values():
+        if trial.status == "FAILED":
+            raise RuntimeError(f"tuner trial {trial.trial_id} failed: {trial.message}")
         if trial.status != "COMPLETED":
             continue
         row = {"trial": trial.trial_id, **trial.hyperparameters.values}

@@ -51,13 +51,14 @@ SETTINGS: dict[str, dict[str, Any]] = {
         "pgd_steps": 20,
         "defense_images": 200,  # images attacked per Table 6 cell
         "whitebox_images": 100,  # images attacked per adaptive (white-box) cell
-        "eot_samples": 4,
-        "defense_steps": None,  # None: the attack preset's steps (quick 20, paper 100)  # posterior draws per EOT gradient (Athalye et al. use 10-30)
+        "eot_samples": 4,  # posterior draws per EOT gradient (Athalye et al. use 10-30)
+        "defense_steps": None,  # None: the attack preset's steps (quick 20, paper 100)
         "detection_train_images": 1000,  # clean training images the characteristics fit on
         "md_magnitudes": (0.0, 0.002, 0.0005),
         "lid_k": (10, 20, 40),
         "gamma_grid": (2e-3, 2e-1, 2.0, 20.0),
         "sweep_epochs": 2,
+        "sweep_train_images": 1500,  # CD-VAEs of the γ sweep train on the first 1,500 images
         "verbose": 2,
     },
     "paper": {
@@ -78,6 +79,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
         "lid_k": (10, 20, 30, 40, 50, 60, 70, 80, 90),
         "gamma_grid": (2e-4, 2e-3, 2e-2, 2e-1, 2.0, 20.0),
         "sweep_epochs": 30,
+        "sweep_train_images": None,
         "verbose": 2,
     },
 }
