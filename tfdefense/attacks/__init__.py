@@ -17,11 +17,13 @@ from tfdefense.attacks.adversarial_set import AdversarialSet, data_fingerprint, 
 from tfdefense.attacks.apgd import APGD, APGDTargeted
 from tfdefense.attacks.base import Attack, available_attacks, get_attack
 from tfdefense.attacks.cw_linf import CWPGD
+from tfdefense.attacks.fab import FAB
 from tfdefense.attacks.foolbox_attacks import CWL2, DeepFool
 from tfdefense.attacks.iterative import BIM, FGSM, MIM, PGD
 from tfdefense.attacks.presets import PRESETS, get_preset, preset_params
 from tfdefense.attacks.robustness import AttackResult, RobustnessResult, evaluate_robustness
 from tfdefense.attacks.spsa import SPSA
+from tfdefense.attacks.square import Square
 from tfdefense.attacks.stadv import StAdv
 
 __all__ = [
@@ -34,12 +36,14 @@ __all__ = [
     "CWL2",
     "CWPGD",
     "DeepFool",
+    "FAB",
     "FGSM",
     "MIM",
     "PGD",
     "PRESETS",
     "RobustnessResult",
     "SPSA",
+    "Square",
     "StAdv",
     "available_attacks",
     "bpda",

@@ -205,17 +205,24 @@ class _Ensembled(Attack):
 
     def __init__(self, model=None, **kwargs):
         super().__init__(model, **kwargs)
-        self._compiled: dict[int, tuple] = {}
+        self._compiled: dict[tuple, tuple] = {}
 
-    def _fn(self, model):
-        entry = self._compiled.get(id(model))
+    def _fn(self, model, restart: int = 0):
+        """The compiled run for ``model`` (restart ``restart``), traced once and cached."""
+        key = (id(model), restart > 0 and self._restarts_differ)
+        entry = self._compiled.get(key)
         if entry is None or entry[0] is not model:
-            fn = tf.function(lambda x, y, t, s: self._run(model, x, y, t, s), reduce_retracing=True)
+            first = restart == 0
+            fn = tf.function(lambda x, y, t, s: self._run(model, x, y, t, s, first),
+                             reduce_retracing=True)
             entry = (model, fn)
-            self._compiled[id(model)] = entry
+            self._compiled[key] = entry
         return entry[1]
 
-    def _run(self, model, x, y, target, seed):  # -> (x_adv, fooled)
+    #: whether later restarts run a different graph (FAB: random start only after the first)
+    _restarts_differ = False
+
+    def _run(self, model, x, y, target, seed, first):  # -> (x_adv, fooled)
         raise NotImplementedError
 
     def prepare(self, x, y=None, model=None):
@@ -236,7 +243,6 @@ class _Ensembled(Attack):
         robust = np.argmax(logits, 1) == y_np
         x_adv = x_np.copy()
         order = np.argsort(-logits, axis=1, kind="stable")
-        fn = self._fn(model)
         targets = range(2, self.n_target_classes + 2) if self.n_target_classes else [0]
         for k in targets:
             for r in range(self.restarts):
@@ -245,6 +251,7 @@ class _Ensembled(Attack):
                     return x_adv
                 t = order[idx, k - 1] if k else y_np[idx]
                 run_seed = tf.stack([seed[0], seed[1] * 1009 + k * 97 + r])
+                fn = self._fn(model, r)
                 adv, fooled = fn(tf.constant(x_np[idx]), tf.constant(y_np[idx]), tf.constant(t),
                                  run_seed)
                 fooled = fooled.numpy()
@@ -296,7 +303,7 @@ class APGD(_Ensembled):
         check_number(self.rho, "rho", low=0.0, high=1.0, low_inclusive=False)
         check_number(self.momentum, "momentum", low=0.0, high=1.0)
 
-    def _run(self, model, x, y, target, seed):
+    def _run(self, model, x, y, target, seed, first):
         return apgd_run(model, x, y, None, seed, eps=float(self.eps), norm=self.norm,
                         steps=self.steps, loss=self.loss, rho=float(self.rho),
                         momentum=float(self.momentum), eot_iter=self.eot_iter)
@@ -328,7 +335,7 @@ class APGDTargeted(APGD):
         super()._check_params()
         check_positive_int(self.n_target_classes, "n_target_classes")
 
-    def _run(self, model, x, y, target, seed):
+    def _run(self, model, x, y, target, seed, first):
         return apgd_run(model, x, y, target, seed, eps=float(self.eps), norm=self.norm,
                         steps=self.steps, loss="dlr", rho=float(self.rho),
                         momentum=float(self.momentum), eot_iter=self.eot_iter)
