@@ -33,6 +33,8 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
+from tfdefense import data_imagenet
+
 SPLITS = ("train", "validation", "test")
 
 
@@ -68,6 +70,8 @@ _SPECS = {
     "cifar10": DatasetSpec("cifar10", (32, 32, 3), 10, class_names=_CIFAR10),
     "celeb_a": DatasetSpec("celeb_a", (64, 64, 3), 2, class_names=("no", "yes")),
 }
+_SPECS.update({n: DatasetSpec(n, (s, s, 3), 9, class_names=data_imagenet.SUPERCLASSES)  # restricted ImageNet
+               for n, s in data_imagenet.SIZES.items()})
 
 #: names ``load`` accepts
 NAMES = tuple(_SPECS)
@@ -166,6 +170,9 @@ def load(
     if name == "mnist_5k":
         x, y = _mnist_5k_arrays()[split]
         return tf.data.Dataset.from_tensor_slices((x, y))
+    if name in data_imagenet.SIZES:  # tfds imagenet2012 from the manual dir (data_imagenet)
+        return data_imagenet.load(name, split, shuffle_files=shuffle_files, data_dir=data_dir,
+                                  download=download)
     return _load_tfds(name, split, shuffle_files, data_dir, attribute, download)
 
 

@@ -15,3 +15,6 @@ __all__ += ["AdversarialCDVAE"]
 from tfdefense.models.pgd_training import PGDAdversarialTraining  # noqa: E402, I001  (Madry et al.)
 
 __all__ += ["PGDAdversarialTraining"]
+from tfdefense.models.vq import VectorQuantizer, VQCDVAE  # noqa: E402, I001  (CD-VAE ImageNet VQ-VAE)
+
+__all__ += ["VQCDVAE", "VectorQuantizer"]

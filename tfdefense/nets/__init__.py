@@ -20,3 +20,6 @@ from tfdefense.nets.fm_nets import (  # noqa: E402, I001  (FM-Defense Table I)
 
 __all__ += ["fm_decoder", "fm_dgmm_network", "fm_encoder", "fm_face_decoder", "fm_face_encoder",
             "tc_discriminator"]
+from tfdefense.nets.vq_nets import vq_decoder, vq_encoder  # noqa: E402, I001  (CD-VAE ImageNet VQ-VAE)
+
+__all__ += ["vq_decoder", "vq_encoder"]
