@@ -23,21 +23,35 @@ TINY = {
     "verbose": 0,
 }
 
-CDVAE_EXPERIMENTS = [
-    "cdvae_table1",
-    "cdvae_table2",
-    "cdvae_fig3_pearson",
-    "cdvae_table3",
-    "cdvae_table4",
-    "cdvae_table6",
-    "cdvae_fig4_gamma",
-]
+#: the empirical study: one reference classifier, one CD-VAE, two part classifiers (~2 min)
+STUDY = ["cdvae_table1", "cdvae_table2", "cdvae_fig3_pearson", "cdvae_table3"]
+#: detection, grey-box defense and the γ sweep: many attacks and models (slow)
+HEAVY = ["cdvae_table4", "cdvae_table6", "cdvae_fig4_gamma"]
 
 
 @pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory):
-    """``reproduce`` of every CD-VAE experiment on tiny settings (a few minutes on 2 cores)."""
+def tiny_settings():
+    return dict(TINY)
+
+
+@pytest.fixture(scope="session")
+def study_names():
+    return list(STUDY)
+
+
+@pytest.fixture(scope="session")
+def heavy_names():
+    return list(HEAVY)
+
+
+@pytest.fixture(scope="session")
+def tiny_out(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("reproduce"))
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_out):
+    """``reproduce`` of the empirical study on tiny settings."""
     from tfdefense.report import reproduce
 
-    out = tmp_path_factory.mktemp("reproduce")
-    return reproduce("quick", str(out), only=CDVAE_EXPERIMENTS, overrides=TINY, log=lambda *_: None)
+    return reproduce("quick", tiny_out, only=STUDY, overrides=TINY, log=lambda *_: None)
