@@ -15,6 +15,7 @@ Example:
 from tfdefense.attacks.adaptive import bpda, eot
 from tfdefense.attacks.adversarial_set import AdversarialSet, data_fingerprint, model_fingerprint
 from tfdefense.attacks.apgd import APGD, APGDTargeted
+from tfdefense.attacks.autoattack import AutoAttack, AutoAttackRun
 from tfdefense.attacks.base import Attack, available_attacks, get_attack
 from tfdefense.attacks.cw_linf import CWPGD
 from tfdefense.attacks.fab import FAB
@@ -32,6 +33,8 @@ __all__ = [
     "AdversarialSet",
     "Attack",
     "AttackResult",
+    "AutoAttack",
+    "AutoAttackRun",
     "BIM",
     "CWL2",
     "CWPGD",

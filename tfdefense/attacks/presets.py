@@ -9,6 +9,10 @@
   (1.0), C&W-Linf (8/255), C&W-L2 and StAdv (bound 0.05).
 * ``fm_defense`` (FM-Defense §4, Table II, MNIST): FGSM eps 0.3, DeepFool
   (Linf), C&W (L2), all through Foolbox in the paper.
+* ``autoattack`` / ``autoattack_l2`` (Croce & Hein 2020, standard version;
+  ``quick=True`` or ``autoattack_quick`` / ``autoattack_l2_quick``: the quick
+  version), ``autoattack_rand`` (the EOT version for stochastic defenses):
+  one ``AutoAttack`` at the Linf / L2 budget of ``data``.
 
 ``data="mnist"`` scales the CIFAR-10 budgets of the CD-VAE presets to the
 budgets the MNIST literature uses, because 8/255 barely moves an MNIST
@@ -31,7 +35,8 @@ from __future__ import annotations
 
 from tfdefense.attacks.base import Attack, get_attack
 
-PRESETS = ("cdvae_detection", "cdvae_defense", "fm_defense")
+PRESETS = ("cdvae_detection", "cdvae_defense", "fm_defense", "autoattack", "autoattack_quick",
+           "autoattack_l2", "autoattack_l2_quick", "autoattack_rand")
 DATA = ("cifar10", "mnist")
 
 _EPS = {"cifar10": {"linf": 8 / 255, "l2": 1.0}, "mnist": {"linf": 0.3, "l2": 2.0}}
@@ -46,6 +51,12 @@ def preset_params(name: str, data: str = "cifar10", quick: bool = False) -> dict
     if not isinstance(quick, bool):
         raise ValueError(f"quick: expected True or False, got {quick!r}")
     linf, l2 = _EPS[data]["linf"], _EPS[data]["l2"]
+    if name.startswith("autoattack"):
+        norm = "l2" if "_l2" in name else "linf"
+        version = "rand" if name.endswith("rand") else (
+            "quick" if quick or name.endswith("quick") else "standard")
+        return {"autoattack": ("autoattack", {"eps": l2 if norm == "l2" else linf, "norm": norm,
+                                              "version": version})}
     if name == "cdvae_detection":
         it = {"steps": 5}  # step eps / sqrt(5) is every iterative attack's default
         return {

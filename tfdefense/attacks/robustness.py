@@ -40,6 +40,7 @@ import tensorflow as tf
 from tqdm.auto import tqdm
 
 from tfdefense.attacks.adversarial_set import AdversarialSet, model_fingerprint
+from tfdefense.attacks.autoattack import AutoAttack
 from tfdefense.attacks.base import Attack, check_model_output, get_attack
 from tfdefense.attacks.presets import PRESETS, get_preset
 from tfdefense.defend.base import REJECTED, Defense
@@ -63,6 +64,9 @@ class AttackResult:
     l2_max: float
     seconds: float
     images_per_second: float
+    #: AutoAttack component rows: ``accuracy`` is the robust accuracy after this
+    #: component and the ones before it (the ensemble's standard log), not alone
+    cumulative: bool = False
 
 
 @dataclass
@@ -74,6 +78,10 @@ class RobustnessResult:
     clean_rejection_rate: float
     rows: list[AttackResult] = field(default_factory=list)
     worst_case_accuracy: float | None = None
+    #: AutoAttack: True when Square broke points every gradient attack failed on
+    gradient_masking: bool | None = None
+    #: AutoAttack: the standard per-component report table(s)
+    autoattack_tables: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -98,12 +106,21 @@ class RobustnessResult:
         ]
         for r in self.rows:
             lines.append(
-                f"| {r.label} | {pct(r.accuracy)} | {pct(r.defense_accuracy)} | "
+                f"| {r.label}{' (cum.)' if r.cumulative else ''} | {pct(r.accuracy)} | "
+                f"{pct(r.defense_accuracy)} | "
                 f"{pct(r.success_rate)} | {r.linf_mean:.4f} / {r.linf_max:.4f} | "
                 f"{r.l2_mean:.3f} / {r.l2_max:.3f} | {r.seconds:.1f} | {r.images_per_second:.1f} |"
             )
         if self.worst_case_accuracy is not None:
             lines.append(f"| worst case | {pct(self.worst_case_accuracy)} | | | | | | |")
+        if any(r.cumulative for r in self.rows):
+            lines += ["", "Rows marked (cum.) are AutoAttack components: robust accuracy after "
+                          "that component and the ones before it."]
+        for table in self.autoattack_tables:
+            lines += ["", table]
+        if self.gradient_masking and not self.autoattack_tables:
+            lines += ["", "**Gradient masking suspected**: the gradient-free Square attack broke "
+                          "points that every gradient attack failed on."]
         return "\n".join(lines)
 
 
@@ -175,8 +192,12 @@ def evaluate_robustness(
     Args:
         predict: a callable images -> logits, or a ``Defense`` (labels, REJECTED = -1).
         dataset: ``tf.data.Dataset`` of (images, labels), batched or not, or ``(x, y)``.
-        attacks: a preset name (``cdvae_detection``, ``cdvae_defense``, ``fm_defense``),
-            an attack name, an ``Attack``, a list of those, or ``{label: Attack}``.
+        attacks: a preset name (``cdvae_detection``, ``cdvae_defense``, ``fm_defense``,
+            ``autoattack``, ``autoattack_quick``, ``autoattack_l2``, ``autoattack_rand``, ...),
+            an attack name, an ``Attack``, a list of those, or ``{label: Attack}``. An
+            ``AutoAttack`` adds one row per component (robust accuracy after it, marked
+            ``cumulative``), one row for the ensemble, its report table and the
+            gradient-masking flag.
         attack_model: the callable the attacks run against; default ``predict``
             (required when ``predict`` is a ``Defense``).
         max_examples: evaluate on the first ``max_examples`` examples only.
@@ -231,6 +252,12 @@ def evaluate_robustness(
     robust = clean_correct.copy()
     for label, attack in tqdm(attack_map.items(), desc="attacks", disable=not verbose):
         start = time.perf_counter()
+        if isinstance(attack, AutoAttack) and cache_dir is None:
+            run = attack.run(x, y, model=attack_model, labels_of=labels_of, verbose=verbose)
+            _autoattack_rows(result, label, attack, run, x, y, clean_correct)
+            final = run.pred_after[-1] if run.components else run.clean_pred
+            robust &= ~((final != y) & (final != REJECTED))
+            continue
         if cache_dir is not None:
             fp = fingerprint or model_fingerprint(attack_model)
             x_adv = AdversarialSet.create(attack, attack_model, x, y, path=Path(cache_dir) / label,
@@ -268,3 +295,39 @@ def evaluate_robustness(
         ))
     result.worst_case_accuracy = float(robust.mean())
     return result
+
+
+def _autoattack_rows(result, label, attack, run, x, y, clean_correct) -> None:
+    """Append an AutoAttack run to ``result``: a row per component, one for the ensemble."""
+    n_correct = max(int(clean_correct.sum()), 1)
+    delta = (run.x_adv - x).reshape(len(x), -1)
+    linf = np.abs(delta).max(axis=1)
+    l2 = np.sqrt((delta.astype(np.float64) ** 2).sum(axis=1))
+    params = {k: v for k, v in attack.get_config().items() if k != "verbose"}
+
+    def row(name, attack_name, pred, mask, seconds, cumulative):
+        fooled = (pred != y) & (pred != REJECTED)
+        return AttackResult(
+            label=name, attack=attack_name, params=params,
+            accuracy=float(np.mean(pred == y)),
+            defense_accuracy=float(np.mean((pred == y) | (pred == REJECTED))),
+            rejection_rate=float(np.mean(pred == REJECTED)),
+            success_rate=float((fooled & clean_correct).sum() / n_correct),
+            linf_mean=float(linf[mask].mean()) if mask.any() else 0.0,
+            linf_max=float(linf[mask].max()) if mask.any() else 0.0,
+            l2_mean=float(l2[mask].mean()) if mask.any() else 0.0,
+            l2_max=float(l2[mask].max()) if mask.any() else 0.0,
+            seconds=seconds,
+            images_per_second=len(x) / seconds if seconds > 0 else float("inf"),
+            cumulative=cumulative,
+        )
+
+    for i, name in enumerate(run.components):
+        result.rows.append(row(f"{label}/{name}", name, run.pred_after[i], run.broken_by == i,
+                               run.seconds[i], True))
+    final = run.pred_after[-1] if run.components else run.clean_pred
+    result.rows.append(row(label, attack.name, final, np.ones(len(x), bool), sum(run.seconds),
+                           False))
+    result.autoattack_tables.append(run.to_markdown())
+    if run.gradient_masking is not None:
+        result.gradient_masking = bool(result.gradient_masking) or run.gradient_masking

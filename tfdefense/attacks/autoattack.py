@@ -1,0 +1,250 @@
+"""AutoAttack (Croce & Hein 2020, ICML): the field's standard robustness evaluation.
+
+An ensemble of four parameter-free attacks, each run only on the points the
+earlier ones left classified correctly, so the result is the worst case over
+them at the cost of roughly one strong attack:
+
+=============  ==========================================  =================================
+version        attacks                                     budgets
+=============  ==========================================  =================================
+``standard``   APGD-CE, APGD-T (DLR), FAB-T, Square        100 iterations, 9 target classes,
+                                                           1 restart, Square 5000 queries
+``quick``      the same four                               20 iterations, 3 target classes,
+                                                           Square 1000 queries (CPU smoke runs;
+                                                           a weaker attack, reports must say so)
+``rand``       APGD-CE, APGD-DLR with EOT                  100 iterations, 20 EOT draws per step
+                                                           (for stochastic defenses)
+=============  ==========================================  =================================
+
+in Linf or L2. ``AutoAttack.run`` returns an ``AutoAttackRun``: the examples,
+which component broke which point, robust accuracy after each component, and
+the gradient-masking flag: Square (gradient-free) runs last, so any point it
+breaks is one every gradient attack failed on, the usual sign that gradients
+are masked (Croce & Hein 2020 §5; Athalye et al. 2018).
+
+Example:
+    >>> from tfdefense.attacks import get_attack
+    >>> aa = get_attack("autoattack", eps=0.3, version="quick")
+    >>> list(aa.components())
+    ['apgd_ce', 'apgd_t', 'fab_t', 'square']
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import tensorflow as tf
+from tqdm.auto import tqdm
+
+from tfdefense.attacks.apgd import APGD, APGDTargeted
+from tfdefense.attacks.base import Attack, register
+from tfdefense.attacks.fab import FAB
+from tfdefense.attacks.square import Square
+from tfdefense.defend.base import REJECTED
+from tfdefense.validation import check_positive_int
+
+VERSIONS = ("standard", "quick", "rand")
+_DEFAULT_EPS = {"linf": 8 / 255, "l2": 1.0}
+_BUDGETS = {  # version -> (steps, n_target_classes, queries, eot_iter)
+    "standard": (100, 9, 5000, 1),
+    "quick": (20, 3, 1000, 1),
+    "rand": (100, 9, 5000, 20),
+}
+
+
+@dataclass
+class AutoAttackRun:
+    """What one AutoAttack evaluation found (arrays over the evaluated points)."""
+
+    version: str
+    norm: str
+    eps: float
+    components: list[str]
+    x_adv: np.ndarray
+    y: np.ndarray
+    clean_pred: np.ndarray
+    #: labels after each component (the examples found so far)
+    pred_after: list[np.ndarray]
+    #: index into ``components`` of the attack that fooled the point, -1 if none
+    broken_by: np.ndarray
+    seconds: list[float] = field(default_factory=list)
+
+    @property
+    def clean_accuracy(self) -> float:
+        return float(np.mean(self.clean_pred == self.y))
+
+    def accuracy_after(self, i: int) -> float:
+        """Robust accuracy after components 0..i (the standard AutoAttack log line)."""
+        return float(np.mean(self.pred_after[i] == self.y))
+
+    @property
+    def robust_accuracy(self) -> float:
+        return self.accuracy_after(len(self.components) - 1) if self.components else self.clean_accuracy
+
+    @property
+    def square_only(self) -> int:
+        """Points Square broke after every gradient attack failed on them."""
+        if "square" not in self.components:
+            return 0
+        return int(np.sum(self.broken_by == self.components.index("square")))
+
+    @property
+    def gradient_masking(self) -> bool | None:
+        """True when Square broke any point the gradient attacks could not (None: no Square)."""
+        return None if "square" not in self.components else self.square_only > 0
+
+    def to_markdown(self) -> str:
+        pct = lambda v: f"{100 * v:.1f}"  # noqa: E731
+        n = len(self.y)
+        lines = [
+            f"AutoAttack ({self.version}, {self.norm} eps={self.eps:.4g}) on {n} points; "
+            f"clean accuracy {pct(self.clean_accuracy)}%",
+            "",
+            "| after attack | robust accuracy (%) | points broken | time (s) |",
+            "|---|---|---|---|",
+        ]
+        for i, name in enumerate(self.components):
+            lines.append(f"| {name} | {pct(self.accuracy_after(i))} | "
+                         f"{int(np.sum(self.broken_by == i))} | {self.seconds[i]:.1f} |")
+        if self.gradient_masking:
+            lines += ["", f"**Gradient masking suspected**: Square broke {self.square_only} "
+                          "point(s) that every gradient attack failed on."]
+        return "\n".join(lines)
+
+
+@register("autoattack")
+class AutoAttack(Attack):
+    """The AutoAttack ensemble (Croce & Hein 2020) in Linf or L2.
+
+    Args:
+        eps: budget; default 8/255 (Linf) / 1.0 (L2).
+        norm: "linf" or "l2".
+        version: "standard", "quick" or "rand" (see the module docstring).
+        steps, n_target_classes, queries, eot_iter: override the version's
+            budgets (None keeps them).
+        restarts: restarts of every component; default 1 (AutoAttack standard).
+        batch_size, seed, verbose: as every attack; component i uses seed + i.
+    """
+
+    supported_norms = ("linf", "l2")
+    params = ("eps", "norm", "version", "steps", "n_target_classes", "queries", "restarts",
+              "eot_iter")
+
+    def __init__(self, model=None, *, eps=None, norm="linf", version="standard", steps=None,
+                 n_target_classes=None, queries=None, restarts=1, eot_iter=None, **kwargs):
+        super().__init__(model, **kwargs)
+        self.norm = norm
+        self.eps = _DEFAULT_EPS.get(norm, 8 / 255) if eps is None else eps
+        self.version = version
+        self.steps = steps
+        self.n_target_classes = n_target_classes
+        self.queries = queries
+        self.restarts = restarts
+        self.eot_iter = eot_iter
+        self._check_params()
+        self._components = self._build()
+
+    def _check_params(self):
+        steps, self.steps = self.steps, (1 if self.steps is None else self.steps)
+        try:
+            super()._check_params()
+        finally:
+            self.steps = steps
+        if self.version not in VERSIONS:
+            raise ValueError(f"version: expected one of {VERSIONS}, got {self.version!r}")
+        for name in ("n_target_classes", "queries", "eot_iter"):
+            if getattr(self, name) is not None:
+                check_positive_int(getattr(self, name), name)
+        check_positive_int(self.restarts, "restarts")
+
+    def _build(self) -> dict[str, Attack]:
+        steps, targets, queries, eot_iter = _BUDGETS[self.version]
+        steps = steps if self.steps is None else self.steps
+        targets = targets if self.n_target_classes is None else self.n_target_classes
+        queries = queries if self.queries is None else self.queries
+        eot_iter = eot_iter if self.eot_iter is None else self.eot_iter
+        common = dict(eps=self.eps, norm=self.norm, restarts=self.restarts,
+                      batch_size=self.batch_size, verbose=False)
+        if self.version == "rand":
+            return {
+                "apgd_ce": APGD(loss="ce", steps=steps, eot_iter=eot_iter, seed=self.seed, **common),
+                "apgd_dlr": APGD(loss="dlr", steps=steps, eot_iter=eot_iter, seed=self.seed + 1,
+                                 **common),
+            }
+        return {
+            "apgd_ce": APGD(loss="ce", steps=steps, eot_iter=eot_iter, seed=self.seed, **common),
+            "apgd_t": APGDTargeted(n_target_classes=targets, steps=steps, eot_iter=eot_iter,
+                                   seed=self.seed + 1, **common),
+            "fab_t": FAB(n_target_classes=targets, steps=steps, seed=self.seed + 2, **common),
+            "square": Square(steps=queries, seed=self.seed + 3, **common),
+        }
+
+    def components(self) -> dict[str, Attack]:
+        """The component attacks, in the order they run."""
+        return dict(self._components)
+
+    def prepare(self, x, y=None, model=None):
+        model, x, y, num_classes = super().prepare(x, y, model)
+        for attack in self._components.values():
+            if getattr(attack, "n_target_classes", 0) > num_classes - 1:
+                raise ValueError(
+                    f"n_target_classes: the model has {num_classes} classes, so at most "
+                    f"{num_classes - 1} target classes, got {attack.n_target_classes}"
+                )
+        return model, x, y, num_classes
+
+    def run(self, x, y=None, model=None, labels_of: Callable | None = None,
+            verbose: bool | None = None) -> AutoAttackRun:
+        """Run the ensemble over all of ``x``; each component only on points not yet fooled.
+
+        Args:
+            x, y, model: as ``generate`` (``y`` the true labels).
+            labels_of: images -> int labels used to judge success (default the
+                model's argmax); a defense's labels with ``REJECTED`` = -1 count
+                a rejected example as not fooled.
+            verbose: progress bars (default ``self.verbose``).
+        """
+        model, x, y, _ = self.prepare(x, y, model)
+        verbose = self.verbose if verbose is None else verbose
+        if labels_of is None:
+            labels_of = lambda images: self.predict_labels(model, images)  # noqa: E731
+        clean = np.asarray(labels_of(x)).astype(np.int64)
+        pred = clean.copy()
+        x_adv = x.copy()
+        broken_by = np.full(len(x), -1)
+        out = AutoAttackRun(self.version, self.norm, float(self.eps), list(self._components),
+                            x_adv, y, clean, [], broken_by)
+        for j, (name, attack) in enumerate(self._components.items()):
+            start = time.perf_counter()
+            idx = np.flatnonzero(pred == y)  # still correct (rejected points are not attacked)
+            starts = range(0, len(idx), self.batch_size)
+            for i, s in enumerate(tqdm(starts, desc=name, disable=not verbose)):
+                sub = idx[s : s + self.batch_size]
+                adv = attack.run_batch(model, x[sub], y[sub], i)
+                new = np.asarray(labels_of(adv)).astype(np.int64)
+                fooled = (new != y[sub]) & (new != REJECTED)
+                x_adv[sub[fooled]] = adv[fooled]
+                pred[sub[fooled]] = new[fooled]
+                broken_by[sub[fooled]] = j
+            out.seconds.append(time.perf_counter() - start)
+            out.pred_after.append(pred.copy())
+        return out
+
+    def _attack_batch(self, model, x, y, seed):
+        x_np, y_np = x.numpy(), y.numpy()
+        pred = np.argmax(np.asarray(model(x)), 1)
+        x_adv = x_np.copy()
+        index = int(seed[1])
+        for attack in self._components.values():
+            idx = np.flatnonzero(pred == y_np)
+            if not len(idx):
+                break
+            adv = attack.run_batch(model, x_np[idx], y_np[idx], index)
+            new = np.argmax(np.asarray(model(tf.constant(adv))), 1)
+            fooled = new != y_np[idx]
+            x_adv[idx[fooled]] = adv[fooled]
+            pred[idx[fooled]] = new[fooled]
+        return x_adv
