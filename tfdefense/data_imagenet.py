@@ -34,8 +34,8 @@ values (mean square 1.22) better than 299x299x3 (0.68). We use the
 (256 for 224) and centre-crop size x size; ``augment=True`` gives the
 training transform instead (random resized crop, area 8–100%, aspect
 3/4–4/3, and a horizontal flip; the library's colour jitter and lighting
-noise are left out). ``restricted_imagenet_64`` is the same data at 64x64
-for CPU-scale runs.
+noise are left out). ``restricted_imagenet_64`` and ``restricted_imagenet_32``
+are the same data at 64x64 and 32x32, for CPU-scale runs and tests.
 
 The archives cannot be downloaded automatically: put ``ILSVRC2012_img_train.tar``
 and ``ILSVRC2012_img_val.tar`` (https://image-net.org/download-images.php)
@@ -65,7 +65,7 @@ SYNSET_RANGES = (("n02085620", "n02113978"), ("n02123045", "n02124075"), ("n0164
                  ("n01664065", "n01669191"), ("n01795545", "n01860187"), ("n02480495", "n02494079"),
                  ("n02514041", "n02655020"), ("n01978287", "n01981276"), ("n02165105", "n02268443"))
 #: dataset names this module serves, and their image size
-SIZES = {"restricted_imagenet": 224, "restricted_imagenet_64": 64}
+SIZES = {"restricted_imagenet": 224, "restricted_imagenet_64": 64, "restricted_imagenet_32": 32}
 #: the archives tfds' imagenet2012 builder reads from the manual directory
 ARCHIVES = ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar")
 MANUAL_DIR_ENV = "TFDEFENSE_IMAGENET_MANUAL_DIR"
@@ -141,7 +141,7 @@ def load(name: str = "restricted_imagenet", split: str = "train", *, shuffle_fil
     """Restricted ImageNet as (float32 image in [0, 1], int64 super-class id), unbatched.
 
     Args:
-        name: ``restricted_imagenet`` (224x224) or ``restricted_imagenet_64``.
+        name: ``restricted_imagenet`` (224x224), ``restricted_imagenet_64`` or ``_32``.
         split: ``train``, ``validation`` or ``test`` (module docstring).
         shuffle_files, data_dir: passed to ``tfds.load``.
         manual_dir: folder with the ImageNet archives (see ``resolve_manual_dir``).

@@ -30,6 +30,7 @@ import keras
 import numpy as np
 
 from tfdefense import data
+from tfdefense.experiments.imagenet_preset import PAPER_IMAGENET
 
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": {
@@ -48,6 +49,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "eval_images": 10000,
         "seed": 0,
     },
+    "paper_imagenet": PAPER_IMAGENET,  # restricted ImageNet, VQ-VAE G + ResNet-50 D (CD-VAE §4)
 }
 
 
