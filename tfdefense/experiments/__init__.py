@@ -14,3 +14,4 @@ __all__ = ["PRESETS", "Context", "Result", "available", "beside_paper", "fmt", "
 from tfdefense.experiments import cdvae_table7  # noqa: E402, F401, I001
 from tfdefense.experiments import cdvae_empirical, cdvae_detection  # noqa: E402, F401, I001
 from tfdefense.experiments import cdvae_greybox, cdvae_gamma_sweep  # noqa: E402, F401, I001
+from tfdefense.experiments import fm_table2  # noqa: E402, F401, I001
