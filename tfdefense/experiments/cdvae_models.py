@@ -86,10 +86,14 @@ SETTINGS: dict[str, dict[str, Any]] = {
 
 
 def setting(ctx, key: str) -> Any:
-    """``ctx.settings[key]`` if set, else this module's per-preset default."""
+    """``ctx.settings[key]`` if set, else this module's per-preset default.
+
+    Presets other than ``quick`` and ``paper`` (e.g. ``paper_imagenet``) take
+    the ``paper`` defaults; put any key in that preset's settings to change it.
+    """
     if key in ctx.settings:
         return ctx.settings[key]
-    preset = SETTINGS.get(ctx.preset, SETTINGS["quick"])
+    preset = SETTINGS.get(ctx.preset, SETTINGS["paper"])
     if key not in preset:
         raise ValueError(f"setting: unknown key {key!r}; expected one of {sorted(preset)}")
     return preset[key]
