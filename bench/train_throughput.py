@@ -9,7 +9,9 @@ One JSON line per figure:
   ``--torch-python`` points at an interpreter with torch installed (torch is
   never a dependency: ``python -m venv /tmp/t && /tmp/t/bin/pip install
   torch==2.13.0 numpy``), and ``ratio_keras_over_torch`` measured in the same
-  run. The torch reference is ``bench/torch_cdvae_reference.py``.
+  run. The torch reference is ``bench/torch_cdvae_reference.py``;
+* ``vqcdvae_fit_resnet50`` (``--vq``): CD-VAE's ImageNet pair, the VQ-VAE
+  (d 64, k 128) + ResNet-50, on synthetic ``--vq-size`` (64) images, 9 classes.
 
 Usage:
     python bench/train_throughput.py --steps 10 --wrn-depth 16 --wrn-width 4 \
@@ -76,6 +78,21 @@ def cifar_model(depth: int, width: int, jit: bool) -> CDVAE:
     return model
 
 
+def vq_imagenet_row(steps: int, size: int, common: dict) -> None:
+    """The VQ-VAE + ResNet-50 CD-VAE (restricted ImageNet's models) at a small resolution."""
+    from tfdefense.models import VQCDVAE
+
+    rng = np.random.default_rng(0)
+    x = rng.random((BATCH * 2, size, size, 3), dtype=np.float32)
+    y = rng.integers(0, 9, BATCH * 2).astype(np.int64)
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).repeat().batch(BATCH, drop_remainder=True)
+    model = VQCDVAE(nets.vq_encoder((size, size, 3)), nets.vq_decoder((size, size, 3)),
+                    nets.resnet50((size, size, 3), 9), seed=0)
+    model.compile()
+    emit(figure="vqcdvae_fit_resnet50", arch=f"vq-vae d64 k128 + resnet50 @ {size}x{size}",
+         images_per_s=round(measure(model, ds, steps), 1), peak_rss_mb=round(peak_rss_mb()), **common)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=10, help="timed steps per figure")
@@ -83,6 +100,8 @@ def main() -> None:
     parser.add_argument("--wrn-width", type=int, default=4)
     parser.add_argument("--xla", action="store_true", help="also measure jit_compile=True")
     parser.add_argument("--torch-python", default=None, help="python with torch for the reference")
+    parser.add_argument("--vq", action="store_true", help="also the VQ-VAE + ResNet-50 row")
+    parser.add_argument("--vq-size", type=int, default=64, help="image size of the VQ row")
     args = parser.parse_args()
     keras.utils.set_random_seed(0)
     common = {"batch": BATCH, "steps": args.steps, "threads": os.cpu_count()}
@@ -123,6 +142,8 @@ def main() -> None:
         emit(figure="torch_cdvae_cifar", arch=arch, images_per_s=torch_ips,
              keras_images_per_s=round(keras_best, 1),
              ratio_keras_over_torch=round(keras_best / torch_ips, 3), **common)
+    if args.vq:
+        vq_imagenet_row(args.steps, args.vq_size, common)
 
 
 if __name__ == "__main__":
