@@ -1,0 +1,93 @@
+"""FM-Defense Table II on tiny settings: every cell computed, paper beside ours, cache reused."""
+
+import os
+
+import numpy as np
+import pytest
+
+from tfdefense.experiments import Context, available, get
+from tfdefense.experiments import fm_models as fm
+from tfdefense.experiments.fm_figures import curves
+
+#: small enough for 2 shared cores (~2-3 minutes): 400 training images, 1 epoch each
+TINY = {"fm_train_images": 400, "fm_classifier_epochs": 1, "fm_dgmm_epochs": 1, "fm_vae_epochs": 1,
+        "fm_discriminator_units": 32, "fm_codes": 3, "fm_morphs": 4, "fm_magnet_epochs": 1,
+        "fm_gan_width": 8, "fm_gan_epochs": 1, "fm_dgan_iterations": 5, "fm_dgan_restarts": 2,
+        "fm_eval_images": 24, "fm_adaptive_images": 12, "fm_dgan_adaptive_images": 6,
+        "fm_pgd_steps": 2, "fm_eot_morphs": 2, "fm_cw_steps": (1, 5), "fm_deepfool_steps": 3}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("fm_table2"))
+    return out, get("fm_table2")(Context("quick", out, TINY))
+
+
+def test_registered_in_report_order():
+    assert "fm_table2" in available()
+
+
+def test_table_has_every_row_and_the_paper_beside_ours(tiny):
+    _, r = tiny
+    names = [row["attack"] for row in r.rows]
+    assert names[0] == "clean (no attack)"
+    for attack in ("FGSM", "C&W-L2", "DeepFool"):
+        assert any(n.startswith(attack) and "paper protocol" in n for n in names)
+        assert any(n.startswith(attack) and "adaptive" in n for n in names)
+    assert any("defense-aware" in n for n in names)
+    fgsm = next(row for row in r.rows if row["attack"].startswith("FGSM ε=0.3 (paper"))
+    assert "(paper 99.80)" in fgsm["FM-Defense"] and "(paper 74.60)" in fgsm["MagNet"]
+    assert "(paper 83.21)" in fgsm["Defense-GAN"] and "(paper 21.20)" in fgsm["no defense"]
+    for name, cells in r.measurements.items():
+        if isinstance(cells, dict) and "fm" in cells:
+            assert 0.0 <= cells["fm"] <= 1.0, name
+    assert "ρ =" in " ".join(r.notes) and "⌈1/r⌉" in " ".join(r.notes)
+
+
+def test_quick_skips_only_expensive_defense_gan_cells(tiny):
+    _, r = tiny
+    cw = r.measurements["C&W-L2 (adaptive)"]
+    assert "dgan" not in cw and cw["magnet"] is not None
+    assert r.measurements["FGSM ε=0.3 (adaptive)"]["dgan"] is not None
+
+
+def test_figures_and_curves(tiny):
+    _, r = tiny
+    assert len(r.figures) == 2 and all(os.path.exists(p) for p in r.figures.values())
+    c = r.measurements["detection_curves"]
+    assert c["unified"]["clean"][0] == 1.0  # threshold 0 flags nothing
+    assert all(v["adv"][0] == 0.0 for v in c["unified"].values() if isinstance(v, dict))
+
+
+def test_rerun_reuses_the_cache(tiny):
+    out, r = tiny
+    cache = os.path.join(out, "cache")
+    assert {"fm_classifier.keras", "fm_combo_vae.keras", "fm_wgan_generator.keras"} <= set(
+        os.listdir(cache))
+    assert {"adv_fgsm.npz", "resistance_clean.npz"} <= set(os.listdir(os.path.join(cache, "fm")))
+    again = get("fm_table2")(Context("quick", out, TINY))
+    assert again.measurements["timings_s"]["models"] < r.measurements["timings_s"]["adaptive_pgd"]
+    assert again.rows == r.rows
+
+
+def test_curves_on_hand_made_resistances():
+    r_val = np.array([[1.0, 1.0], [0.9, 1.0], [1.0, 0.8], [1.0, 1.0]])
+    res = {"clean": np.array([[1.0, 1.0], [0.5, 1.0]]), "adv": np.array([[0.0, 0.0], [1.0, 1.0]])}
+    c = curves(r_val, res)
+    i = c["unified"]["threshold"].index(0.6)
+    assert c["unified"]["clean"][i] == 0.5 and c["unified"]["adv"]["adv"][i] == 0.5
+    assert c["unified"]["adv"]["overall"][i] == 0.5
+
+
+def test_unknown_setting(tmp_path):
+    with pytest.raises(ValueError, match="unknown key"):
+        fm.setting(Context("quick", str(tmp_path)), "fm_nope")
+
+
+@pytest.mark.slow
+def test_quick_preset_full_run(tmp_path):
+    """The real quick preset (~10 min on 2 free cores): FGSM must transfer to C."""
+    r = get("fm_table2")(Context("quick", str(tmp_path)))
+    fgsm = r.measurements["FGSM ε=0.3 (paper protocol)"]
+    assert fgsm["none"] < 0.5
+    assert r.measurements["clean (no attack)"]["none"] > 0.9

@@ -1,0 +1,325 @@
+"""Models and attack paths of the FM-Defense Table II experiment, trained once per run.
+
+Everything is cached in the ``Context`` (``out/cache/fm/...``), so an interrupted
+``reproduce`` resumes and the notebook and the experiment share models:
+
+* ``classifier(ctx)``: the protected classifier C (``small_cnn``; the paper's is
+  C&W's MNIST model at 99.4%);
+* ``combo_vae(ctx)``: stage 1 DGMM + stage 2 combo-VAE (FM-Defense §III-D);
+* ``magnet(ctx)``: MagNet's two denoising autoencoders around C, thresholds
+  fitted on the clean validation split (Meng & Chen 2017);
+* ``defense_gan(ctx)``: a WGAN-GP generator and the projection (Samangouei et
+  al. 2018) around C;
+* ``fm_adaptive_logits``, ``magnet_aware_pgd``: the adaptive attackers'
+  differentiable paths (not in the paper; see ``fm_table2``).
+
+All keys start with ``fm_`` so they never collide with the CD-VAE settings;
+``Context(..., overrides={"fm_vae_epochs": 1, ...})`` shrinks any of them.
+
+Example:
+    >>> import tempfile
+    >>> from tfdefense.experiments import Context
+    >>> from tfdefense.experiments.fm_models import setting
+    >>> setting(Context("quick", tempfile.mkdtemp()), "fm_rho")
+    0.99
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfdefense import nets
+from tfdefense.baselines import (
+    MNIST_STRUCTURE_I,
+    MNIST_STRUCTURE_II,
+    WGANGP,
+    DefenseGAN,
+    DenoisingAutoEncoder,
+    MagNet,
+    defense_gan_critic,
+    defense_gan_generator,
+    magnet_autoencoder,
+)
+from tfdefense.baselines.losses import reconstruction_error
+from tfdefense.detect import MorphEngine, ResistanceDetector
+from tfdefense.detect.morphs import most_active_codes
+from tfdefense.models import DGMM, ComboVAE
+
+#: per-preset settings; any key can be overridden through the Context
+SETTINGS: dict[str, dict[str, Any]] = {
+    "quick": {
+        "fm_train_images": None,  # all 3,500 mnist_5k training images (paper: 20,000)
+        "fm_classifier_width": 16,
+        "fm_classifier_epochs": 5,
+        "fm_dgmm_epochs": 10,
+        "fm_feature_dim": 10,  # K, width of z_u
+        "fm_vae_epochs": 15,
+        "fm_latent_dim": 20,  # m = 20 codes on MNIST (§IV-A)
+        "fm_discriminator_units": 256,  # FactorVAE: 6 x 1000
+        "fm_discriminator_depth": 2,
+        "fm_reconstruction": "bernoulli",
+        "fm_codes": 8,  # the 8 most active codes (paper: hand-picked, Fig 4 third row)
+        "fm_morphs": 20,  # n (paper 100)
+        "fm_rho": 0.99,  # paper 0.999 needs >= 1,000 validation images; we have 500
+        "fm_eta": 0.9,
+        "fm_magnet_epochs": 10,  # paper 100
+        "fm_magnet_rejection_rate": 0.002,  # paper 0.001 needs 1,000 images; 1 of 500 here
+        "fm_gan_width": 32,  # paper 64
+        "fm_gan_epochs": 8,
+        "fm_gan_batch": 50,
+        "fm_dgan_iterations": 50,  # L (paper 200)
+        "fm_dgan_restarts": 4,  # R (paper 10)
+        "fm_eval_images": 200,  # CLE and each ADV set (paper 5,000 each)
+        "fm_adaptive_images": 100,  # images per adaptive attack on MagNet / FM-Defense
+        "fm_dgan_adaptive_images": 50,  # images per adaptive attack on Defense-GAN
+        "fm_pgd_steps": 20,
+        "fm_eot_morphs": 8,  # random morphs per EOT gradient of the FM-aware attacker
+        "fm_cw_quick": True,  # C&W 5 x 100 Adam steps instead of 9 x 10,000
+        "fm_cw_steps": None,  # override C&W's (binary searches, Adam steps) for smoke runs
+        "fm_deepfool_steps": 50,
+        "fm_verbose": 0,
+    },
+    "paper": {
+        "fm_train_images": None,
+        "fm_classifier_width": 32,
+        "fm_classifier_epochs": 50,
+        "fm_dgmm_epochs": 50,
+        "fm_feature_dim": 10,
+        "fm_vae_epochs": 100,
+        "fm_latent_dim": 20,
+        "fm_discriminator_units": 1000,
+        "fm_discriminator_depth": 6,
+        "fm_reconstruction": "l2",
+        "fm_codes": 20,
+        "fm_morphs": 100,
+        "fm_rho": 0.999,
+        "fm_eta": 0.9,
+        "fm_magnet_epochs": 100,
+        "fm_magnet_rejection_rate": 0.001,
+        "fm_gan_width": 64,
+        "fm_gan_epochs": 50,
+        "fm_gan_batch": 50,
+        "fm_dgan_iterations": 200,
+        "fm_dgan_restarts": 10,
+        "fm_eval_images": 5000,
+        "fm_adaptive_images": 1000,
+        "fm_dgan_adaptive_images": 200,
+        "fm_pgd_steps": 100,
+        "fm_eot_morphs": 16,
+        "fm_cw_quick": False,
+        "fm_cw_steps": None,
+        "fm_deepfool_steps": 50,
+        "fm_verbose": 2,
+    },
+}
+
+
+def setting(ctx, key: str) -> Any:
+    """``ctx.settings[key]`` if set, else this module's per-preset default."""
+    if key in ctx.settings:
+        return ctx.settings[key]
+    preset = SETTINGS.get(ctx.preset, SETTINGS["quick"])
+    if key not in preset:
+        raise ValueError(f"setting: unknown key {key!r}; expected one of {sorted(preset)}")
+    return preset[key]
+
+
+def train_arrays(ctx) -> tuple[np.ndarray, np.ndarray]:
+    x, y = ctx.arrays("train")
+    limit = setting(ctx, "fm_train_images")
+    return (x[:limit], y[:limit]) if limit else (x, y)
+
+
+def _verbose(ctx) -> int:
+    return setting(ctx, "fm_verbose")
+
+
+def classifier(ctx) -> keras.Model:
+    """C: ``small_cnn`` trained with Adam(1e-3) on the training split."""
+
+    def build():
+        keras.utils.set_random_seed(ctx.settings["seed"])
+        x, y = train_arrays(ctx)
+        model = nets.small_cnn(x.shape[1:], 10, width=setting(ctx, "fm_classifier_width"),
+                               dense_units=4 * setting(ctx, "fm_classifier_width"),
+                               name="fm_classifier")
+        model.compile(optimizer=keras.optimizers.Adam(1e-3),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        model.fit(x, y, epochs=setting(ctx, "fm_classifier_epochs"), batch_size=64,
+                  verbose=_verbose(ctx))
+        return model
+
+    return ctx.cached_model("fm_classifier", build)
+
+
+def combo_vae(ctx) -> ComboVAE:
+    """The two-stage combo-VAE: DGMM (L-GM, λ_lkd = 0.1), then encoder/decoder/TC (γ = 40)."""
+
+    def build_dgmm():
+        keras.utils.set_random_seed(ctx.settings["seed"])
+        x, y = train_arrays(ctx)
+        dgmm = DGMM.for_dataset(ctx.dataset, feature_dim=setting(ctx, "fm_feature_dim"),
+                                seed=ctx.settings["seed"])
+        dgmm.compile(optimizer=keras.optimizers.Adam(1e-3))
+        dgmm.fit(x, y, epochs=setting(ctx, "fm_dgmm_epochs"), batch_size=64,
+                 verbose=_verbose(ctx))
+        return dgmm
+
+    def build_vae():
+        dgmm = ctx.cached_model("fm_dgmm", build_dgmm)
+        keras.utils.set_random_seed(ctx.settings["seed"])
+        x, _ = train_arrays(ctx)
+        vae = ComboVAE.for_dataset(
+            ctx.dataset, dgmm, latent_dim=setting(ctx, "fm_latent_dim"),
+            discriminator_units=setting(ctx, "fm_discriminator_units"),
+            discriminator_depth=setting(ctx, "fm_discriminator_depth"),
+            reconstruction=setting(ctx, "fm_reconstruction"), seed=ctx.settings["seed"])
+        vae.compile(optimizer=keras.optimizers.Adam(1e-3),
+                    discriminator_optimizer=keras.optimizers.Adam(1e-4, beta_1=0.5, beta_2=0.9))
+        vae.fit(x, epochs=setting(ctx, "fm_vae_epochs"), batch_size=64, verbose=_verbose(ctx))
+        return vae
+
+    return ctx.cached_model("fm_combo_vae", build_vae)
+
+
+def detector(ctx) -> tuple[ResistanceDetector, np.ndarray]:
+    """The fitted ``ResistanceDetector`` and the clean validation resistances (cached)."""
+    vae, clf = combo_vae(ctx), classifier(ctx)
+    xv, _ = ctx.arrays("validation")
+    codes = most_active_codes(vae, xv, setting(ctx, "fm_codes"))
+    engine = MorphEngine(vae, clf, codes=codes, n_morphs=setting(ctx, "fm_morphs"),
+                         seed=ctx.settings["seed"]).fit(xv)
+    det = ResistanceDetector(engine, rho=setting(ctx, "fm_rho"), eta=setting(ctx, "fm_eta"))
+    r_val = ctx.cached_arrays("fm/resistance_validation", lambda: {"r": engine.resistance(xv)})["r"]
+    det.fit_resistance(r_val)
+    return det, r_val
+
+
+def magnet(ctx) -> MagNet:
+    """MagNet (MNIST autoencoders I and II, denoising training), thresholds on validation."""
+
+    def build(structure, key):
+        def train():
+            keras.utils.set_random_seed(ctx.settings["seed"])
+            x, _ = train_arrays(ctx)
+            dae = DenoisingAutoEncoder(magnet_autoencoder(structure), noise_std=0.1,
+                                       seed=ctx.settings["seed"])
+            dae.compile(optimizer=keras.optimizers.Adam(1e-3))
+            dae.fit(x, epochs=setting(ctx, "fm_magnet_epochs"), batch_size=256,
+                    verbose=_verbose(ctx))
+            return dae.autoencoder
+
+        return ctx.cached_model(key, train)
+
+    mag = MagNet(classifier(ctx), build(MNIST_STRUCTURE_I, "fm_magnet_ae_i"),
+                 build(MNIST_STRUCTURE_II, "fm_magnet_ae_ii"),
+                 rejection_rate=setting(ctx, "fm_magnet_rejection_rate"))
+    mag.fit_thresholds(ctx.arrays("validation")[0])
+    return mag
+
+
+def defense_gan(ctx) -> DefenseGAN:
+    """Defense-GAN around C with a WGAN-GP generator (latent 128) trained here."""
+
+    def train():
+        keras.utils.set_random_seed(ctx.settings["seed"])
+        x, _ = train_arrays(ctx)
+        width = setting(ctx, "fm_gan_width")
+        gan = WGANGP(defense_gan_generator(128, width), defense_gan_critic(width),
+                     seed=ctx.settings["seed"])
+        gan.compile()
+        gan.fit(x, epochs=setting(ctx, "fm_gan_epochs"), batch_size=setting(ctx, "fm_gan_batch"),
+                verbose=_verbose(ctx))
+        return gan.generator
+
+    generator = ctx.cached_model("fm_wgan_generator", train)
+    return DefenseGAN(generator, classifier(ctx), iterations=setting(ctx, "fm_dgan_iterations"),
+                      restarts=setting(ctx, "fm_dgan_restarts"), seed=ctx.settings["seed"])
+
+
+# ------------------------------------------------------------------ adaptive attack paths
+def fm_adaptive_logits(det: ResistanceDetector, n_morphs: int, seed: int = 0):
+    """images -> logits of the defense-aware FM attacker (EOT over morphs, through the DGMM).
+
+    The log of the mean softmax of C over ``2 + n_morphs`` images per input:
+    x itself, its purification D([μ(x), z_u(x)]), and ``n_morphs`` random
+    morphs D([μ(x) with one selected code moved, z_u(x)]) drawn the way the
+    engine draws them (a random selected code, a value within the engine's
+    first search radii around the current one, clipped to the normal range).
+    Gradients flow through the encoder AND the DGMM (z_u is not stopped), so
+    an attack on these logits fools C, the morphs and the purifier together,
+    which is what keeps the resistance high (judged clean) with a wrong label.
+    """
+    engine = det.engine
+    vae, clf = engine.combo_vae, engine.classifier
+    codes = tf.constant(engine.codes, tf.int32)
+    low, high = tf.constant(engine.low_), tf.constant(engine.high_)
+    radius = engine.delta_r * math.ceil(engine.n_morphs / engine.samples_per_iteration)
+    gen = tf.random.Generator.from_seed(seed)
+    s, m = len(engine.codes), vae.latent_dim
+
+    def logits(x):
+        x = tf.convert_to_tensor(x, tf.float32)
+        n = tf.shape(x)[0]
+        mean, _ = vae.encode(x)
+        z_u = vae.dgmm.encode(x)
+        which = gen.uniform([n_morphs, n], 0, s, dtype=tf.int32)
+        width = tf.gather(high - low, which)
+        center = tf.gather(tf.gather(mean, codes, axis=1), which, axis=1, batch_dims=1)
+        values = center + gen.uniform([n_morphs, n], -1.0, 1.0) * radius * width
+        values = tf.clip_by_value(values, tf.gather(low, which), tf.gather(high, which))
+        onehot = tf.one_hot(tf.gather(codes, which), m)  # (k, n, m)
+        z = mean[None] * (1.0 - onehot) + onehot * values[..., None]
+        z = tf.concat([mean[None], z], 0)  # the purifier's latent first
+        decoded = vae.decode(tf.reshape(z, [-1, m]), tf.tile(z_u, [n_morphs + 1, 1]))
+        out = clf(tf.concat([x, decoded], 0), training=False)
+        out = tf.reshape(out, [n_morphs + 2, n, -1])
+        return tf.reduce_logsumexp(tf.nn.log_softmax(out), 0) - math.log(n_morphs + 2.0)
+
+    logits.__name__ = "fm_adaptive_logits"
+    return logits
+
+
+def magnet_aware_pgd(mag: MagNet, x, y, eps: float = 0.3, steps: int = 40, kappa: float = 5.0,
+                     penalty: float = 10.0, batch_size: int = 100) -> np.ndarray:
+    """PGD-Linf on MagNet that knows both detectors (Carlini & Wagner 2017's idea).
+
+    Maximises min(margin, κ) − c·Σ_d relu(score_d(x′)/θ_d − 1) with exact
+    gradients through the reformer and both autoencoders; returns, per image,
+    the last iterate that was misclassified after reforming and passed both
+    detectors, else the final iterate.
+    """
+    theta = tf.constant(mag.thresholds.numpy(), tf.float32)
+    alpha = 2.5 * eps / steps
+
+    @tf.function(reduce_retracing=True)
+    def run(x0, y0):
+        xa, best = x0, x0
+        found = tf.zeros(tf.shape(x0)[0], tf.bool)
+        onehot = tf.one_hot(y0, 10)
+        for _ in tf.range(steps):
+            with tf.GradientTape() as tape:
+                tape.watch(xa)
+                lg = mag.reformed_logits(xa)
+                other = tf.reduce_max(lg - 1e4 * onehot, -1)
+                margin = other - tf.reduce_sum(lg * onehot, -1)
+                s = tf.stack([reconstruction_error(xa, mag.autoencoder_i(xa), 2),
+                              reconstruction_error(xa, mag.autoencoder_ii(xa), 1)], 1)
+                over = tf.reduce_sum(tf.nn.relu(s / theta - 1.0), -1)
+                loss = tf.reduce_sum(tf.minimum(margin, kappa) - penalty * over)
+            ok = (margin > 0) & tf.reduce_all(s <= theta, -1)
+            best = tf.where(ok[:, None, None, None], xa, best)
+            found = found | ok
+            g = tape.gradient(loss, xa)
+            xa = tf.clip_by_value(x0 + tf.clip_by_value(xa + alpha * tf.sign(g) - x0, -eps, eps),
+                                  0.0, 1.0)
+        return tf.where(found[:, None, None, None], best, xa)
+
+    out = [run(tf.constant(x[i: i + batch_size]), tf.constant(y[i: i + batch_size]))
+           for i in range(0, len(x), batch_size)]
+    return np.concatenate([o.numpy() for o in out])
