@@ -54,8 +54,13 @@ def failed_result(name: str, ctx: Context, exc: BaseException, seconds: float) -
         seconds=seconds)
 
 
-def run_experiments(ctx: Context, names: Sequence[str], log=print) -> tuple[list[Result], list[str]]:
-    """Run each named experiment, catching and recording failures."""
+def run_experiments(ctx: Context, names: Sequence[str], log=print,
+                    after_each=None) -> tuple[list[Result], list[str]]:
+    """Run each named experiment, catching and recording failures.
+
+    ``after_each(results, failed)`` runs after every experiment (``reproduce``
+    rewrites the report there, so a long run shows what it has finished).
+    """
     results, failed = [], []
     for name in names:
         fn = get(name)
@@ -73,6 +78,8 @@ def run_experiments(ctx: Context, names: Sequence[str], log=print) -> tuple[list
         else:
             log(f"[reproduce] {name} done in {result.seconds:.0f} s")
         results.append(result)
+        if after_each is not None:
+            after_each(results, failed)
     return results, failed
 
 
@@ -148,7 +155,11 @@ def reproduce(preset: str = "quick", out: str = "report", only: Sequence[str] | 
     if len(set(names)) != len(names):
         raise ValueError(f"only: expected distinct experiment names, got {names}")
     start = time.perf_counter()
-    results, failed = run_experiments(ctx, names, log=log)
+
+    def partial(results, failed):
+        write_report(ctx, results, failed, time.perf_counter() - start)
+
+    results, failed = run_experiments(ctx, names, log=log, after_each=partial)
     seconds = time.perf_counter() - start
     files = write_report(ctx, results, failed, seconds)
     log(f"[reproduce] wrote {files['report']} and {files['results']} ({seconds:.0f} s)")
