@@ -40,8 +40,8 @@ def test_table_has_white_box_adaptive_and_spsa_rows_with_the_paper_beside(run):
     assert ("Normal", "white-box") in evaluations
     white = next(r for r in result.rows if r["defense"] == "CD-VAE-AT"
                  and r["evaluation"].startswith("white-box"))
-    assert white["clean"].endswith(f"(paper {PAPER['CD-VAE-AT']['clean']:.2f})")
-    assert "(paper 27.40)" in white["StAdv"]
+    assert white["clean"].endswith(f"(paper {PAPER['CD-VAE-AT']['clean']:.1f})")
+    assert "(paper 27.4)" in white["StAdv"]
     markdown = result.to_markdown()
     assert "JPEG and ReColor not run" in markdown and "gradient" in markdown
 
