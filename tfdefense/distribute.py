@@ -128,6 +128,9 @@ def get_strategy(name: str = "auto", *, cpu_devices: int | None = None) -> tf.di
     if name == "multi_worker":
         parse_tf_config()
         return tf.distribute.MultiWorkerMirroredStrategy()
+    if not _tpu_address() and not tf.config.list_physical_devices("TPU"):
+        raise ValueError("strategy: 'tpu' asked for but no TPU was found (no local TPU device, "
+                         "TPU_NAME and COLAB_TPU_ADDR unset)")
     try:
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=_tpu_address() or "")
         tf.config.experimental_connect_to_cluster(resolver)
@@ -186,7 +189,7 @@ def fit_multi_worker(
         build_model: returns a compiled model (built and compiled inside
             ``strategy.scope()`` here).
         dataset: batched at the *global* batch size; the strategy shards it
-            (``AutoShardPolicy.DATA`` unless the dataset sets its own).
+            by data (``AutoShardPolicy.DATA``: every worker reads the same files).
         epochs: total epochs; a resumed run trains only the missing ones.
         strategy: usually ``get_strategy("multi_worker")``; any strategy works.
         checkpoint_dir: where to checkpoint after each epoch (chief); ``None``
@@ -205,10 +208,7 @@ def fit_multi_worker(
         model(batch[0])  # build variables in scope
         model.optimizer.build(model.trainable_variables)
         epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-    options = tf.data.Options()
-    if options.experimental_distribute.auto_shard_policy == tf.data.experimental.AutoShardPolicy.AUTO:
-        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    dist = strategy.experimental_distribute_dataset(dataset.with_options(options))
+    dist = strategy.experimental_distribute_dataset(_sharded(dataset))
 
     manager, chief = None, is_chief()
     if checkpoint_dir is not None:
@@ -246,6 +246,28 @@ def fit_multi_worker(
     if manager is not None and not chief:
         shutil.rmtree(manager.directory, ignore_errors=True)
     return model, history
+
+
+def _sharded(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
+
+
+def evaluate_distributed(model: keras.Model, dataset: tf.data.Dataset,
+                         strategy: tf.distribute.Strategy) -> dict[str, float]:
+    """``model.evaluate`` for strategies where it is broken (multi-worker): the model's own
+    ``test_step`` in ``strategy.run``; returns the metrics over the whole dataset."""
+    for metric in model.metrics:
+        metric.reset_state()
+
+    @tf.function
+    def step(data):
+        strategy.run(model.test_step, args=(data,))
+
+    for data in strategy.experimental_distribute_dataset(_sharded(dataset)):
+        step(data)
+    return {m.name: float(m.result()) for m in model.metrics}
 
 
 class CheckedBackupAndRestore(keras.callbacks.BackupAndRestore):

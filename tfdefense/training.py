@@ -96,7 +96,10 @@ def train_cdvae(
                                                   checkpoint_dir=os.path.join(out, "backup"))
         if not distribute.is_chief():  # only the chief writes the run's files
             out = os.path.join(out, f".worker_{distribute.parse_tf_config()['task']['index']}")
-        return _finish(model, hist, dataset, out, gamma, beta, test)
+            os.makedirs(out, exist_ok=True)
+        # Model.evaluate fails under MultiWorkerMirroredStrategy too (keras#20585)
+        test_metrics = distribute.evaluate_distributed(model, test, strategy)
+        return _finish(model, hist, dataset, out, gamma, beta, test, test_metrics)
 
     if strategy is not None:
         with strategy.scope():
@@ -111,9 +114,10 @@ def train_cdvae(
     return _finish(model, hist, dataset, out, gamma, beta, test)
 
 
-def _finish(model, hist, dataset, out, gamma, beta, test) -> TrainingRun:
-    test_metrics = {k: float(v) for k, v in model.evaluate(test, return_dict=True,
-                                                           verbose=0).items()}
+def _finish(model, hist, dataset, out, gamma, beta, test, test_metrics=None) -> TrainingRun:
+    if test_metrics is None:
+        test_metrics = {k: float(v) for k, v in model.evaluate(test, return_dict=True,
+                                                               verbose=0).items()}
     files = {"model": os.path.join(out, "cdvae.keras")}
     model.save(files["model"])
     files["history"] = _write_json(os.path.join(out, "history.json"), hist)
