@@ -69,3 +69,12 @@ def test_foolbox_cw_l2_fools_with_small_l2(trained, accuracy):
     assert accuracy(model, x_adv, y) < clean - 0.5
     l2 = np.sqrt(((x_adv - x) ** 2).reshape(16, -1).sum(1))
     assert np.median(l2) < 3.0
+
+
+def test_deepfool_runs_on_a_two_class_model_despite_ten_candidates():
+    from tfdefense.nets import small_cnn
+
+    model = small_cnn((28, 28, 1), 2, width=4, dense_units=8)
+    x = np.random.default_rng(0).uniform(size=(4, 28, 28, 1)).astype("float32")
+    x_adv = get_attack("deepfool_linf", model=model, steps=5).generate(x)
+    assert x_adv.shape == x.shape and x_adv.min() >= 0 and x_adv.max() <= 1

@@ -58,7 +58,7 @@ class _FoolboxAttack(Attack):
         super()._check_params()
         check_positive_int(self.steps, "steps")
 
-    def _foolbox_attack(self, fb):
+    def _foolbox_attack(self, fb, num_classes: int):
         raise NotImplementedError
 
     def _attack_batch(self, model, x, y, seed):
@@ -68,7 +68,9 @@ class _FoolboxAttack(Attack):
             self._compiled_model = (model, tf.function(model, reduce_retracing=True))
         fmodel = fb.TensorFlowModel(self._compiled_model[1], bounds=(0.0, 1.0))
         criterion = fb.criteria.Misclassification(tf.cast(y, tf.int64))
-        _, clipped, _ = self._foolbox_attack(fb)(fmodel, x, criterion, epsilons=self.eps)
+        num_classes = int(self._compiled_model[1](x[:1]).shape[-1])
+        attack = self._foolbox_attack(fb, num_classes)
+        _, clipped, _ = attack(fmodel, x, criterion, epsilons=self.eps)
         return clipped
 
 
@@ -116,7 +118,7 @@ class CWL2(_FoolboxAttack):
         check_number(self.confidence, "confidence", low=0.0)
         check_number(self.initial_const, "initial_const", low=0.0, low_inclusive=False)
 
-    def _foolbox_attack(self, fb):
+    def _foolbox_attack(self, fb, num_classes):
         return fb.attacks.L2CarliniWagnerAttack(
             binary_search_steps=self.binary_search_steps, steps=self.steps,
             stepsize=self.step_size, confidence=self.confidence,
@@ -133,7 +135,8 @@ class DeepFool(_FoolboxAttack):
     Args:
         norm: "linf" (FM-Defense §4) or "l2".
         steps: maximum iterations; default 50 (Foolbox).
-        candidates: classes considered per step; default 10 (Foolbox).
+        candidates: classes considered per step; default 10 (Foolbox), capped at
+            the model's number of classes.
         overshoot: default 0.02 (DeepFool paper, Foolbox).
         eps: optional bound the result is clipped to; default None (unbounded,
             as FM-Defense reports DeepFool without a budget).
@@ -157,6 +160,8 @@ class DeepFool(_FoolboxAttack):
         check_positive_int(self.candidates, "candidates", minimum=2)
         check_number(self.overshoot, "overshoot", low=0.0)
 
-    def _foolbox_attack(self, fb):
+    def _foolbox_attack(self, fb, num_classes):
         cls = fb.attacks.LinfDeepFoolAttack if self.norm == "linf" else fb.attacks.L2DeepFoolAttack
-        return cls(steps=self.steps, candidates=self.candidates, overshoot=self.overshoot)
+        # Foolbox refuses candidates > classes (e.g. FM-Defense's binary CelebA task)
+        return cls(steps=self.steps, candidates=min(self.candidates, num_classes),
+                   overshoot=self.overshoot)
