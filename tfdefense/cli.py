@@ -188,6 +188,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_reproduce(sub)
     _add_tune(sub)
     _add_export(sub)
+    from tfdefense.attacks.commands import add_attack_parser, add_evaluate_parser
+
+    add_attack_parser(sub)
+    add_evaluate_parser(sub)
     return parser
 
 
