@@ -17,8 +17,12 @@ points not yet broken. ``eot_iter > 1`` averages the objective and its
 gradient over that many draws of a stochastic model (AutoAttack's "rand"
 version).
 
-Each run is one ``tf.function`` graph over a batch; randomness (the start in
-the eps ball) is stateless, so a seed gives the same examples on CPU.
+Each run is one ``tf.function`` graph over a batch. Randomness is drawn per
+*point*, from a counter-based hash of (seed, the point's index in the data,
+restart, draw): a point gets the same random start whether it is attacked
+alone, in any batch, or after other attacks inside the AutoAttack ensemble, so
+a seed gives the same examples on CPU and the ensemble is never weaker on a
+point than any of its components run alone with the same seed.
 
 Example:
     >>> import numpy as np
@@ -77,6 +81,38 @@ def dlr_targeted(logits: tf.Tensor, y: tf.Tensor, target: tf.Tensor) -> tf.Tenso
     return -(z_y - z_t) / (top[:, 0] - 0.5 * (top[:, 2] + top[:, 3]) + 1e-12)
 
 
+_MIX = (0x9E3779B1, 0x85EBCA6B, 0xC2B2AE35, 0x27D4EB2F)
+
+
+def _mix(h: tf.Tensor) -> tf.Tensor:
+    """The murmur3 32-bit finalizer (an invertible avalanche mix) on uint32."""
+    xor, shift = tf.bitwise.bitwise_xor, tf.bitwise.right_shift
+    h = xor(h, shift(h, tf.constant(16, tf.uint32))) * tf.constant(_MIX[1], tf.uint32)
+    h = xor(h, shift(h, tf.constant(13, tf.uint32))) * tf.constant(_MIX[2], tf.uint32)
+    return xor(h, shift(h, tf.constant(16, tf.uint32)))
+
+
+def point_uniform(ids, key, salt, shape) -> tf.Tensor:
+    """Uniform [0, 1) numbers of shape (len(ids), *shape), a pure function of each point's
+    id, the run's ``key`` (2 ints), ``salt`` and the position: counter-mode hashing, so a
+    point's draws do not depend on which other points share its batch."""
+    u32 = lambda v: tf.cast(v, tf.uint32)  # noqa: E731
+    shape = [int(d) for d in shape]
+    size = int(np.prod(shape))
+    base = _mix(u32(key[0]) * tf.constant(_MIX[0], tf.uint32) + _mix(u32(key[1]) + _mix(u32(salt))))
+    row = _mix(tf.bitwise.bitwise_xor(base, u32(ids) * tf.constant(_MIX[3], tf.uint32)))
+    bits = _mix(row[:, None] + u32(tf.range(size))[None, :] * tf.constant(_MIX[0], tf.uint32))
+    u = tf.cast(tf.bitwise.right_shift(bits, tf.constant(8, tf.uint32)), tf.float32) * 2.0**-24
+    return tf.reshape(u, tf.concat([[-1], tf.constant(shape, tf.int32)], 0))
+
+
+def point_normal(ids, key, salt, shape) -> tf.Tensor:
+    """Standard normal numbers per point (Box-Muller on two ``point_uniform`` streams)."""
+    u1 = 1.0 - point_uniform(ids, key, 2 * salt, shape)  # (0, 1]
+    u2 = point_uniform(ids, key, 2 * salt + 1, shape)
+    return tf.sqrt(-2.0 * tf.math.log(u1)) * tf.cos(2.0 * np.pi * u2)
+
+
 def _norm(t: tf.Tensor, norm: str) -> tf.Tensor:
     if norm == "linf":
         return tf.reduce_max(tf.abs(t), _REDUCE, keepdims=True)
@@ -132,9 +168,11 @@ def objective(model, x_adv, y, target, loss: str, eot_iter: int = 1):
     return value, grad, fooled
 
 
-def apgd_run(model, x, y, target, seed, *, eps, norm, steps, loss, rho=0.75, momentum=0.75,
+def apgd_run(model, x, y, target, ids, key, *, eps, norm, steps, loss, rho=0.75, momentum=0.75,
              eot_iter=1, trace=False):
     """One APGD run on a batch (Croce & Hein 2020, Algorithm 1).
+
+    ``ids`` (N,) identify the points and ``key`` (2,) the run for the random start.
 
     Returns ``(x_adv, fooled)``: the last misclassified iterate where one was
     found (else the highest-objective point), and whether it was found. With
@@ -143,9 +181,9 @@ def apgd_run(model, x, y, target, seed, *, eps, norm, steps, loss, rho=0.75, mom
     shape = tf.shape(x)
     n = shape[0]
     if norm == "linf":
-        t = tf.random.stateless_uniform(shape, seed, -1.0, 1.0)
+        t = 2.0 * point_uniform(ids, key, 0, x.shape[1:]) - 1.0
     else:
-        t = tf.random.stateless_normal(shape, seed)
+        t = point_normal(ids, key, 0, x.shape[1:])
     x_adv = tf.clip_by_value(x + eps * t / (_norm(t, norm) + 1e-12), 0.0, 1.0)
     value, grad, fooled = objective(model, x_adv, y, target, loss, eot_iter)
     ckpt = np.zeros(steps + 1, bool)
@@ -213,7 +251,7 @@ class _Ensembled(Attack):
         entry = self._compiled.get(key)
         if entry is None or entry[0] is not model:
             first = restart == 0
-            fn = tf.function(lambda x, y, t, s: self._run(model, x, y, t, s, first),
+            fn = tf.function(lambda x, y, t, i, k: self._run(model, x, y, t, i, k, first),
                              reduce_retracing=True)
             entry = (model, fn)
             self._compiled[key] = entry
@@ -222,7 +260,7 @@ class _Ensembled(Attack):
     #: whether later restarts run a different graph (FAB: random start only after the first)
     _restarts_differ = False
 
-    def _run(self, model, x, y, target, seed, first):  # -> (x_adv, fooled)
+    def _run(self, model, x, y, target, ids, key, first):  # -> (x_adv, fooled)
         raise NotImplementedError
 
     def prepare(self, x, y=None, model=None):
@@ -238,10 +276,14 @@ class _Ensembled(Attack):
         return model, x, y, num_classes
 
     def _attack_batch(self, model, x, y, seed):
-        x_np, y_np = x.numpy(), y.numpy()
-        logits = np.asarray(model(x))
-        robust = np.argmax(logits, 1) == y_np
-        x_adv = x_np.copy()
+        ids = int(seed[1]) * self.batch_size + np.arange(len(x))
+        return self.attack_points(model, x.numpy(), y.numpy(), ids)
+
+    def attack_points(self, model, x: np.ndarray, y: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        """Attack validated points ``x`` whose indices in the data are ``ids`` (one batch)."""
+        logits = np.asarray(model(tf.constant(x)))
+        robust = np.argmax(logits, 1) == y
+        x_adv = x.copy()
         order = np.argsort(-logits, axis=1, kind="stable")
         targets = range(2, self.n_target_classes + 2) if self.n_target_classes else [0]
         for k in targets:
@@ -249,11 +291,11 @@ class _Ensembled(Attack):
                 idx = np.flatnonzero(robust)
                 if not len(idx):
                     return x_adv
-                t = order[idx, k - 1] if k else y_np[idx]
-                run_seed = tf.stack([seed[0], seed[1] * 1009 + k * 97 + r])
+                t = order[idx, k - 1] if k else y[idx]
+                key = tf.constant([self.seed % (2**31 - 1), k * 1009 + r], tf.int32)
                 fn = self._fn(model, r)
-                adv, fooled = fn(tf.constant(x_np[idx]), tf.constant(y_np[idx]), tf.constant(t),
-                                 run_seed)
+                adv, fooled = fn(tf.constant(x[idx]), tf.constant(y[idx]), tf.constant(t),
+                                 tf.constant(np.asarray(ids)[idx], tf.int64), key)
                 fooled = fooled.numpy()
                 x_adv[idx[fooled]] = adv.numpy()[fooled]
                 robust[idx[fooled]] = False
@@ -303,8 +345,8 @@ class APGD(_Ensembled):
         check_number(self.rho, "rho", low=0.0, high=1.0, low_inclusive=False)
         check_number(self.momentum, "momentum", low=0.0, high=1.0)
 
-    def _run(self, model, x, y, target, seed, first):
-        return apgd_run(model, x, y, None, seed, eps=float(self.eps), norm=self.norm,
+    def _run(self, model, x, y, target, ids, key, first):
+        return apgd_run(model, x, y, None, ids, key, eps=float(self.eps), norm=self.norm,
                         steps=self.steps, loss=self.loss, rho=float(self.rho),
                         momentum=float(self.momentum), eot_iter=self.eot_iter)
 
@@ -335,7 +377,7 @@ class APGDTargeted(APGD):
         super()._check_params()
         check_positive_int(self.n_target_classes, "n_target_classes")
 
-    def _run(self, model, x, y, target, seed, first):
-        return apgd_run(model, x, y, target, seed, eps=float(self.eps), norm=self.norm,
+    def _run(self, model, x, y, target, ids, key, first):
+        return apgd_run(model, x, y, target, ids, key, eps=float(self.eps), norm=self.norm,
                         steps=self.steps, loss="dlr", rho=float(self.rho),
                         momentum=float(self.momentum), eot_iter=self.eot_iter)

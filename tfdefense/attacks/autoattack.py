@@ -16,7 +16,10 @@ version        attacks                                     budgets
                                                            (for stochastic defenses)
 =============  ==========================================  =================================
 
-in Linf or L2. ``AutoAttack.run`` returns an ``AutoAttackRun``: the examples,
+in Linf or L2. Every random draw of a component depends only on the seed and
+the point's index in the data (see ``apgd``), so on every point the ensemble
+is at least as strong as each component run alone with the same seed and
+batch size. ``AutoAttack.run`` returns an ``AutoAttackRun``: the examples,
 which component broke which point, robust accuracy after each component, and
 the gradient-masking flag: Square (gradient-free) runs last, so any point it
 breaks is one every gradient attack failed on, the usual sign that gradients
@@ -221,9 +224,9 @@ class AutoAttack(Attack):
             start = time.perf_counter()
             idx = np.flatnonzero(pred == y)  # still correct (rejected points are not attacked)
             starts = range(0, len(idx), self.batch_size)
-            for i, s in enumerate(tqdm(starts, desc=name, disable=not verbose)):
+            for s in tqdm(starts, desc=name, disable=not verbose):
                 sub = idx[s : s + self.batch_size]
-                adv = attack.run_batch(model, x[sub], y[sub], i)
+                adv = np.clip(attack.attack_points(model, x[sub], y[sub], sub), 0.0, 1.0)
                 new = np.asarray(labels_of(adv)).astype(np.int64)
                 fooled = (new != y[sub]) & (new != REJECTED)
                 x_adv[sub[fooled]] = adv[fooled]
@@ -237,12 +240,12 @@ class AutoAttack(Attack):
         x_np, y_np = x.numpy(), y.numpy()
         pred = np.argmax(np.asarray(model(x)), 1)
         x_adv = x_np.copy()
-        index = int(seed[1])
+        first = int(seed[1]) * self.batch_size  # index of this batch's first point in the data
         for attack in self._components.values():
             idx = np.flatnonzero(pred == y_np)
             if not len(idx):
                 break
-            adv = attack.run_batch(model, x_np[idx], y_np[idx], index)
+            adv = np.clip(attack.attack_points(model, x_np[idx], y_np[idx], first + idx), 0.0, 1.0)
             new = np.argmax(np.asarray(model(tf.constant(adv))), 1)
             fooled = new != y_np[idx]
             x_adv[idx[fooled]] = adv[fooled]

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from tfdefense.attacks.apgd import _Ensembled
+from tfdefense.attacks.apgd import _Ensembled, point_normal, point_uniform
 from tfdefense.attacks.base import register
 from tfdefense.validation import check_number, check_positive_int
 
@@ -86,7 +86,7 @@ def _lp(t: tf.Tensor, norm: str) -> tf.Tensor:
     return tf.sqrt(tf.reduce_sum(tf.square(flat), 1))
 
 
-def fab_run(model, x, y, target, seed, *, eps, norm, steps, alpha_max=0.1, eta=1.05, beta=0.9,
+def fab_run(model, x, y, target, ids, key, *, eps, norm, steps, alpha_max=0.1, eta=1.05, beta=0.9,
             random_start=False):
     """One targeted FAB run on a batch; returns ``(x_adv, fooled within eps)``."""
     shape = tf.shape(x)
@@ -96,9 +96,9 @@ def fab_run(model, x, y, target, seed, *, eps, norm, steps, alpha_max=0.1, eta=1
     x1 = x
     if random_start:  # restarts after the first start at random, radius eps/2 (reference code)
         if norm == "linf":
-            u = tf.random.stateless_uniform(shape, seed, -1.0, 1.0)
+            u = 2.0 * point_uniform(ids, key, 0, x.shape[1:]) - 1.0
         else:
-            u = tf.random.stateless_normal(shape, seed)
+            u = point_normal(ids, key, 0, x.shape[1:])
         x1 = tf.clip_by_value(x + 0.5 * eps * u / col(_lp(u, norm) + 1e-12), 0.0, 1.0)
 
     def body(i, x1, best, x_adv):
@@ -176,7 +176,7 @@ class FAB(_Ensembled):
 
     _restarts_differ = True
 
-    def _run(self, model, x, y, target, seed, first):
-        return fab_run(model, x, y, target, seed, eps=float(self.eps), norm=self.norm,
+    def _run(self, model, x, y, target, ids, key, first):
+        return fab_run(model, x, y, target, ids, key, eps=float(self.eps), norm=self.norm,
                        steps=self.steps, alpha_max=float(self.alpha_max), eta=float(self.eta),
                        beta=float(self.beta), random_start=not first)

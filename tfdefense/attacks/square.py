@@ -15,8 +15,9 @@ z_y − max_{j≠y} z_j went down; an image leaves the search once misclassified
 The window side follows the paper's schedule: p = p_init (0.8) halved at
 iterations 10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000 of a 10,000-query
 run (rescaled to ``steps``), side = round(sqrt(p·H·W)) (Linf >= 1, L2 >= 3 and
-odd). Windows are drawn per image (the reference code draws one location per
-batch; per image keeps each image's search independent of its batch).
+odd). Windows and signs are drawn per image from the point's own random
+stream (the reference code draws one location per batch; per image keeps each
+image's search independent of its batch).
 
 Example:
     >>> import numpy as np
@@ -34,7 +35,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from tfdefense.attacks.apgd import _Ensembled
+from tfdefense.attacks.apgd import _Ensembled, point_uniform
 from tfdefense.attacks.base import register
 from tfdefense.validation import check_number, check_positive_int
 
@@ -56,10 +57,11 @@ def margin(logits: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
     return tf.reduce_sum(onehot * logits, -1) - tf.reduce_max(logits - onehot * 1e9, -1)
 
 
-def _window(n, h, w, size, seed):
+def _window(ids, key, salt, h, w, size):
     """Per image a random size x size window: (mask (n, h, w, 1), top, left)."""
-    top = tf.random.stateless_uniform([n], seed, 0, h - size + 1, tf.int32)
-    left = tf.random.stateless_uniform([n], seed + 1, 0, w - size + 1, tf.int32)
+    u = point_uniform(ids, key, salt, [2])
+    top = tf.minimum(tf.cast(u[:, 0] * tf.cast(h - size + 1, tf.float32), tf.int32), h - size)
+    left = tf.minimum(tf.cast(u[:, 1] * tf.cast(w - size + 1, tf.float32), tf.int32), w - size)
     return _mask(top, left, size, h, w), top, left
 
 
@@ -104,17 +106,22 @@ def block_pattern(top, left, size, h, w, flip):
     return pattern[..., None]
 
 
-def _signs(shape, seed):
-    return tf.sign(tf.random.stateless_uniform(shape, seed, -1.0, 1.0))
+def _signs(ids, key, salt, shape):
+    """±1 per point and entry of ``shape`` (the per-image shape, without the batch)."""
+    return tf.where(point_uniform(ids, key, salt, shape) < 0.5, -1.0, 1.0)
 
 
-def square_run(model, x, y, seed, *, eps, norm, steps, p_init=0.8):
-    """One Square Attack run on a batch; returns ``(x_adv, fooled)``."""
+def square_run(model, x, y, ids, key, *, eps, norm, steps, p_init=0.8):
+    """One Square Attack run on a batch; returns ``(x_adv, fooled)``.
+
+    ``ids`` (N,) identify the points and ``key`` (2,) the run: every random
+    draw of a point depends only on them and the iteration.
+    """
     n, h, w, c = (tf.shape(x)[i] for i in range(4))
-    hs, ws = int(x.shape[1]), int(x.shape[2])
+    hs, ws, cs = int(x.shape[1]), int(x.shape[2]), int(x.shape[3])
     l2 = lambda t: tf.sqrt(tf.reduce_sum(tf.square(t), _REDUCE, keepdims=True))  # noqa: E731
     if norm == "linf":
-        x_best = tf.clip_by_value(x + eps * _signs([n, 1, w, c], seed), 0.0, 1.0)
+        x_best = tf.clip_by_value(x + eps * _signs(ids, key, 0, [1, ws, cs]), 0.0, 1.0)
     else:
         size = hs // 5
         start = (hs - 5 * size) // 2
@@ -123,36 +130,34 @@ def square_run(model, x, y, seed, *, eps, norm, steps, p_init=0.8):
         for top in range(start, start + 5 * size, size):
             for left in range(start, start + 5 * size, size):
                 k += 1
-                cell_seed = tf.random.experimental.stateless_fold_in(seed, k)
-                flip = _signs([n], cell_seed) > 0
+                flip = _signs(ids, key, 2 * k, [1])[:, 0] > 0
                 pattern = block_pattern(tf.fill([n], top), tf.fill([n], left), size, hs, ws, flip)
-                delta += pattern * _signs([n, 1, 1, c], cell_seed + 1)
+                delta += pattern * _signs(ids, key, 2 * k + 1, [1, 1, cs])
         x_best = tf.clip_by_value(x + eps * delta / (l2(delta) + 1e-12), 0.0, 1.0)
     best = margin(tf.cast(model(x_best), tf.float32), y)
     active = tf.boolean_mask(tf.range(n), best > 0)
 
     def body(i, x_best, best, active):
-        it_seed = tf.random.experimental.stateless_fold_in(seed, i + 1)
-        xa, xb, ya, ma = (tf.gather(t, active) for t in (x, x_best, y, best))
-        na = tf.shape(active)[0]
+        salt = (i + 8) * 8  # salts below 64 belong to the start
+        xa, xb, ya, ma, ida = (tf.gather(t, active) for t in (x, x_best, y, best, ids))
         p = p_schedule(i, steps, p_init)
         side = tf.cast(tf.round(tf.sqrt(p * float(hs * ws))), tf.int32)
         if norm == "linf":
             side = tf.clip_by_value(side, 1, hs - 1)
-            mask, _, _ = _window(na, h, w, side, it_seed)
-            x_new = xb + mask * 2.0 * eps * _signs([na, 1, 1, c], it_seed + 2)
+            mask, _, _ = _window(ida, key, salt, h, w, side)
+            x_new = xb + mask * 2.0 * eps * _signs(ida, key, salt + 1, [1, 1, cs])
             x_new = tf.clip_by_value(tf.clip_by_value(x_new, xa - eps, xa + eps), 0.0, 1.0)
         else:
             side = tf.maximum(side, 3)
             side = tf.minimum(side + 1 - side % 2, hs - 1 if hs % 2 == 0 else hs - 2)
-            mask1, top, left = _window(na, h, w, side, it_seed)
-            mask2, _, _ = _window(na, h, w, side, it_seed + 2)
+            mask1, top, left = _window(ida, key, salt, h, w, side)
+            mask2, _, _ = _window(ida, key, salt + 1, h, w, side)
             d = xb - xa
             norm_w1 = tf.sqrt(tf.reduce_sum(tf.square(d * mask1), (1, 2), keepdims=True))
             norm_img = l2(d)
             norm_ws = l2(d * tf.maximum(mask1, mask2))
-            flip = _signs([na], it_seed + 4) > 0
-            new = block_pattern(top, left, side, hs, ws, flip) * _signs([na, 1, 1, c], it_seed + 5)
+            flip = _signs(ida, key, salt + 2, [1])[:, 0] > 0
+            new = block_pattern(top, left, side, hs, ws, flip) * _signs(ida, key, salt + 3, [1, 1, cs])
             new += d * mask1 / (norm_w1 + 1e-12)
             scale = tf.sqrt(tf.maximum(eps**2 - tf.square(norm_img), 0.0) / tf.cast(c, tf.float32)
                             + tf.square(norm_ws))
@@ -207,6 +212,6 @@ class Square(_Ensembled):
         check_positive_int(self.restarts, "restarts")
         check_number(self.p_init, "p_init", low=0.0, high=1.0, low_inclusive=False)
 
-    def _run(self, model, x, y, target, seed, first):
-        return square_run(model, x, y, seed, eps=float(self.eps), norm=self.norm, steps=self.steps,
+    def _run(self, model, x, y, target, ids, key, first):
+        return square_run(model, x, y, ids, key, eps=float(self.eps), norm=self.norm, steps=self.steps,
                           p_init=float(self.p_init))
