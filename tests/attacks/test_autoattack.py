@@ -199,6 +199,11 @@ def test_presets_build_the_standard_versions():
     c = standard.components()
     assert (c["apgd_ce"].steps, c["apgd_t"].n_target_classes, c["fab_t"].steps,
             c["square"].steps) == (100, 9, 100, 5000)
+    standard.steps = 7  # experiments shorten attacks by setting .steps: components follow
+    assert {a.steps for n, a in standard.components().items() if n != "square"} == {7}
+    standard.steps = 0
+    with pytest.raises(ValueError, match="steps"):
+        standard.components()
 
 
 # -- FAB's projection -----------------------------------------------------------------

@@ -148,7 +148,7 @@ class AutoAttack(Attack):
         self.restarts = restarts
         self.eot_iter = eot_iter
         self._check_params()
-        self._components = self._build()
+        self._built: tuple | None = None
 
     def _check_params(self):
         steps, self.steps = self.steps, (1 if self.steps is None else self.steps)
@@ -184,6 +184,15 @@ class AutoAttack(Attack):
             "fab_t": FAB(n_target_classes=targets, steps=steps, seed=self.seed + 2, **common),
             "square": Square(steps=queries, seed=self.seed + 3, **common),
         }
+
+    @property
+    def _components(self) -> dict[str, Attack]:
+        """Components for the current parameters (rebuilt, re-checked, if any changed)."""
+        config = tuple(sorted(self.get_config().items()))
+        if self._built is None or self._built[0] != config:
+            self._check_params()
+            self._built = (config, self._build())
+        return self._built[1]
 
     def components(self) -> dict[str, Attack]:
         """The component attacks, in the order they run."""
