@@ -241,3 +241,20 @@ def test_bad_images():
         model.codebook_usage(np.zeros((2, 28, 28, 3), np.float32))
     with pytest.raises(ValueError):
         model.decompose(np.full((2, *SHAPE), 2.0, np.float32))
+
+
+def test_attack_and_detect_through_the_vq_generator():
+    """PGD through x → encoder → straight-through codebook → decoder → D, and KD/LID/MD on R(x)."""
+    from tfdefense import detect
+    from tfdefense.attacks import get_attack
+
+    model = _model()
+    model.compile()
+    x, y = _blobs(60)
+    adv = get_attack("pgd_linf", model=model, eps=0.03, steps=2, seed=0).generate(x[:30], y[:30])
+    assert np.abs(adv - x[:30]).max() > 0.0  # the gradient reached the input through the codebook
+    det = detect.LogisticDetector(model, features=["kd", "lid", "mahalanobis"], on="residual",
+                                  lid_k=(5,), lid_batch_size=30, md_magnitude=(0.0,), seed=0)
+    det.fit(x[30:], y[30:], x[:30], adv)
+    scores = det.score(adv)
+    assert scores.shape == (30,) and np.all(np.isfinite(scores))
