@@ -250,7 +250,8 @@ def test_attack_and_detect_through_the_vq_generator():
 
     model = _model()
     model.compile()
-    x, y = _blobs(60)
+    x, _ = _blobs(60)
+    y = np.arange(60, dtype=np.int64) % 9  # every class among the 30 fitting images
     adv = get_attack("pgd_linf", model=model, eps=0.03, steps=2, seed=0).generate(x[:30], y[:30])
     assert np.abs(adv - x[:30]).max() > 0.0  # the gradient reached the input through the codebook
     det = detect.LogisticDetector(model, features=["kd", "lid", "mahalanobis"], on="residual",
