@@ -282,3 +282,13 @@ def test_more_target_classes_than_the_model_has_is_a_value_error(trained, attack
     model, x, y, _ = trained
     with pytest.raises(ValueError, match="n_target_classes.*at most 9"):
         attack().generate(x[:2], y[:2], model=model)
+
+
+@pytest.mark.parametrize("name", ["apgd", "fab", "square", "autoattack"])
+def test_docstring_examples_run(name):
+    import doctest
+    import importlib
+
+    module = importlib.import_module(f"tfdefense.attacks.{name}")
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0

@@ -27,8 +27,8 @@ Example:
     >>> import tensorflow as tf
     >>> from tfdefense.attacks.fab import project_hyperplane
     >>> t = tf.constant([[0.5, 0.5]]); w = tf.constant([[1.0, 1.0]])
-    >>> project_hyperplane(t, w, tf.constant([0.4]), "linf").numpy().round(3).tolist()
-    [[0.2, 0.2]]
+    >>> [round(float(v), 3) for v in project_hyperplane(t, w, tf.constant([0.4]), "linf")[0]]
+    [0.2, 0.2]
 """
 
 from __future__ import annotations
