@@ -49,7 +49,7 @@ setup(
         "attacks": ["foolbox>=3.3,<4"],
         "serving": ["tensorflow-serving-api>=2.21,<2.22"],
         # bench/autoattack.py compares our AutoAttack with ART's; not used by the library
-        "bench": ["adversarial-robustness-toolbox>=1.20,<1.21"],
+        "bench": ["adversarial-robustness-toolbox>=1.20,<1.21", "multiprocess"],
         "gpu": ["tensorflow[and-cuda]>=2.21,<2.22"],
     },
     entry_points={"console_scripts": ["tfdefense=tfdefense.cli:main"]},

@@ -17,8 +17,10 @@ Figures (one JSON line each):
   ``AutoAttack`` with the components it has (APGD-CE, APGD-DLR, Square; ART
   1.20 has no FAB and no targeted-DLR-on-top-classes schedule).
 
-ART is a benchmark-only dependency (``pip install adversarial-robustness-toolbox``);
-never part of the test run.
+ART is a benchmark-only dependency (``pip install -e .[bench]``: ART and
+``multiprocess``, which ART 1.20's ``AutoAttack.generate`` imports but does not
+declare); never part of the test run. ``--only-ensembles`` / ``--skip-ensembles``
+split the run.
 
     python bench/autoattack.py --n 100
 """
@@ -68,6 +70,7 @@ def main() -> None:
     parser.add_argument("--eps-l2", type=float, default=1.5)
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--skip-ensembles", action="store_true")
+    parser.add_argument("--only-ensembles", action="store_true")
     args = parser.parse_args()
 
     from art.attacks.evasion import AutoAttack as ARTAutoAttack
@@ -88,6 +91,19 @@ def main() -> None:
                                             nb_random_init=1, batch_size=128, loss_type=loss_type,
                                             verbose=False)
 
+    def agree(name, ours_acc, art_acc, **extra):
+        emit(figure="agreement", attack=name, **common, **extra, ours_robust_accuracy=ours_acc,
+             art_robust_accuracy=art_acc, difference_points=round((ours_acc - art_acc) * args.n))
+
+    if not args.only_ensembles:
+        single(args, model, clf, x, y, common, art_apgd, agree)
+    if not args.skip_ensembles:
+        ensembles(args, model, clf, x, y, common, art_apgd, agree, ARTAutoAttack, SquareAttack)
+
+
+def single(args, model, clf, x, y, common, art_apgd, agree):
+    from art.attacks.evasion import SquareAttack
+
     # -- speed: APGD-CE, 100 iterations ------------------------------------------------
     ours = APGD(eps=args.eps, steps=100)
     first, t_first = timed(lambda: ours.generate(x, y, model=model))
@@ -97,10 +113,6 @@ def main() -> None:
          ours_first_call_images_per_s=args.n / t_first, ours_images_per_s=args.n / t_second,
          art_images_per_s=args.n / t_art, speedup=t_art / t_second,
          deterministic=bool(np.array_equal(first, second)))
-
-    def agree(name, ours_acc, art_acc, **extra):
-        emit(figure="agreement", attack=name, **common, **extra, ours_robust_accuracy=ours_acc,
-             art_robust_accuracy=art_acc, difference_points=round((ours_acc - art_acc) * args.n))
 
     agree("apgd_ce", accuracy(model, second, y), accuracy(model, theirs, y),
           ours_seconds=t_second, art_seconds=t_art)
@@ -118,12 +130,16 @@ def main() -> None:
     adv_a, t_a = timed(lambda: art_apgd("cross_entropy", norm=2, eps=args.eps_l2).generate(x, y=y))
     agree("apgd_ce_l2", accuracy(model, adv, y), accuracy(model, adv_a, y), norm="l2",
           eps_l2=args.eps_l2, ours_seconds=t_o, art_seconds=t_a)
-    if args.skip_ensembles:
-        return
 
-    # -- ensembles --------------------------------------------------------------------
+
+def ensembles(args, model, clf, x, y, common, art_apgd, agree, ARTAutoAttack, SquareAttack):  # noqa: N803
     aa = AutoAttack(eps=args.eps, version="standard", queries=args.queries)
     run, t_o = timed(lambda: aa.run(x, y, model=model))
+    emit(figure="ensemble", attack="autoattack", **common, queries=args.queries,
+         components=run.components, after_each=[run.accuracy_after(i) for i in range(len(run.components))],
+         broken_by_each=[int((run.broken_by == i).sum()) for i in range(len(run.components))],
+         robust_accuracy=run.robust_accuracy, gradient_masking=run.gradient_masking,
+         seconds=t_o, images_per_s=args.n / t_o)
     art_square = SquareAttack(clf, norm=np.inf, eps=args.eps, max_iter=args.queries, p_init=0.8,
                               nb_restarts=1, batch_size=128, verbose=False)
     art_aa = ARTAutoAttack(clf, norm=np.inf, eps=args.eps, batch_size=128, attacks=[
@@ -131,9 +147,8 @@ def main() -> None:
     adv_a, t_a = timed(lambda: art_aa.generate(x, y=y))
     agree("autoattack", run.robust_accuracy, accuracy(model, adv_a, y), queries=args.queries,
           ours_components=run.components, art_components=["apgd_ce", "apgd_dlr", "square"],
-          ours_after_each=[run.accuracy_after(i) for i in range(len(run.components))],
-          ours_gradient_masking=run.gradient_masking, ours_seconds=t_o, art_seconds=t_a,
-          ours_images_per_s=args.n / t_o, art_images_per_s=args.n / t_a)
+          ours_seconds=t_o, art_seconds=t_a, ours_images_per_s=args.n / t_o,
+          art_images_per_s=args.n / t_a)
 
 
 if __name__ == "__main__":
