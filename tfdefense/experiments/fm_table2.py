@@ -296,6 +296,12 @@ def _notes(ctx, ev, meas, n, n_ad, n_dg) -> list[str]:
         notes.append(f"Smoke-run override: C&W (binary searches, Adam steps) = {s('fm_cw_steps')}.")
     # FM-Defense judged on ADV alone: its mixed-set score keeps the clean half's true negatives
     for col, name in (("fm_adv", "FM-Defense"), ("magnet", "MagNet"), ("dgan", "Defense-GAN")):
+        clean_acc = meas["clean (no attack)"].get("fm" if col == "fm_adv" else col)
+        if clean_acc is not None and clean_acc < 0.5:
+            notes.append(f"{name} is NOT a valid baseline in this run: clean accuracy "
+                         f"{100 * clean_acc:.1f}% (under-trained autoencoders / generator); its "
+                         "attack cells say nothing about the defense.")
+            continue
         broken = [k for k, c in meas.items() if isinstance(c, dict) and c.get(col) is not None
                   and ("adaptive" in k or "defense-aware" in k) and c[col] < 0.5]
         if broken:
