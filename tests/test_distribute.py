@@ -143,17 +143,20 @@ def _multi_worker(tmp_path, epochs, tag):
                "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})}
         procs.append(subprocess.Popen(
             [sys.executable, SCRIPT, "multi_worker", str(tmp_path / f"{tag}{i}.json"),
-             str(tmp_path / "ckpt")], env=env, cwd=ROOT, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True))
+             str(tmp_path / "ckpt")], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+            stderr=open(tmp_path / f"{tag}{i}.err", "w")))
+    # Wait for every worker before judging any: killing the other worker as soon as the first one
+    # exits (the old `finally`) shot down a healthy peer that was a few milliseconds behind.
+    try:
+        for p in procs:
+            p.wait(timeout=1500)
+    finally:
+        for q in procs:
+            if q.poll() is None:
+                q.kill()
     results = []
     for i, p in enumerate(procs):
-        try:
-            _, err = p.communicate(timeout=1500)
-        finally:
-            for q in procs:
-                if q.poll() is None:
-                    q.kill()
-        assert p.returncode == 0, err[-3000:]
+        assert p.returncode == 0, (tmp_path / f"{tag}{i}.err").read_text()[-3000:]
         results.append(json.loads((tmp_path / f"{tag}{i}.json").read_text()))
     return results
 

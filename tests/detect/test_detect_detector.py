@@ -41,6 +41,23 @@ def test_detect_returns_report_and_flags_more_adversarial_than_clean(fitted, mni
     np.testing.assert_array_equal(flagged, report["probability"] >= 0.5)
 
 
+def test_refit_without_characteristics_keeps_class_statistics_and_refits_regression(mnist_cnn):
+    ns = mnist_cnn
+    det = LogisticDetector(ns.model, features=["mahalanobis"], md_magnitude=0.0)
+    det.fit(ns.x_train, ns.y_train, ns.x[FIT], ns.x_adv[FIT], ns.x_noisy[FIT])
+    md = det.characteristics["mahalanobis"]
+    means = [np.array(m) for m in md.means_]
+    before = det.score(ns.x_adv[HELD_OUT][:20])
+    # class statistics stay even when the "training" images given are others ...
+    det.fit(ns.x_train[:50] * 0.5, ns.y_train[:50], ns.x[FIT], ns.x_noisy[FIT], ns.x_adv[FIT],
+            refit_characteristics=False)
+    for a, b in zip(means, md.means_):
+        np.testing.assert_array_equal(a, np.array(b))
+    # ... while the regression is re-fitted: adversarial and noisy swapped roles, so scores flip
+    after = det.score(ns.x_adv[HELD_OUT][:20])
+    assert after.mean() < before.mean()
+
+
 def test_config_round_trip_rebuilds_the_same_detector(mnist_cnn):
     det = LogisticDetector(mnist_cnn.model, features=["lid"], lid_k=30, md_magnitude=0.001)
     again = LogisticDetector.from_config(det.get_config(), mnist_cnn.model)

@@ -215,7 +215,9 @@ class LogisticDetector:
 
     # -- fitting ---------------------------------------------------------------------------
 
-    def fit(self, x_train, y_train, x_clean, x_adv, x_noisy=None) -> LogisticDetector:
+    def fit(
+        self, x_train, y_train, x_clean, x_adv, x_noisy=None, refit_characteristics: bool = True
+    ) -> LogisticDetector:
         """Fit the characteristics on clean training data, then the regression.
 
         Args:
@@ -224,6 +226,10 @@ class LogisticDetector:
             x_clean, x_adv: detection data, the i-th adversarial image made from
                 the i-th clean one; held apart from the evaluation data.
             x_noisy: the noisy twins; default ``make_noisy(x_clean, x_adv, noise_std)``.
+            refit_characteristics: False keeps the class densities / Gaussians
+                of an earlier ``fit`` on the same training data (they do not
+                depend on the attack), so one detector re-fits its regression
+                per attack without recomputing them or retracing its graphs.
         """
         x_train = check_images(x_train, "x_train")
         x_clean = check_images(x_clean, "x_clean", shape=x_train.shape[1:])
@@ -237,8 +243,10 @@ class LogisticDetector:
         x_noisy = check_images(x_noisy, "x_noisy", shape=x_train.shape[1:])
         if len(x_noisy) != len(x_clean):
             raise ValueError(f"x_noisy: expected {len(x_clean)} images, got {len(x_noisy)}")
-        for c in self.characteristics.values():
-            c.fit(x_train, y_train)
+        if refit_characteristics or not getattr(self, "_characteristics_fitted", False):
+            for c in self.characteristics.values():
+                c.fit(x_train, y_train)
+            self._characteristics_fitted = True
         n = len(x_clean)
         order = np.random.default_rng(self.seed).permutation(n)
         n_val = int(round(n * self.validation_split))

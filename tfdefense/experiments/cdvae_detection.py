@@ -88,6 +88,7 @@ def evaluate_detectors(ctx) -> dict[str, dict[str, dict]]:
         model = cm.reference_classifier(ctx) if on == "input" else cm.cdvae(ctx)
         sets = detection_sets(ctx, on)
         jobs = [(f, a) for f in METHODS for a in sets]
+        detectors: dict = {}  # one per feature: its characteristics fit once, the regression per attack
         for feature, attack in tqdm(jobs, desc=f"detectors on {on}"):
             method = METHODS[feature] + (" (R(x))" if on == "residual" else "")
             s = sets[attack]
@@ -98,7 +99,10 @@ def evaluate_detectors(ctx) -> dict[str, dict[str, dict]]:
                                   f"{len(test)} test; need 10 each)")
                 out.setdefault(method, {})[attack] = entry
                 continue
-            det = _detector(ctx, model, feature, on).fit(x_train, y_train, s["x"][fit], s["x_adv"][fit])
+            if feature not in detectors:
+                detectors[feature] = _detector(ctx, model, feature, on)
+            det = detectors[feature]
+            det.fit(x_train, y_train, s["x"][fit], s["x_adv"][fit], refit_characteristics=False)
             clean, adv = s["x"][test], s["x_adv"][test]
             noisy = make_noisy(clean, adv, seed=ctx.settings["seed"] + 1)
             scores = np.concatenate([det.score(clean), det.score(noisy), det.score(adv)])
