@@ -8,8 +8,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
+
+# TensorFlow's C++ info/warning lines (retracing, allocator notes) drown a command's own output;
+# a user who wants them back sets TF_CPP_MIN_LOG_LEVEL=0. Set before anything imports TensorFlow.
+# (The three absl lines printed at import come before that setting is read and cannot be hidden.)
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def _add_train(sub) -> None:

@@ -96,6 +96,8 @@ class RobustnessResult:
     def to_markdown(self) -> str:
         """A Markdown table: one row per attack, percentages with one decimal."""
         pct = lambda v: f"{100 * v:.1f}"  # noqa: E731
+        # a component that ran on no remaining point (all broken before it) has no speed
+        speed = lambda r: f"{r.images_per_second:.1f}" if r.seconds >= 0.05 else "–"  # noqa: E731
         lines = [
             f"Clean accuracy: {pct(self.clean_accuracy)}% on {self.n} examples"
             + (f" (rejected {pct(self.clean_rejection_rate)}%)" if self.clean_rejection_rate else ""),
@@ -109,7 +111,7 @@ class RobustnessResult:
                 f"| {r.label}{' (cum.)' if r.cumulative else ''} | {pct(r.accuracy)} | "
                 f"{pct(r.defense_accuracy)} | "
                 f"{pct(r.success_rate)} | {r.linf_mean:.4f} / {r.linf_max:.4f} | "
-                f"{r.l2_mean:.3f} / {r.l2_max:.3f} | {r.seconds:.1f} | {r.images_per_second:.1f} |"
+                f"{r.l2_mean:.3f} / {r.l2_max:.3f} | {r.seconds:.1f} | {speed(r)} |"
             )
         if self.worst_case_accuracy is not None:
             lines.append(f"| worst case | {pct(self.worst_case_accuracy)} | | | | | | |")
