@@ -139,3 +139,24 @@ def test_adversarial_set_of_other_length_raises(tiny):
 def test_score_before_fit_raises(tiny):
     with pytest.raises(ValueError, match="fit"):
         LogisticDetector(tiny).score(np.zeros((2, 28, 28, 1), "float32"))
+
+
+def test_saved_detector_reloads_with_the_same_scores_and_selection(fitted, mnist_cnn, tmp_path):
+    path = fitted.save(str(tmp_path / "det"))
+    assert path.endswith(".npz")
+    again = LogisticDetector.load(path, mnist_cnn.model)
+    x = np.concatenate([mnist_cnn.x[HELD_OUT][:30], mnist_cnn.x_adv[HELD_OUT][:30]])
+    np.testing.assert_allclose(again.score(x), fitted.score(x), atol=1e-4)
+    assert again.characteristics["lid"].k == fitted.characteristics["lid"].k
+    assert again.characteristics["mahalanobis"].magnitude == fitted.characteristics["mahalanobis"].magnitude
+    assert again.feature_names_ == fitted.feature_names_
+
+
+def test_save_before_fit_and_load_of_a_missing_or_foreign_file_raise(tiny, tmp_path):
+    with pytest.raises(ValueError, match="fit"):
+        LogisticDetector(tiny, features=["kd"]).save(str(tmp_path / "d.npz"))
+    with pytest.raises(ValueError, match="no saved detector"):
+        LogisticDetector.load(str(tmp_path / "absent.npz"), tiny)
+    np.savez(tmp_path / "other.npz", a=np.zeros(2))
+    with pytest.raises(ValueError, match="not a saved LogisticDetector"):
+        LogisticDetector.load(str(tmp_path / "other.npz"), tiny)

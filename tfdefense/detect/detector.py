@@ -29,10 +29,12 @@ Example:
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn.linear_model import LogisticRegressionCV
+from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -247,6 +249,7 @@ class LogisticDetector:
             for c in self.characteristics.values():
                 c.fit(x_train, y_train)
             self._characteristics_fitted = True
+            self._train = (x_train, np.asarray(y_train))  # kept for save(): fitting is deterministic
         n = len(x_clean)
         order = np.random.default_rng(self.seed).permutation(n)
         n_val = int(round(n * self.validation_split))
@@ -293,6 +296,78 @@ class LogisticDetector:
         self._pipeline = _fit_regression(features, labels)
         self.num_features_ = self._pipeline.n_features_in_
         return self
+
+    # -- persistence -----------------------------------------------------------------------
+
+    def save(self, path: str) -> str:
+        """Write the fitted detector to ``path`` (``.npz``; no pickle, so loading runs no code).
+
+        Stores the configuration, the selected hyperparameters, the clean
+        training images the characteristics were fitted on (their statistics
+        are recomputed on ``load``: KD's densities, Mahalanobis' Gaussians and
+        LID's reference batches are deterministic functions of them) and the
+        scaler and logistic-regression parameters. The model is not stored:
+        pass the same trained model to ``load``.
+        """
+        if self._pipeline is None or not hasattr(self, "_train"):
+            raise ValueError("LogisticDetector.save: call fit(...) first")
+        if not path.endswith(".npz"):
+            path += ".npz"
+        scaler, regression = self._pipeline[0], self._pipeline[-1]
+        selected = {"lid": getattr(self.characteristics.get("lid"), "k", None),
+                    "mahalanobis": getattr(self.characteristics.get("mahalanobis"), "magnitude", None)}
+        tmp = path + ".partial.npz"
+        np.savez(tmp, config=json.dumps(self.get_config()), selected=json.dumps(selected),
+                 feature_names=json.dumps(self.feature_names_), x_train=self._train[0],
+                 y_train=self._train[1], scaler_mean=scaler.mean_, scaler_scale=scaler.scale_,
+                 coef=regression.coef_, intercept=regression.intercept_, classes=regression.classes_)
+        os.replace(tmp, path)  # never a half-written detector
+        return path
+
+    @classmethod
+    def load(cls, path: str, model) -> LogisticDetector:
+        """Rebuild a detector written by ``save`` around ``model`` (the one it was fitted on).
+
+        Example:
+            >>> import tempfile, numpy as np
+            >>> from tfdefense.nets import small_cnn
+            >>> rng = np.random.default_rng(0)
+            >>> x = rng.uniform(size=(40, 28, 28, 1)).astype("float32")
+            >>> x_adv = np.clip(x + 0.3, 0, 1).astype("float32")
+            >>> net = small_cnn()
+            >>> det = LogisticDetector(net, features=["mahalanobis"], md_magnitude=0.0)
+            >>> det = det.fit(x, np.arange(40) % 10, x[:20], x_adv[:20])
+            >>> path = det.save(tempfile.mkdtemp() + "/detector.npz")
+            >>> again = LogisticDetector.load(path, net)
+            >>> bool(np.allclose(again.score(x_adv[20:]), det.score(x_adv[20:]), atol=1e-5))
+            True
+        """
+        if not os.path.isfile(path):
+            raise ValueError(f"path: no saved detector at {path!r}")
+        with np.load(path, allow_pickle=False) as f:
+            stored = {k: f[k] for k in f.files}
+        missing = {"config", "x_train", "coef"} - set(stored)
+        if missing:
+            raise ValueError(f"path: {path!r} is not a saved LogisticDetector (missing {sorted(missing)})")
+        det = cls.from_config(json.loads(str(stored["config"])), model)
+        x_train, y_train = stored["x_train"], stored["y_train"]
+        for c in det.characteristics.values():
+            c.fit(x_train, y_train)
+        det._characteristics_fitted, det._train = True, (x_train, y_train)
+        for name, value in json.loads(str(stored["selected"])).items():
+            if value is not None and name in det.characteristics:
+                det._set_param(name, value)
+        scaler = StandardScaler()
+        scaler.mean_, scaler.scale_ = stored["scaler_mean"], stored["scaler_scale"]
+        scaler.var_, scaler.n_features_in_ = scaler.scale_**2, len(scaler.mean_)
+        scaler.n_samples_seen_ = 0
+        regression = LogisticRegression()
+        regression.coef_, regression.intercept_ = stored["coef"], stored["intercept"]
+        regression.classes_, regression.n_features_in_ = stored["classes"], stored["coef"].shape[1]
+        det._pipeline = make_pipeline(scaler, regression)
+        det.num_features_ = regression.n_features_in_
+        det.feature_names_ = json.loads(str(stored["feature_names"]))
+        return det
 
     # -- inference -------------------------------------------------------------------------
 
