@@ -39,3 +39,49 @@ def test_bad_epochs_are_rejected(tmp_path, capsys):
 def test_unknown_model_is_rejected_by_argparse():
     with pytest.raises(SystemExit):
         main(["train", "gan"])
+
+
+@pytest.fixture(scope="module")
+def saved_classifier(tmp_path_factory):
+    import keras
+
+    from tfdefense import data, nets
+
+    keras.utils.set_random_seed(0)
+    x, y = data.load_arrays("mnist_5k", "train")
+    model = nets.small_cnn((28, 28, 1), 10, width=8, dense_units=32)
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x[:1500], y[:1500], epochs=2, batch_size=64, verbose=0)
+    path = tmp_path_factory.mktemp("clf") / "clf.keras"
+    model.save(path)
+    return path
+
+
+def test_detect_fits_reports_and_saves_a_reloadable_detector(saved_classifier, tmp_path, capsys):
+    import keras
+    import numpy as np
+
+    from tfdefense.detect import LogisticDetector
+
+    out = tmp_path / "det.npz"
+    code = main(["detect", "--model", str(saved_classifier), "--features", "mahalanobis",
+                 "--attack", "fgsm", "--eps", "0.3", "--limit", "200", "--train-images", "300",
+                 "--out", str(out)])
+    assert code == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed["fit_images"] >= 10 and printed["test_images"] >= 10
+    assert printed["auc"] > 0.8  # FGSM at 0.3 on MNIST is easy to see in Mahalanobis space
+    det = LogisticDetector.load(str(out), keras.saving.load_model(saved_classifier))
+    assert det.score(np.zeros((2, 28, 28, 1), "float32")).shape == (2,)
+
+
+def test_detect_with_a_foreign_adversarial_file_or_missing_model_fails_clearly(saved_classifier, tmp_path,
+                                                                                capsys):
+    import numpy as np
+
+    np.savez(tmp_path / "adv.npz", x_adv=np.zeros((2, 28, 28, 1), "float32"))
+    assert main(["detect", "--model", str(saved_classifier), "--adversarial", str(tmp_path / "adv.npz"),
+                 "--out", str(tmp_path / "d.npz")]) == 2
+    assert "lacks ['x', 'y']" in capsys.readouterr().err
+    assert main(["detect", "--model", str(tmp_path / "none.keras"), "--out", str(tmp_path / "d.npz")]) == 2
+    assert "no such file" in capsys.readouterr().err

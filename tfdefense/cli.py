@@ -198,6 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_attack_parser(sub)
     add_evaluate_parser(sub)
+    from tfdefense.detect.commands import add_detect_parser
+
+    add_detect_parser(sub)
     return parser
 
 
