@@ -23,7 +23,13 @@ def test_study_runs_without_failure(tiny_run, study_names):
 
 def test_table1_cosine_and_frechet(tiny_run):
     r = _result(tiny_run, "cdvae_table1")
-    assert [row["pair"] for row in r.rows] == ["G(x) vs G(x′)", "R(x) vs R(x′)"]
+    assert [row["pair"] for row in r.rows] == [
+        "G(x) vs G(x′)",
+        "R(x) vs R(x′)",
+        "G(x) vs G(x′) (restricted ImageNet)",
+        "R(x) vs R(x′) (restricted ImageNet)",
+    ]
+    assert r.rows[2]["cosine similarity"] == "needs the data and a GPU"  # paper-only ImageNet rows
     for part in ("G", "R"):
         m = r.measurements[part]
         assert -1.0 <= m["cosine_mean"] <= 1.0 and m["frechet"] >= 0.0
@@ -35,7 +41,8 @@ def test_table1_cosine_and_frechet(tiny_run):
 def test_table2_norms_add_up(tiny_run):
     r = _result(tiny_run, "cdvae_table2")
     m = r.measurements
-    assert [row["part"] for row in r.rows][-1] == "δ_z"
+    parts = [row["part"] for row in r.rows]
+    assert parts[9] == "δ_z" and parts[-1] == "δ_R (restricted ImageNet)"
     # PGD-Linf eps 0.3: ||δ||_inf <= 0.3
     assert m["δ"]["linf"]["mean"] <= 0.3 + 1e-5
     # δ = δ_G + δ_R, so the triangle inequality holds for the mean ℓ2 norms
@@ -51,7 +58,15 @@ def test_pearson_figure_and_numbers(tiny_run, tiny_settings):
 
 def test_table3_three_by_three_with_paper(tiny_run):
     r = _result(tiny_run, "cdvae_table3")
-    assert [row["train \\ test"] for row in r.rows] == ["x", "R(x)", "G(x)"]
+    assert [row["train \\ test"] for row in r.rows] == [
+        "x",
+        "R(x)",
+        "G(x)",
+        "x (restricted ImageNet)",
+        "R(x) (restricted ImageNet)",
+        "G(x) (restricted ImageNet)",
+    ]
+    assert r.rows[3]["x"].startswith("needs the data and a GPU (paper 82.53")
     assert all("(paper" in row[c] for row in r.rows for c in ("x", "R(x)", "G(x)"))
     top1 = [v["top1"] for v in r.measurements.values()]
     assert len(top1) == 9 and all(0.0 <= v <= 100.0 for v in top1)

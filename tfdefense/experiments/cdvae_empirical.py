@@ -13,6 +13,16 @@ each part:
   the images, with its p-value, as a histogram;
 * ``cdvae_table3``: classifiers trained on x, R(x), G(x), each tested on all three.
 
+The paper's Tables 1 and 2 and Fig 3 are on restricted ImageNet (VQ-VAE G,
+ResNet-50 D), Table 3 on CIFAR-10 and restricted ImageNet. A run on other
+data puts the paper's restricted-ImageNet rows in the tables as paper-only
+rows ("needs the data and a GPU" where our number would be); a run on
+restricted ImageNet (the ``paper_imagenet`` preset, or a downscaled variant)
+measures them, and if the ImageNet archives are absent every row is
+paper-only and the notes say what to download. z is ``model.latent(x)[0]``
+(``cdvae_models.decompose_arrays``): the posterior mean of a Gaussian CD-VAE,
+the flattened quantized grid z_q of a VQ CD-VAE.
+
 The Fréchet distance needs a feature extractor. FID uses InceptionV3, whose
 weights cannot be fetched here; ``frechet_features`` uses InceptionV3 only
 when its ImageNet weights are already in the Keras cache and otherwise the
@@ -30,6 +40,7 @@ import scipy.linalg
 import scipy.stats
 
 from tfdefense import plots
+from tfdefense.data_imagenet import ImageNetNotFoundError
 from tfdefense.experiments import cdvae_models as cm
 from tfdefense.experiments.registry import register
 from tfdefense.experiments.result import Result, beside_paper
@@ -50,6 +61,19 @@ PAPER_TABLE3 = {
     "R(x)": {"x": 95.81, "R(x)": 96.20, "G(x)": 18.12},
     "G(x)": {"x": 51.84, "R(x)": 25.67, "G(x)": 75.25},
 }
+#: CD-VAE Table 3, restricted ImageNet top-1 (%) (the paper's top-5 in PAPER_TABLE3_IMAGENET_TOP5)
+PAPER_TABLE3_IMAGENET = {
+    "x": {"x": 82.53, "R(x)": 11.17, "G(x)": 65.26},
+    "R(x)": {"x": 63.33, "R(x)": 82.14, "G(x)": 5.36},
+    "G(x)": {"x": 44.46, "R(x)": 1.71, "G(x)": 74.08},
+}
+PAPER_TABLE3_IMAGENET_TOP5 = {
+    "x": {"x": 96.88, "R(x)": 25.61, "G(x)": 88.94},
+    "R(x)": {"x": 82.14, "R(x)": 96.47, "G(x)": 12.01},
+    "G(x)": {"x": 69.13, "R(x)": 5.02, "G(x)": 93.37},
+}
+#: label suffix of a paper-only restricted-ImageNet row
+IMAGENET_ROW = " (restricted ImageNet)"
 
 
 # ------------------------------------------------------------------ maths
@@ -168,7 +192,9 @@ def _study_notes(ctx) -> list[str]:
         f"eps/sqrt(steps), random start, against D̂ (the classifier pre-trained on x), "
         f"{ctx.settings['eval_images']} test images (paper: ImageNet, eps 8/255-scale; on MNIST "
         "the literature's Linf budget is 0.3).",
-        f"CD-VAE γ = {cm.setting(ctx, 'gamma'):g}; G uses the posterior mean at inference.",
+        f"CD-VAE γ = {cm.setting(ctx, 'gamma'):g}; "
+        + ("G decodes the quantized grid z_q (deterministic)." if cm.setting(ctx, "generator") == "vq"
+           else "G uses the posterior mean at inference."),
         cm.architecture_note(ctx),
     ]
 
@@ -177,10 +203,51 @@ def _mean_std(v: np.ndarray, digits: int = 4) -> str:
     return f"{np.mean(v):.{digits}f} ± {np.std(v):.{digits}f}"
 
 
+def imagenet_rows_note() -> str:
+    """The note under a table whose restricted-ImageNet rows are paper-only."""
+    return (f"Rows marked '{IMAGENET_ROW.strip()}' are the paper's (VQ-VAE G, ResNet-50 D, 224x224); "
+            f"ours there {cm.NEEDS_IMAGENET}: `tfdefense reproduce --preset paper_imagenet` with the "
+            "ImageNet archives (tfdefense.data_imagenet).")
+
+
+def imagenet_absent(ctx, name: str, title: str, columns: list[str], rows: list[dict],
+                    exc: Exception) -> Result:
+    """A restricted-ImageNet run without the data: the paper's rows only, and what to download."""
+    return Result(name, title, ctx.preset, ctx.dataset, columns=columns, rows=rows,
+                  notes=[f"Not measured, {cm.NEEDS_IMAGENET}: {exc}", cm.architecture_note(ctx)],
+                  measurements={"status": "needs_data", "error": f"{type(exc).__name__}: {exc}"})
+
+
+def _table1_paper_rows(suffix: str) -> list[dict]:
+    return [{"pair": f"{part}(x) vs {part}(x′){suffix}", "cosine similarity": cm.NEEDS_IMAGENET,
+             "paper cosine": f"{PAPER_TABLE1[part][0]:.4f} ± {PAPER_TABLE1[part][1]:.4f}",
+             "Fréchet distance": cm.NEEDS_IMAGENET, "paper FID": PAPER_TABLE1[part][2]}
+            for part in ("G", "R")]
+
+
+def _table2_paper_rows(suffix: str) -> list[dict]:
+    return [{"part": f"{name}{suffix}", "ℓ1": cm.NEEDS_IMAGENET, "ℓ2": cm.NEEDS_IMAGENET,
+             "ℓ∞": cm.NEEDS_IMAGENET, "paper ℓ1×1e-3 / ℓ2 / ℓ∞": " / ".join(map(str, paper))}
+            for name, paper in PAPER_TABLE2.items()]
+
+
+def _table3_paper_rows(suffix: str) -> list[dict]:
+    top5 = PAPER_TABLE3_IMAGENET_TOP5
+    return [{"train \\ test": f"{train}{suffix}",
+             **{test: f"{cm.NEEDS_IMAGENET} (paper {v:.2f}, top-5 {top5[train][test]:.2f})"
+                for test, v in row.items()}}
+            for train, row in PAPER_TABLE3_IMAGENET.items()]
+
+
 # ------------------------------------------------------------ Table 1
 @register("cdvae_table1", order=10)
 def table1(ctx) -> Result:
-    a = study_arrays(ctx)
+    title = "CD-VAE Table 1: cosine similarity and Fréchet distance, clean vs PGD"
+    columns = ["pair", "cosine similarity", "paper cosine", "Fréchet distance", "paper FID"]
+    try:
+        a = study_arrays(ctx)
+    except ImageNetNotFoundError as exc:
+        return imagenet_absent(ctx, "cdvae_table1", title, columns, _table1_paper_rows(""), exc)
     features = FrechetFeatures(ctx)
     rows, meas = [], {"feature_extractor": features.name}
     for part in ("G", "R"):
@@ -193,16 +260,16 @@ def table1(ctx) -> Result:
                      "paper FID": p_fid})
         meas[part] = {"cosine_mean": float(cos.mean()), "cosine_std": float(cos.std()),
                       "frechet": fd}
+    if not cm.is_imagenet(ctx):
+        rows += _table1_paper_rows(IMAGENET_ROW)
     grid = plots.decomposition_grid(
         np.concatenate([a["x"][:6], a["x_adv"][:6]]), np.concatenate([a["g"][:6], a["g_adv"][:6]]),
         np.concatenate([a["r"][:6], a["r_adv"][:6]]), ctx.figure_path("cdvae_decomposition"),
         title="x, G(x), R(x): 6 clean images, then their PGD examples x′")
     notes = [f"Fréchet distance on the {features.name}; the paper's FID uses InceptionV3 on "
              "restricted ImageNet, so absolute values are not comparable, the G-vs-R contrast is.",
-             *_study_notes(ctx)]
-    return Result("cdvae_table1", "CD-VAE Table 1: cosine similarity and Fréchet distance, clean vs PGD",
-                  ctx.preset, ctx.dataset,
-                  columns=["pair", "cosine similarity", "paper cosine", "Fréchet distance", "paper FID"],
+             *([] if cm.is_imagenet(ctx) else [imagenet_rows_note()]), *_study_notes(ctx)]
+    return Result("cdvae_table1", title, ctx.preset, ctx.dataset, columns=columns,
                   rows=rows, notes=notes, figures={"x / G(x) / R(x), clean and PGD": grid},
                   measurements=meas)
 
@@ -210,7 +277,15 @@ def table1(ctx) -> Result:
 # ------------------------------------------------------------ Table 2
 @register("cdvae_table2", order=11)
 def table2(ctx) -> Result:
-    a = study_arrays(ctx)
+    title = "CD-VAE Table 2: norms of δ, δ_G, δ_R, δ_z"
+    columns = ["part", "ℓ1", "ℓ2", "ℓ∞", "paper ℓ1×1e-3 / ℓ2 / ℓ∞"]
+    try:
+        a = study_arrays(ctx)
+    except ImageNetNotFoundError as exc:
+        return imagenet_absent(ctx, "cdvae_table2", title, columns, _table2_paper_rows(""), exc)
+    imagenet = cm.is_imagenet(ctx)
+    if imagenet:  # the paper's scale: normalised images, ℓ1 × 1e-3
+        a = _normalised_study(cm.cdvae(ctx), a)
     parts = {
         "x": a["x"], "G(x)": a["g"], "R(x)": a["r"],
         "x′": a["x_adv"], "G(x′)": a["g_adv"], "R(x′)": a["r_adv"],
@@ -220,6 +295,8 @@ def table2(ctx) -> Result:
     rows, meas = [], {}
     for name, t in parts.items():
         n = norms(t)
+        if imagenet:
+            n["l1"] = n["l1"] * 1e-3
         paper = PAPER_TABLE2.get(name)
         rows.append({"part": name, "ℓ1": _mean_std(n["l1"], 2), "ℓ2": _mean_std(n["l2"], 3),
                      "ℓ∞": _mean_std(n["linf"], 3),
@@ -227,20 +304,46 @@ def table2(ctx) -> Result:
         meas[name] = {k: {"mean": float(v.mean()), "std": float(v.std())} for k, v in n.items()}
     ratio = meas["δ_R"]["l2"]["mean"] / max(meas["δ_G"]["l2"]["mean"], 1e-12)
     meas["delta_R_over_delta_G_l2"] = ratio
-    notes = [f"Our norms are on [0, 1] pixels of 28x28 MNIST (ℓ1 not scaled); the paper's are on "
-             "normalised 224x224 restricted-ImageNet images (ℓ1 × 1e-3), so compare the pattern: "
+    shape = "x".join(map(str, a["x"].shape[1:]))
+    if imagenet:
+        scale = (f"Our norms are on {shape} restricted-ImageNet images normalised with the "
+                 "ImageNet mean and std, ℓ1 × 1e-3, as the paper's (224x224x3)")
+    else:
+        scale = (f"Our norms are on [0, 1] pixels of {shape} {ctx.dataset} (ℓ1 not scaled); the paper's "
+                 "are on normalised 224x224 restricted-ImageNet images (ℓ1 × 1e-3)")
+        rows += _table2_paper_rows(IMAGENET_ROW)
+    notes = [f"{scale}, so compare the pattern: "
              f"paper ‖δ_R‖₂/‖δ_G‖₂ = {40.97 / 16.56:.2f}, ours {ratio:.2f}.",
-             "δ_z = z − z′ on the posterior means (the paper defines δ_z but does not tabulate it).",
-             *_study_notes(ctx)]
-    return Result("cdvae_table2", "CD-VAE Table 2: norms of δ, δ_G, δ_R, δ_z", ctx.preset, ctx.dataset,
-                  columns=["part", "ℓ1", "ℓ2", "ℓ∞", "paper ℓ1×1e-3 / ℓ2 / ℓ∞"], rows=rows,
+             "δ_z = z − z′ on the latent z (posterior means, or z_q of a VQ-VAE; the paper defines "
+             "δ_z but does not tabulate it).",
+             *([] if imagenet else [imagenet_rows_note()]), *_study_notes(ctx)]
+    return Result("cdvae_table2", title, ctx.preset, ctx.dataset, columns=columns, rows=rows,
                   notes=notes, measurements=meas)
+
+
+def _normalised_study(model, a: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The study's images in the CD-VAE's normalised scale: (x − mean) / std, R and δ / std."""
+    mean = np.asarray(model.normalization_mean, np.float32)
+    std = np.asarray(model.normalization_std, np.float32)
+    out = dict(a)
+    for k in ("x", "g", "x_adv", "g_adv"):
+        out[k] = (a[k] - mean) / std
+    for k in ("r", "r_adv"):
+        out[k] = a[k] / std
+    return out
 
 
 # ------------------------------------------------------ Fig 3 (Pearson)
 @register("cdvae_fig3_pearson", order=12)
 def fig3_pearson(ctx) -> Result:
-    a = study_arrays(ctx)
+    title = "CD-VAE Fig 3: Pearson correlation of z and z′"
+    try:
+        a = study_arrays(ctx)
+    except ImageNetNotFoundError as exc:
+        rows = [{"statistic": s, "ours": cm.NEEDS_IMAGENET, "paper": v}
+                for s, v in (("Pearson r, min", "≈ 0.965"), ("Pearson r, max", "1.0"),
+                             ("largest p-value", "0.0"))]
+        return imagenet_absent(ctx, "cdvae_fig3_pearson", title, ["statistic", "ours", "paper"], rows, exc)
     r, p, active = pearson_per_dimension(a["z"], a["z_adv"])
     path = ctx.figure_path("cdvae_pearson_z")
     _histogram(r, p, path)
@@ -253,11 +356,17 @@ def fig3_pearson(ctx) -> Result:
             {"statistic": "Pearson r, max", "ours": float(r.max()), "paper": "1.0"},
             {"statistic": "largest p-value", "ours": f"{p.max():.2e}", "paper": "0.0"},
         ]
-    notes = ["r is computed per latent dimension over the evaluation images, on the posterior "
-             "means of z (clean) and z′ (PGD); the paper's histogram (Fig 3, ImageNet) spans "
-             "0.965–1.0 with p-value 0.0. A dimension whose posterior mean is constant (collapsed "
-             "by the KL term) has no correlation and is counted as inactive.", *_study_notes(ctx)]
-    return Result("cdvae_fig3_pearson", "CD-VAE Fig 3: Pearson correlation of z and z′",
+    if cm.setting(ctx, "generator") == "vq":
+        latent = ("on the flattened quantized grids z_q of x (clean) and x′ (PGD); the paper's "
+                  "histogram (Fig 3, ImageNet) spans 0.965–1.0 with p-value 0.0. A dimension that is "
+                  "constant over the images (every image picks the same code there) is inactive.")
+    else:
+        latent = ("on the posterior means of z (clean) and z′ (PGD); the paper's histogram (Fig 3, "
+                  "ImageNet) spans 0.965–1.0 with p-value 0.0. A dimension whose posterior mean is "
+                  "constant (collapsed by the KL term) has no correlation and is counted as inactive.")
+    notes = [f"r is computed per latent dimension over the evaluation images, {latent}",
+             *_study_notes(ctx)]
+    return Result("cdvae_fig3_pearson", title,
                   ctx.preset, ctx.dataset, columns=["statistic", "ours", "paper"], rows=rows,
                   notes=notes, figures={"Pearson r of z and z′ per latent dimension": path},
                   measurements={"r": r.tolist(), "p": p.tolist(), "active": int(active.sum()),
@@ -285,9 +394,16 @@ def _histogram(r: np.ndarray, p: np.ndarray, path: str) -> str:
 # ------------------------------------------------------------ Table 3
 @register("cdvae_table3", order=13)
 def table3(ctx) -> Result:
+    title = "CD-VAE Table 3: train on one part, test on another (top-1 %)"
+    columns = ["train \\ test", "x", "R(x)", "G(x)"]
     gamma = cm.setting(ctx, "gamma")
+    imagenet = cm.is_imagenet(ctx)
+    try:
+        x, y = cm.eval_arrays(ctx)
+    except ImageNetNotFoundError as exc:
+        return imagenet_absent(ctx, "cdvae_table3", title, columns, _table3_paper_rows(""), exc)
+    paper_table = PAPER_TABLE3_IMAGENET if imagenet else PAPER_TABLE3
     model = cm.cdvae(ctx, gamma)
-    x, y = cm.eval_arrays(ctx)
     parts = cm.decompose_arrays(model, x)
     tests = {"x": x, "R(x)": parts["r"], "G(x)": np.clip(parts["g"], 0.0, 1.0)}
     classifiers = {"x": cm.reference_classifier(ctx), "R(x)": cm.part_classifier(ctx, gamma, "r"),
@@ -298,14 +414,17 @@ def table3(ctx) -> Result:
         for test_name, inputs in tests.items():
             logits = cm.predict_logits(clf, inputs)
             top1, top5 = cm.top_k_accuracy(logits, y, 1), cm.top_k_accuracy(logits, y, 5)
-            row[test_name] = beside_paper(top1, PAPER_TABLE3[train_name][test_name])
+            row[test_name] = beside_paper(top1, paper_table[train_name][test_name])
             meas[f"{train_name}->{test_name}"] = {"top1": top1, "top5": top5}
         rows.append(row)
+    if not imagenet:
+        rows += _table3_paper_rows(IMAGENET_ROW)
+    paper_name = "restricted ImageNet" if imagenet else "CIFAR-10"
     notes = ["Top-1 accuracy (%) on the first "
-             f"{len(x)} test images; ours (paper CIFAR-10). Top-5 is in results.json.",
+             f"{len(x)} test images; ours (paper {paper_name}). Top-5 is in results.json.",
+             *([] if imagenet else [imagenet_rows_note()]),
              f"CD-VAE γ = {gamma:g}; the classifier on R(x) sees the signed residual as it is, "
              "the one on G(x) sees G(x) clipped to [0, 1]; all three have the same architecture "
              "and training as D̂.", cm.architecture_note(ctx)]
-    return Result("cdvae_table3", "CD-VAE Table 3: train on one part, test on another (top-1 %)",
-                  ctx.preset, ctx.dataset, columns=["train \\ test", "x", "R(x)", "G(x)"], rows=rows,
+    return Result("cdvae_table3", title, ctx.preset, ctx.dataset, columns=columns, rows=rows,
                   notes=notes, measurements=meas)

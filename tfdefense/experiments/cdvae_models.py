@@ -6,7 +6,9 @@ the same few things, cached in the ``Context`` (``out/cache``) so a
 
 * ``reference_classifier(ctx)``: D̂, the classifier pre-trained on clean x
   (CD-VAE §3.2 footnote 1; the attacked model of the grey-box setting);
-* ``cdvae(ctx, gamma)``: a CD-VAE trained at γ (β = 0.2, CD-VAE §5);
+* ``cdvae(ctx, gamma)``: a CD-VAE trained at γ (β = 0.2, CD-VAE §5); with the
+  ``generator`` setting ``"vq"`` (the ``paper_imagenet`` preset) a ``VQCDVAE``
+  (VQ-VAE G, latent loss weight 0.1, CD-VAE §4 on restricted ImageNet);
 * ``part_classifier(ctx, gamma, part)``: a classifier trained on R(x) or G(x)
   of a CD-VAE's training images (Table 3; Table 6's classifier on G(x));
 * ``pgd_examples(ctx)``: PGD-Linf examples of the evaluation images against D̂
@@ -16,6 +18,9 @@ Per-preset sizes live in ``SETTINGS``; any key can be overridden through the
 Context (``Context("quick", out, {"eval_images": 32, "latent_dim": 8})``).
 The quick preset scales the paper's CIFAR-10 settings to MNIST: ``small_cnn``
 instead of WRN-28-10, the 28x28 VAE variant, PGD-Linf eps 0.3 instead of 8/255.
+Experiments read a CD-VAE's latent z through ``model.latent(x)[0]``, the hook
+both ``CDVAE`` (posterior mean) and ``VQCDVAE`` (flattened z_q) provide, so they
+run unchanged on either generator.
 
 Example:
     >>> import tempfile
@@ -35,8 +40,16 @@ import numpy as np
 import tensorflow as tf
 
 from tfdefense import data as data_lib
-from tfdefense import nets
-from tfdefense.models import CDVAE
+from tfdefense import data_imagenet, nets
+from tfdefense.models import CDVAE, VQCDVAE
+from tfdefense.models.vq import PAPER_VQ_WEIGHT
+
+#: what a table says in place of our number for an ImageNet row that could not run
+NEEDS_IMAGENET = "needs the data and a GPU"
+#: generators a CD-VAE experiment can train (``generator`` setting)
+GENERATORS = ("vae", "vq")
+#: classifiers ``new_classifier`` builds (``classifier`` setting)
+CLASSIFIERS = ("small_cnn", "wrn", "resnet50")
 
 #: experiment sizes per preset; the Context's settings override any of them
 SETTINGS: dict[str, dict[str, Any]] = {
@@ -60,6 +73,17 @@ SETTINGS: dict[str, dict[str, Any]] = {
         "sweep_epochs": 2,
         "sweep_train_images": 1500,  # CD-VAEs of the γ sweep train on the first 1,500 images
         "verbose": 2,
+        # generator and classifier variants (restricted ImageNet: "vq" + "resnet50", paper_imagenet)
+        "generator": "vae",  # "vae": Gaussian VAE G; "vq": VQ-VAE G (models.VQCDVAE)
+        "beta": None,  # latent loss weight; None: 0.2 for the Gaussian VAE (KL), 0.1 for VQ
+        "num_codes": 128,  # VQ codebook size k (CD-VAE authors)
+        "vq_ema": False,  # VQ codebook by EMA updates instead of the codebook loss
+        "resnet_weights": None,  # path of ResNet-50 'notop' ImageNet weights, or None (random init)
+        "wrn_depth": 28,  # classifier "wrn": WRN-depth-width
+        "wrn_width": 10,
+        "detection_attacks": None,  # None: all five of Table 4/5; else a subset of their labels
+        "detection_min_images": 10,  # fewer successful attacks per half leaves a cell unmeasured
+        "kd_bandwidth": None,  # None: Feinman et al.'s for the dataset, else 1.20
     },
     "paper": {
         "train_images": None,
@@ -81,6 +105,17 @@ SETTINGS: dict[str, dict[str, Any]] = {
         "sweep_epochs": 30,
         "sweep_train_images": None,
         "verbose": 2,
+        # generator and classifier variants (restricted ImageNet: "vq" + "resnet50", paper_imagenet)
+        "generator": "vae",  # "vae": Gaussian VAE G; "vq": VQ-VAE G (models.VQCDVAE)
+        "beta": None,  # latent loss weight; None: 0.2 for the Gaussian VAE (KL), 0.1 for VQ
+        "num_codes": 128,  # VQ codebook size k (CD-VAE authors)
+        "vq_ema": False,  # VQ codebook by EMA updates instead of the codebook loss
+        "resnet_weights": None,  # path of ResNet-50 'notop' ImageNet weights, or None (random init)
+        "wrn_depth": 28,  # classifier "wrn": WRN-depth-width
+        "wrn_width": 10,
+        "detection_attacks": None,  # None: all five of Table 4/5; else a subset of their labels
+        "detection_min_images": 10,  # fewer successful attacks per half leaves a cell unmeasured
+        "kd_bandwidth": None,  # None: Feinman et al.'s for the dataset, else 1.20
     },
 }
 
@@ -97,6 +132,11 @@ def setting(ctx, key: str) -> Any:
     if key not in preset:
         raise ValueError(f"setting: unknown key {key!r}; expected one of {sorted(preset)}")
     return preset[key]
+
+
+def is_imagenet(ctx) -> bool:
+    """Whether the run is on restricted ImageNet (any resolution of ``data_imagenet.SIZES``)."""
+    return ctx.dataset in data_imagenet.SIZES
 
 
 def attack_data(ctx) -> str:
@@ -123,10 +163,23 @@ def fit_verbose(ctx):
 
 # ---------------------------------------------------------------- classifiers
 def new_classifier(ctx, name: str) -> keras.Model:
+    """An untrained classifier of the ``classifier`` setting: small_cnn, WRN or ResNet-50."""
     spec = data_lib.spec(ctx.dataset)
-    if setting(ctx, "classifier") == "wrn":
-        return nets.wide_resnet(spec.shape, spec.num_classes, name=name)
+    kind = _classifier_kind(ctx)
+    if kind == "wrn":
+        return nets.wide_resnet(spec.shape, spec.num_classes, depth=setting(ctx, "wrn_depth"),
+                                width=setting(ctx, "wrn_width"), name=name)
+    if kind == "resnet50":
+        return nets.resnet50(spec.shape, spec.num_classes, weights=setting(ctx, "resnet_weights"),
+                             name=name)
     return nets.small_cnn(spec.shape, spec.num_classes, name=name)
+
+
+def _classifier_kind(ctx) -> str:
+    kind = setting(ctx, "classifier")
+    if kind not in CLASSIFIERS:
+        raise ValueError(f"classifier setting: expected one of {CLASSIFIERS}, got {kind!r}")
+    return kind
 
 
 def train_classifier(ctx, x: np.ndarray, y: np.ndarray, name: str) -> keras.Model:
@@ -154,11 +207,33 @@ def gamma_key(gamma: float) -> str:
     return f"{gamma:g}".replace("+", "")
 
 
-def build_cdvae(ctx, gamma: float, beta: float = 0.2) -> CDVAE:
-    """An untrained, compiled CD-VAE with the preset's architecture (β = 0.2, CD-VAE §5)."""
-    model = CDVAE.for_dataset(ctx.dataset, gamma=gamma, beta=beta, latent_dim=setting(ctx, "latent_dim"),
-                              width=setting(ctx, "width"), classifier=setting(ctx, "classifier"),
-                              seed=ctx.settings["seed"])
+def build_cdvae(ctx, gamma: float, beta: float | None = None) -> CDVAE:
+    """An untrained, compiled CD-VAE with the preset's architecture.
+
+    The ``generator`` setting picks G: ``"vae"``, the Gaussian VAE (β = 0.2,
+    CD-VAE §5), or ``"vq"``, the VQ-VAE of the restricted-ImageNet experiments
+    (``VQCDVAE``: k = ``num_codes`` codes of dimension ``width``, latent loss
+    codebook + 0.5·commitment weighted by 0.1, the CD-VAE authors' setting).
+    ``beta`` (else the ``beta`` setting, else the generator's default) weights
+    the latent loss; D is the ``classifier`` setting's network.
+    """
+    generator = setting(ctx, "generator")
+    if generator not in GENERATORS:
+        raise ValueError(f"generator setting: expected one of {GENERATORS}, got {generator!r}")
+    beta = setting(ctx, "beta") if beta is None else beta
+    kind = _classifier_kind(ctx)
+    common = {"gamma": gamma, "latent_dim": setting(ctx, "latent_dim"), "width": setting(ctx, "width"),
+              "wrn_depth": setting(ctx, "wrn_depth"), "wrn_width": setting(ctx, "wrn_width"),
+              "seed": ctx.settings["seed"]}
+    if generator == "vq":
+        model = VQCDVAE.for_dataset(ctx.dataset, beta=PAPER_VQ_WEIGHT if beta is None else beta,
+                                    classifier=kind, num_codes=setting(ctx, "num_codes"),
+                                    ema=bool(setting(ctx, "vq_ema")),
+                                    resnet_weights=setting(ctx, "resnet_weights"), **common)
+    else:
+        classifier = new_classifier(ctx, "classifier") if kind == "resnet50" else kind
+        model = CDVAE.for_dataset(ctx.dataset, beta=0.2 if beta is None else beta,
+                                  classifier=classifier, **common)
     model.compile()
     return model
 
@@ -178,15 +253,19 @@ def cdvae(ctx, gamma: float | None = None) -> CDVAE:
 
 
 def decompose_arrays(model: CDVAE, x: np.ndarray, batch_size: int = 256) -> dict[str, np.ndarray]:
-    """G(x), R(x) and the posterior mean z of images, in compiled batches."""
+    """G(x), R(x) and the latent z of images, in compiled batches.
+
+    z is ``model.latent(x)[0]`` at inference: the posterior mean of a Gaussian
+    CD-VAE, the flattened quantized grid z_q of a ``VQCDVAE``.
+    """
     fn = _compiled(model, "decompose", lambda b: _decompose_graph(model, b))
     parts = [fn(tf.constant(x[i:i + batch_size])) for i in range(0, len(x), batch_size)]
     return {k: np.concatenate([p[k].numpy() for p in parts]) for k in ("g", "r", "z")}
 
 
 def _decompose_graph(model: CDVAE, x):
-    z = model.posterior(x).mean()
-    g = model.denormalize(model.decoder(z, training=False))
+    z = model.latent(x, training=False, sample=False)[0]
+    g = model.denormalize(tf.cast(model.decoder(z, training=False), tf.float32))
     return {"g": g, "r": x - g, "z": z}
 
 
@@ -256,9 +335,23 @@ def accuracy(fn: Callable, x: np.ndarray, y: np.ndarray) -> float:
 
 def architecture_note(ctx) -> str:
     spec = data_lib.spec(ctx.dataset)
-    return (f"Data {ctx.dataset} {spec.shape}; classifier {setting(ctx, 'classifier')} "
-            f"({ctx.settings['classifier_epochs']} epochs, Adam 1e-3), CD-VAE "
-            f"{'official CIFAR VAE' if spec.shape[-1] == 3 else '28x28 variant of the official VAE'} "
-            f"(latent {setting(ctx, 'latent_dim') or 'default'}, d {setting(ctx, 'width') or 'default'}), "
-            f"β = 0.2, AdamW 1e-3 / wd 1e-6, {ctx.settings['cdvae_epochs']} epochs "
-            f"(paper: WRN-28-10, 300 CIFAR-10 epochs).")
+    kind = setting(ctx, "classifier")
+    classifier = {"wrn": f"WRN-{setting(ctx, 'wrn_depth')}-{setting(ctx, 'wrn_width')}",
+                  "resnet50": "ResNet-50" + (" (ImageNet weights)" if setting(ctx, "resnet_weights")
+                                             else "")}.get(kind, kind)
+    beta = setting(ctx, "beta")
+    if setting(ctx, "generator") == "vq":
+        d = setting(ctx, "width") or setting(ctx, "latent_dim") or 64
+        ema = ", EMA codebook" if setting(ctx, "vq_ema") else ""
+        generator = (f"VQ-VAE G (official ImageNet VQ-VAE, d {d}, k = {setting(ctx, 'num_codes')} "
+                     f"codes{ema}), latent loss codebook + 0.5·commitment weighted "
+                     f"{PAPER_VQ_WEIGHT if beta is None else beta:g}")
+    else:
+        vae = "official CIFAR VAE" if spec.shape[-1] == 3 else "28x28 variant of the official VAE"
+        generator = (f"{vae} (latent {setting(ctx, 'latent_dim') or 'default'}, "
+                     f"d {setting(ctx, 'width') or 'default'}), β = {0.2 if beta is None else beta:g}")
+    paper = ("ResNet-50 + VQ-VAE, 60 restricted-ImageNet epochs" if is_imagenet(ctx)
+             else "WRN-28-10, 300 CIFAR-10 epochs")
+    return (f"Data {ctx.dataset} {spec.shape}; classifier {classifier} "
+            f"({ctx.settings['classifier_epochs']} epochs, Adam 1e-3), CD-VAE {generator}, "
+            f"AdamW 1e-3 / wd 1e-6, {ctx.settings['cdvae_epochs']} epochs (paper: {paper}).")
