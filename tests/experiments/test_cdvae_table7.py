@@ -14,6 +14,7 @@ TINY = {
     "at_batch_size": 64, "train_steps": 2, "attack_images": 12, "eval_steps": 2,
     "adaptive_steps": 3, "restarts": 1, "spsa_images": 4, "spsa_steps": 2, "spsa_samples": 4,
     "eot_samples": 2, "verbose": 0,
+    "autoattack_images": 8, "autoattack_steps": 3, "autoattack_queries": 30,
 }
 
 
@@ -66,3 +67,29 @@ def test_second_run_reuses_the_cache_and_gives_the_same_numbers(run):
     again = get("cdvae_table7")(Context("quick", out, TINY))
     assert time.perf_counter() - start < seconds
     assert again.rows == result.rows
+
+
+def test_autoattack_rows_beside_the_paper_and_worst_case_below_pgd(run):
+    _, result, _ = run
+    for name in ("PGD-AT", "CD-VAE-AT"):
+        row = next(r for r in result.rows if r["defense"] == name
+                   and r["evaluation"].startswith("AutoAttack"))
+        assert "8 images" in row["evaluation"]
+        assert row["AutoAttack-ℓ∞"].endswith(f"(paper {PAPER[name]['pgd_linf']:.1f})")
+        assert row["AutoAttack-ℓ2"].endswith(f"(paper {PAPER[name]['pgd_l2']:.1f})")
+        aa = result.measurements[name]["autoattack"]
+        assert aa["n"] == 8
+        for norm in ("linf", "l2"):
+            for key in (f"aa_{norm}", f"adaptive_{norm}", f"worst_{norm}", f"pgd_{norm}"):
+                assert 0.0 <= aa[key] <= 100.0, (name, key)
+            # per image worst case over the adaptive cell and AutoAttack, on the same images
+            assert aa[f"worst_{norm}"] <= min(aa[f"aa_{norm}"], aa[f"adaptive_{norm}"]) + 1e-9
+            assert aa[f"worst_{norm}"] <= aa[f"pgd_{norm}"] + 1e-9
+            run_ = aa["runs"][norm]
+            assert run_["robust"] <= run_["clean"] + 1e-9
+            assert run_["gradient_masking"] in (True, False)
+    sampled = result.measurements["CD-VAE-AT"]["autoattack_sampling"]
+    assert 0.0 <= sampled["aa_linf"] <= sampled["clean"] + 1e-9 <= 100.0 + 1e-9
+    assert any(r["evaluation"].startswith("G samples z: AutoAttack-rand") for r in result.rows)
+    notes = " ".join(result.notes)
+    assert "AutoAttack rows" in notes and "first 8 images" in notes and "masking" in notes
