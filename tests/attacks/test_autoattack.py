@@ -292,3 +292,14 @@ def test_docstring_examples_run(name):
     module = importlib.import_module(f"tfdefense.attacks.{name}")
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_fab_runs_on_rgb_nine_class_models_of_any_batch_size():
+    # regression: the loop variable lost its static shape after one iteration (restricted ImageNet)
+    from tfdefense.nets import small_cnn
+
+    model = small_cnn((32, 32, 3), 9, width=4, dense_units=8)
+    x = np.random.default_rng(0).uniform(size=(10, 32, 32, 3)).astype("float32")
+    y = np.arange(10) % 9
+    x_adv = get_attack("fab_t", model=model, eps=8 / 255, steps=3, n_target_classes=8).generate(x, y)
+    assert x_adv.shape == x.shape and np.abs(x_adv - x).max() <= 8 / 255 + 1e-6

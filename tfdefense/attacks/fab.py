@@ -118,7 +118,8 @@ def fab_run(model, x, y, target, ids, key, *, eps, norm, steps, alpha_max=0.1, e
         a1 = tf.maximum(_lp(d1, norm), 1e-8)
         a2 = tf.maximum(_lp(d2, norm), 1e-8)
         alpha = tf.clip_by_value(a1 / (a1 + a2), 0.0, alpha_max)
-        d1, d2 = tf.reshape(d1, shape), tf.reshape(d2, shape)
+        # reshaping by a dynamic shape drops the static one, which while_loop needs unchanged
+        d1, d2 = (tf.ensure_shape(tf.reshape(d, shape), x.shape) for d in (d1, d2))
         x_new = tf.clip_by_value(
             (x1 + eta * d1) * col(1.0 - alpha) + (x + eta * d2) * col(alpha), 0.0, 1.0)
         pred = tf.argmax(model(x_new), -1, output_type=y.dtype)
