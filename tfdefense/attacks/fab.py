@@ -129,7 +129,10 @@ def fab_run(model, x, y, target, ids, key, *, eps, norm, steps, alpha_max=0.1, e
         x_adv = tf.where(col(better), x_new, x_adv)
         best = tf.where(better, dist, best)
         x_new = tf.where(col(is_adv), x + beta * (x_new - x), x_new)
-        return i + 1, x_new, best, x_adv
+        # tf.where broadcasting over col(...) and dynamic reshapes lose the static batch size,
+        # which while_loop needs unchanged (a batch of one remaining point failed)
+        return (i + 1, tf.ensure_shape(x_new, x1.shape), tf.ensure_shape(best, [x.shape[0]]),
+                tf.ensure_shape(x_adv, x.shape))
 
     _, _, best, x_adv = tf.while_loop(
         lambda i, *_: i < steps, body, (tf.constant(0), x1, tf.fill([n], 1e10), x))
