@@ -14,11 +14,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+# No matplotlib.use("Agg") here: forcing a backend at import switched off a notebook's inline
+# plots. Headless machines get Agg from matplotlib's own fallback; figures are saved and closed.
+import matplotlib.pyplot as plt
+import numpy as np
 
 
 def _show(ax, image: np.ndarray, stretch: bool) -> None:

@@ -148,10 +148,7 @@ def plot_roc(
     """
     if not curves:
         raise ValueError("curves: expected at least one (labels, scores) pair, got none")
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # the caller's backend (a notebook keeps its inline plots)
 
     path = os.fspath(path)
     if not path.lower().endswith(".png"):
