@@ -14,7 +14,9 @@ TINY = {"fm_train_images": 400, "fm_classifier_epochs": 1, "fm_dgmm_epochs": 1, 
         "fm_discriminator_units": 32, "fm_codes": 3, "fm_morphs": 4, "fm_magnet_epochs": 1,
         "fm_gan_width": 8, "fm_gan_epochs": 1, "fm_dgan_iterations": 5, "fm_dgan_restarts": 2,
         "fm_eval_images": 24, "fm_adaptive_images": 12, "fm_dgan_adaptive_images": 6,
-        "fm_pgd_steps": 2, "fm_eot_morphs": 2, "fm_cw_steps": (1, 5), "fm_deepfool_steps": 3}
+        "fm_pgd_steps": 2, "fm_eot_morphs": 2, "fm_cw_steps": (1, 5), "fm_deepfool_steps": 3,
+        "fm_autoattack_images": 8, "fm_autoattack_dgan_images": 4, "fm_autoattack_steps": 3,
+        "fm_autoattack_queries": 20, "fm_autoattack_dgan_queries": 10}
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +44,29 @@ def test_table_has_every_row_and_the_paper_beside_ours(tiny):
         if isinstance(cells, dict) and "fm" in cells:
             assert 0.0 <= cells["fm"] <= 1.0, name
     assert "ρ =" in " ".join(r.notes) and "⌈1/r⌉" in " ".join(r.notes)
+
+
+def test_autoattack_rows_in_range_and_worst_case_below_pgd_and_autoattack(tiny):
+    from tfdefense.experiments.fm_table2 import AA_ROW, WORST_ROW
+
+    _, r = tiny
+    names = [row["attack"] for row in r.rows]
+    assert AA_ROW in names and WORST_ROW in names
+    aa_row = next(row for row in r.rows if row["attack"] == AA_ROW)
+    for col in ("no defense", "FM-Defense", "FM-Defense (ADV only)", "MagNet", "Defense-GAN"):
+        assert 0.0 <= float(aa_row[col]) <= 100.0, col
+    aa = r.measurements["autoattack"]
+    assert (aa["n"], aa["n_dgan"]) == (8, 4)
+    for key in ("none", "fm_adv", "magnet", "dgan"):
+        for part in ("autoattack", "pgd_same_images", "worst"):
+            assert 0.0 <= aa[part][key] <= 1.0, (part, key)
+        # per image worst case over the adaptive PGD row and AutoAttack, same images
+        assert aa["worst"][key] <= min(aa["autoattack"][key], aa["pgd_same_images"][key]) + 1e-9
+    for key, run in aa["runs"].items():
+        assert run["robust"] <= run["clean"] + 1e-9, key
+        assert run["gradient_masking"] in (True, False), key  # Square ran on every defense
+    notes = " ".join(r.notes)
+    assert "AutoAttack rows" in notes and "first 8 test images" in notes and "masking" in notes
 
 
 def test_quick_skips_only_expensive_defense_gan_cells(tiny):

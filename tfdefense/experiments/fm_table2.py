@@ -31,6 +31,16 @@ the same attack run through each defense's own path, plus PGD-Linf ε = 0.3:
   pushes x, its morphs and its purification to one wrong class, which is what
   keeps the resistance high.
 
+AutoAttack rows (issue 10, not in the paper): the AutoAttack ensemble (Linf
+ε = 0.3; quick version in the quick preset) on the undefended C, and adaptive
+AutoAttack through the same differentiable surrogates as the adaptive rows
+(FM-Defense: EOT over morphs through the DGMM; MagNet: exact gradients through
+the reformer, success judged by MagNet itself, so a rejected example is not a
+success; Defense-GAN: BPDA with the identity through the projection), on the
+first images of the adaptive rows, with the gradient-masking flag (Square
+breaking points every gradient attack missed) in the notes. A worst-case row
+takes, per image, the worst of the adaptive PGD-Linf row and AutoAttack.
+
 Figures: resistance distributions clean vs each attack (Fig 1 / Fig 4 last row
 style) and detection accuracy against the unified threshold and against ρ
 (Fig 4, first two rows), both from the cached resistance vectors.
@@ -46,6 +56,7 @@ from tfdefense.attacks import get_attack
 from tfdefense.attacks.presets import get_preset, preset_params
 from tfdefense.defend import REJECTED, FMDefense, defense_accuracy
 from tfdefense.detect.resistance import resistance_distance
+from tfdefense.experiments import autoattack_cells
 from tfdefense.experiments import fm_models as fm
 from tfdefense.experiments.registry import register
 from tfdefense.experiments.result import Result, beside_paper
@@ -59,6 +70,35 @@ PAPER_TABLE2 = {
 }
 ATTACK_NAMES = {"fgsm": "FGSM ε=0.3", "cw_l2": "C&W-L2", "deepfool_linf": "DeepFool-Linf"}
 COLUMNS = ["attack", "no defense", "FM-Defense", "FM-Defense (ADV only)", "MagNet", "Defense-GAN"]
+#: the AutoAttack cells' budgets per preset (other presets take "paper"); the Context's
+#: settings override any key
+AUTOATTACK: dict[str, dict] = {
+    "quick": {
+        "fm_autoattack_images": 32,  # the first images of the adaptive rows
+        "fm_autoattack_dgan_images": 8,  # Defense-GAN: every query is a full projection
+        "fm_autoattack_version": "quick",  # 20 steps, 3 target classes, Square 1000 queries
+        "fm_autoattack_steps": None,  # None: the version's budget
+        "fm_autoattack_queries": None,
+        "fm_autoattack_dgan_queries": 100,  # Square queries through Defense-GAN (None: as the rest)
+    },
+    "paper": {
+        "fm_autoattack_images": 1000,
+        "fm_autoattack_dgan_images": 200,
+        "fm_autoattack_version": "standard",
+        "fm_autoattack_steps": None,
+        "fm_autoattack_queries": None,
+        "fm_autoattack_dgan_queries": None,
+    },
+}
+AA_ROW = "AutoAttack-Linf ε=0.3 (no defense: on C; defenses: adaptive)"
+WORST_ROW = "worst case of adaptive PGD-Linf and AutoAttack (same images)"
+
+
+def aa_setting(ctx, key: str):
+    """An AutoAttack setting: the Context's value, else ``AUTOATTACK`` of the preset."""
+    if key in ctx.settings:
+        return ctx.settings[key]
+    return AUTOATTACK.get(ctx.preset, AUTOATTACK["paper"])[key]
 
 
 def _attacks(ctx, model):
@@ -115,14 +155,26 @@ class _Evaluator:
             k: mixed[k] for k in ("detected_adversarial", "clean_false_positive",
                                   "true_positive", "true_negative", "recovered", "salvageable")}}
 
-    def magnet_adv(self, x_adv, y):
-        pred = self.magnet.predict(x_adv)
-        return float(np.mean((pred == REJECTED) | (pred == y)))
+    def fm_adv_ok(self, key, x_adv, y):
+        """Per image of ADV: FM-Defense rejects it or labels it correctly."""
+        lab, _ = self.fmd.predict_resistance(x_adv, self.resistance(key, x_adv))
+        return (lab == REJECTED) | (lab == y)
 
-    def dgan_acc(self, key, x_adv, y):
+    def magnet_ok(self, x_adv, y):
+        """Per image: MagNet rejects it or labels its reformed image correctly."""
+        pred = self.magnet.predict(x_adv)
+        return (pred == REJECTED) | (pred == y)
+
+    def magnet_adv(self, x_adv, y):
+        return float(np.mean(self.magnet_ok(x_adv, y)))
+
+    def dgan_ok(self, key, x_adv, y):
         pred = self.ctx.cached_arrays(f"fm/dgan_pred_{key}", lambda: {
             "p": self.dgan.predict(x_adv, progress=False)})["p"]
-        return float(np.mean(pred == y))
+        return pred == y
+
+    def dgan_acc(self, key, x_adv, y):
+        return float(np.mean(self.dgan_ok(key, x_adv, y)))
 
 
 def _cached_attack(ctx, key, fn):
@@ -221,6 +273,18 @@ def table2(ctx) -> Result:
         "fm_detail": st})
     timings["defense_aware"] = time.perf_counter() - t0
 
+    # AutoAttack (issue 10): on C, and adaptive through each defense's surrogate
+    aa_start = time.perf_counter()
+    n_aa = min(aa_setting(ctx, "fm_autoattack_images"), n_ad)
+    n_aa_dg = min(aa_setting(ctx, "fm_autoattack_dgan_images"), n_dg)
+    aa, aa_rows = _autoattack_rows(ctx, ev, fm_logits, x, y, clean, n_aa, n_aa_dg, {
+        "none": x_pgd, "fm": xf, "magnet": xm, "dgan": xg})
+    for name, cells in aa_rows.items():
+        row(name, cells)
+    meas["autoattack"] = aa
+    timings["autoattack"] = time.perf_counter() - aa_start
+    timings["autoattack_total"] = time.perf_counter() - t0
+
     from tfdefense.experiments import fm_figures
 
     figures = {
@@ -236,10 +300,58 @@ def table2(ctx) -> Result:
         ev.r_val, ev.det.theta_r_) > 0))
     meas["magnet_thresholds"] = ev.magnet.thresholds.numpy().tolist()
     meas["timings_s"] = timings
+    meas["settings"].update({k: aa_setting(ctx, k) for k in AUTOATTACK["quick"]})
     return Result("fm_table2", "FM-Defense Table II: accuracy (%) under attack, MNIST",
                   ctx.preset, ctx.dataset, columns=COLUMNS, rows=rows,
                   notes=_notes(ctx, ev, meas, len(x), len(xa_), len(xd_)), figures=figures,
                   measurements=meas)
+
+
+def _autoattack_rows(ctx, ev, fm_logits, x, y, clean, n, n_dg, pgd: dict):
+    """AutoAttack on C and through each defense; the worst case with the adaptive PGD row.
+
+    ``pgd`` holds the PGD-Linf examples of the rows above (on C for all images, through each
+    defense for the adaptive images); their first ``n`` (``n_dg``) images are the same images.
+    Returns (measurements, {row name: cells}).
+    """
+    version = aa_setting(ctx, "fm_autoattack_version")
+    common = {"eps": 0.3, "norm": "linf", "version": version, "batch_size": 100,
+              "steps": aa_setting(ctx, "fm_autoattack_steps"),
+              "queries": aa_setting(ctx, "fm_autoattack_queries"), "seed": ctx.settings["seed"]}
+    dgan_queries = aa_setting(ctx, "fm_autoattack_dgan_queries") or common["queries"]
+    xa, ya = x[:n], y[:n]
+    xd, yd = x[:n_dg], y[:n_dg]
+    runs = {
+        "none": autoattack_cells.run(ctx, "fm/aa_classifier", ev.clf, xa, ya, **common),
+        "fm": autoattack_cells.run(ctx, "fm/aa_fm_adaptive", fm_logits, xa, ya, **common),
+        "magnet": autoattack_cells.run(ctx, "fm/aa_magnet_adaptive", ev.magnet.reformed_logits,
+                                       xa, ya, labels_of=ev.magnet.predict, **common),
+        "dgan": autoattack_cells.run(ctx, "fm/aa_dgan_adaptive", ev.dgan.bpda_logits, xd, yd,
+                                     **{**common, "queries": dgan_queries}),
+    }
+    # per image: the defense's verdict on the AutoAttack and on the PGD example
+    ok_aa = {"none": runs["none"].correct,
+             "fm_adv": ev.fm_adv_ok("aa_adaptive", runs["fm"].x_adv, ya),
+             "magnet": ev.magnet_ok(runs["magnet"].x_adv, ya),
+             "dgan": ev.dgan_ok("aa_adaptive", runs["dgan"].x_adv, yd)}
+    ok_pgd = {"none": _labels(ev.clf, pgd["none"][:n]) == ya,
+              "fm_adv": ev.fm_adv_ok("adaptive_pgd", pgd["fm"], y[:len(pgd["fm"])])[:n],
+              "magnet": ev.magnet_ok(pgd["magnet"][:n], ya),
+              "dgan": ev.dgan_ok("adaptive_pgd", pgd["dgan"], y[:len(pgd["dgan"])])[:n_dg]}
+    s_fm = ev.fm_scores("aa_adaptive", runs["fm"].x_adv, ya, clean)
+    aa_cells = {"none": float(ok_aa["none"].mean()), "fm": s_fm["final"], "fm_adv": s_fm["adv_only"],
+                "magnet": float(ok_aa["magnet"].mean()), "dgan": float(ok_aa["dgan"].mean()),
+                "fm_detail": s_fm}
+    worst = {k: float((ok_aa[k] & ok_pgd[k]).mean()) for k in ok_aa}
+    out = {
+        "n": n, "n_dgan": n_dg, "params": {**common, "dgan_queries": dgan_queries},
+        "autoattack": {k: float(v.mean()) for k, v in ok_aa.items()},
+        "pgd_same_images": {k: float(v.mean()) for k, v in ok_pgd.items()},
+        "worst": worst,
+        "runs": {k: r.summary() for k, r in runs.items()},
+        "seconds": float(sum(r.total_seconds for r in runs.values())),
+    }
+    return out, {AA_ROW: aa_cells, WORST_ROW: worst}
 
 
 def _second_class(clf, x, y):
@@ -292,6 +404,8 @@ def _notes(ctx, ev, meas, n, n_ad, n_dg) -> list[str]:
     if ctx.preset == "quick":
         notes.append("Quick preset: C&W and DeepFool through Defense-GAN are not run (hundreds of "
                      "projections per image); '–' there.")
+    if "autoattack" in meas:
+        notes.append(_autoattack_note(meas["autoattack"]))
     if s("fm_cw_steps"):
         notes.append(f"Smoke-run override: C&W (binary searches, Adam steps) = {s('fm_cw_steps')}.")
     # FM-Defense judged on ADV alone: its mixed-set score keeps the clean half's true negatives
@@ -308,6 +422,35 @@ def _notes(ctx, ev, meas, n, n_ad, n_dg) -> list[str]:
             notes.append(f"{name} BREAKS under adaptive attack (below 50% on ADV): "
                          + "; ".join(f"{k} {100 * meas[k][col]:.1f}%" for k in broken) + ".")
     return notes
+
+
+def _autoattack_note(aa: dict) -> str:
+    p = aa["params"]
+    budget = ("quick version: 20 steps, 3 target classes, Square 1000 queries, 1 restart — weaker "
+              "than the standard version (100 steps, 9 targets, 5000 queries)"
+              if p["version"] == "quick" else f"{p['version']} version")
+    if p["steps"] or p["queries"]:
+        budget += f" (overridden: steps {p['steps']}, Square queries {p['queries']})"
+    names = {"none": "C (no defense)", "fm": "FM-Defense", "magnet": "MagNet",
+             "dgan": "Defense-GAN"}
+    flags = []
+    for key, run in aa["runs"].items():
+        if run["gradient_masking"]:
+            flags.append(f"{names[key]}: GRADIENT MASKING suspected (Square broke "
+                         f"{run['square_only']} point(s) every gradient attack missed)")
+        elif run["gradient_masking"] is False:
+            flags.append(f"{names[key]}: no sign of gradient masking")
+    return (
+        f"AutoAttack rows (Croce & Hein 2020, not in the paper): Linf ε = 0.3, {budget}; the "
+        f"first {aa['n']} test images ({aa['n_dgan']} for Defense-GAN, with "
+        f"{p['dgan_queries'] or 'the version’s'} Square queries, each a full projection). "
+        "'no defense' is the ensemble on C; the defense columns are adaptive AutoAttack on the "
+        "adaptive rows' surrogates (FM-Defense: EOT over morphs through the DGMM, scored by "
+        "FM-Defense afterwards; MagNet: through the reformer, success judged by MagNet, so a "
+        "rejected example is not a success; Defense-GAN: BPDA through the projection). The "
+        "worst-case row: per image, fooled by the adaptive PGD-Linf row or by AutoAttack "
+        "(FM-Defense: ADV only). Gradient-masking check — " + "; ".join(flags)
+        + f". AutoAttack time {aa['seconds']:.0f} s (when computed; cached after).")
 
 
 __all__ = ["PAPER_TABLE2", "table2"]
