@@ -43,6 +43,44 @@ def test_projection_reduces_the_error_from_the_starting_code(x):
                                rtol=1e-5)
 
 
+def _known_generator(latent_dim=8):
+    """A fixed random generator with an identifiable latent: sigmoid(W z), W ~ N(0, 1)."""
+    keras.utils.set_random_seed(1)
+    z = keras.Input((latent_dim,))
+    h = keras.layers.Dense(28 * 28, activation="sigmoid",
+                           kernel_initializer=keras.initializers.RandomNormal(0.0, 1.0))(z)
+    return keras.Model(z, keras.layers.Reshape((28, 28, 1))(h))
+
+
+def test_projection_recovers_a_known_latent():
+    # x = G(z_true) for a fixed generator: the official schedule (step 10 on the per-pixel
+    # MSE, momentum 0.7) must find z_true itself, not just a look-alike image
+    gen = _known_generator()
+    z_true = np.random.default_rng(0).normal(size=(6, 8)).astype("float32")
+    x = gen(z_true).numpy()
+    model = DefenseGAN(gen, small_cnn(width=4, dense_units=8), iterations=100, restarts=2, seed=0)
+    out = model.project(x, details=True, progress=False)
+    assert np.all(out.initial_errors > 1e-2)
+    assert np.all(out.errors < 1e-6), out.errors
+    np.testing.assert_allclose(out.latents, z_true, atol=1e-2)
+    np.testing.assert_allclose(out.images, x, atol=1e-3)
+
+
+def test_the_best_restart_is_kept_per_image():
+    # half the restarts start from a code the step cannot fix within one iteration: the
+    # projection must pick, image by image, whichever restart ended lowest
+    gen = _known_generator()
+    z_true = np.random.default_rng(0).normal(size=(4, 8)).astype("float32")
+    x = gen(z_true).numpy()
+    model = DefenseGAN(gen, small_cnn(width=4, dense_units=8), iterations=2, restarts=5, seed=3)
+    out = model.project(x, details=True, progress=False)
+    best = out.restart_errors.argmin(axis=1)
+    assert len(set(best.tolist())) > 1  # different images keep different restarts
+    np.testing.assert_allclose(out.errors, out.restart_errors[np.arange(4), best])
+    np.testing.assert_allclose(out.errors, np.mean((out.images - x) ** 2, axis=(1, 2, 3)),
+                               rtol=1e-5)
+
+
 def test_more_restarts_never_hurt(x):
     # restarts share their starting codes' stream, so R = 1's code is among R = 3's
     one = _dgan(restarts=1).project(x, details=True, progress=False)

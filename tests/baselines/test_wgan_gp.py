@@ -57,6 +57,50 @@ def test_train_step_updates_both_networks_and_the_critic_learns():
     assert after > max(0.0, before["wasserstein_distance"]) + 0.1, (before, after)
 
 
+def test_training_closes_the_wasserstein_gap_on_toy_data():
+    # toy data: one bright square, a little noise. The critic first opens a large gap between
+    # real and generated scores; the generator then moves onto the square and the gap closes
+    rng = np.random.default_rng(0)
+    square = np.zeros((28, 28, 1), "float32")
+    square[8:20, 8:20] = 1.0
+    x = np.clip(square + 0.05 * rng.normal(size=(256, 28, 28, 1)), 0, 1).astype("float32")
+    keras.utils.set_random_seed(0)
+    gan = _gan()
+    gan.compile(optimizer=keras.optimizers.Adam(3e-3, beta_1=0.5, beta_2=0.9),
+                critic_optimizer=keras.optimizers.Adam(3e-3, beta_1=0.5, beta_2=0.9))
+    z = rng.normal(size=(64, 8)).astype("float32")
+    before = float(np.mean((gan(z).numpy() - square) ** 2))
+    gap = gan.fit(x, batch_size=5 * 16, epochs=30, verbose=0).history["wasserstein_distance"]
+    after = float(np.mean((gan(z).numpy() - square) ** 2))
+    assert max(gap) > 5.0 and gap[-1] < 0.2 * max(gap), gap
+    assert after < 0.1 * before, (before, after)
+
+
+def test_each_critic_update_gets_its_own_real_images():
+    # a batch of critic_steps * B images feeds B to each critic update: with B = 1 and a
+    # constant generator, the critic's last update saw only the last image of the batch
+    seen = []
+
+    class Spy(keras.Model):
+        def __init__(self, critic):
+            super().__init__()
+            self.inner = critic
+
+        def call(self, images, training=False):
+            seen.append(images)
+            return self.inner(images, training=training)
+
+    gan = WGANGP(defense_gan_generator(latent_dim=8, width=4), Spy(defense_gan_critic(width=4)),
+                 critic_steps=3, seed=0)
+    gan.compile()
+    x = np.stack([np.full((28, 28, 1), v, "float32") for v in (0.1, 0.5, 0.9)])
+    gan.train_step(x)
+    # per critic update: real, fake, interpolates (penalty); then the generator's fakes
+    reals = [float(np.mean(seen[3 * i])) for i in range(3)]
+    np.testing.assert_allclose(reals, [0.1, 0.5, 0.9], rtol=1e-6)
+    assert seen[-1].shape[0] == 1
+
+
 def test_evaluate_reports_the_train_keys():
     x = np.random.default_rng(0).random((16, 28, 28, 1)).astype("float32")
     gan = _gan()

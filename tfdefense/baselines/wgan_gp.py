@@ -5,11 +5,15 @@ Gulrajani et al. 2017, Algorithm 1, with the settings Defense-GAN uses
 = 5 critic updates per generator update, penalty weight λ = 10, Adam with
 learning rate 1e-4, β₁ = 0.5, β₂ = 0.9 for both networks, batch 50.
 
-One ``train_step`` takes one batch of real images and runs the 5 critic
-updates on it, each with fresh latent codes and interpolation weights, then
-one generator update (as the Keras WGAN-GP example does; the official code
-draws a new real batch per critic update, which would need 5 batches per
-step).
+One ``train_step`` takes one batch of real images and splits it into
+``critic_steps`` chunks: critic update i sees chunk i, fresh latent codes and
+fresh interpolation weights, so each critic update gets its own real batch as
+in Algorithm 1 (and the official code). ``fit(batch_size=critic_steps * B)``
+therefore trains with real batches of B per critic update, the generator
+update uses B codes, and one epoch is ``N / (critic_steps * B)`` generator
+updates. The fakes of all critic updates come from one generator call before
+them (the generator does not change during the critic updates, so this is the
+same computation, batched).
 
 Example:
     >>> import numpy as np
@@ -110,9 +114,7 @@ class WGANGP(keras.Model):
         alpha = keras.random.uniform((batch, 1, 1, 1), seed=self.seed_generator)
         return z, alpha
 
-    def _critic_terms(self, real, training):
-        z, alpha = self._sample(tf.shape(real)[0])
-        fake = self.generator(z, training=training)
+    def _critic_terms(self, real, fake, alpha, training):
         real_scores = self.critic(real, training=training)
         fake_scores = self.critic(fake, training=training)
         gp = gradient_penalty(lambda v: self.critic(v, training=training), real, fake, alpha)
@@ -128,20 +130,31 @@ class WGANGP(keras.Model):
 
     def train_step(self, data):
         real = tf.cast(_images(data), tf.float32)
-        for _ in range(self.critic_steps):
+        n = tf.shape(real)[0]
+        k = self.critic_steps
+        # B real images per critic update (a short last batch wraps around)
+        per = tf.maximum(n // k, 1)
+        z = keras.random.normal((k * per, self.latent_dim), seed=self.seed_generator)
+        fakes = tf.stop_gradient(self.generator(z, training=True))
+        for i in range(k):
+            chunk = tf.gather(real, (i * per + tf.range(per)) % n)
+            fake = fakes[i * per : (i + 1) * per]
+            alpha = keras.random.uniform((per, 1, 1, 1), seed=self.seed_generator)
             with tf.GradientTape() as tape:
-                c_loss, gp, distance = self._critic_terms(real, training=True)
+                c_loss, gp, distance = self._critic_terms(chunk, fake, alpha, training=True)
             grads = tape.gradient(c_loss, self.critic.trainable_variables)
             self.critic_optimizer.apply(grads, self.critic.trainable_variables)
         with tf.GradientTape() as tape:
-            g_loss = self._generator_loss(tf.shape(real)[0], training=True)
+            g_loss = self._generator_loss(per, training=True)
         grads = tape.gradient(g_loss, self.generator.trainable_variables)
         self.optimizer.apply(grads, self.generator.trainable_variables)
         return self._track(c_loss, g_loss, gp, distance)
 
     def test_step(self, data):
         real = tf.cast(_images(data), tf.float32)
-        c_loss, gp, distance = self._critic_terms(real, training=False)
+        z, alpha = self._sample(tf.shape(real)[0])
+        fake = self.generator(z, training=False)
+        c_loss, gp, distance = self._critic_terms(real, fake, alpha, training=False)
         g_loss = self._generator_loss(tf.shape(real)[0], training=False)
         return self._track(c_loss, g_loss, gp, distance)
 
