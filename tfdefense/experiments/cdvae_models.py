@@ -51,6 +51,21 @@ GENERATORS = ("vae", "vq")
 #: classifiers ``new_classifier`` builds (``classifier`` setting)
 CLASSIFIERS = ("small_cnn", "wrn", "resnet50")
 
+#: generator and classifier variants, the same defaults in every preset
+#: (restricted ImageNet: "vq" + "resnet50", see imagenet_preset.PAPER_IMAGENET)
+_VARIANTS: dict[str, Any] = {
+    "generator": "vae",  # "vae": Gaussian VAE G; "vq": VQ-VAE G (models.VQCDVAE)
+    "beta": None,  # latent loss weight; None: 0.2 for the Gaussian VAE (KL), 0.1 for VQ
+    "num_codes": 128,  # VQ codebook size k (CD-VAE authors)
+    "vq_ema": False,  # VQ codebook by EMA updates instead of the codebook loss
+    "resnet_weights": None,  # path of ResNet-50 'notop' ImageNet weights, or None (random init)
+    "wrn_depth": 28,  # classifier "wrn": WRN-depth-width
+    "wrn_width": 10,
+    "detection_attacks": None,  # None: all five of Table 4/5; else a subset of their labels
+    "detection_min_images": 10,  # fewer successful attacks per half leaves a cell unmeasured
+    "kd_bandwidth": None,  # None: Feinman et al.'s for the dataset, else 1.20
+}
+
 #: experiment sizes per preset; the Context's settings override any of them
 SETTINGS: dict[str, dict[str, Any]] = {
     "quick": {
@@ -73,17 +88,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
         "sweep_epochs": 2,
         "sweep_train_images": 1500,  # CD-VAEs of the γ sweep train on the first 1,500 images
         "verbose": 2,
-        # generator and classifier variants (restricted ImageNet: "vq" + "resnet50", paper_imagenet)
-        "generator": "vae",  # "vae": Gaussian VAE G; "vq": VQ-VAE G (models.VQCDVAE)
-        "beta": None,  # latent loss weight; None: 0.2 for the Gaussian VAE (KL), 0.1 for VQ
-        "num_codes": 128,  # VQ codebook size k (CD-VAE authors)
-        "vq_ema": False,  # VQ codebook by EMA updates instead of the codebook loss
-        "resnet_weights": None,  # path of ResNet-50 'notop' ImageNet weights, or None (random init)
-        "wrn_depth": 28,  # classifier "wrn": WRN-depth-width
-        "wrn_width": 10,
-        "detection_attacks": None,  # None: all five of Table 4/5; else a subset of their labels
-        "detection_min_images": 10,  # fewer successful attacks per half leaves a cell unmeasured
-        "kd_bandwidth": None,  # None: Feinman et al.'s for the dataset, else 1.20
+        **_VARIANTS,
     },
     "paper": {
         "train_images": None,
@@ -105,17 +110,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
         "sweep_epochs": 30,
         "sweep_train_images": None,
         "verbose": 2,
-        # generator and classifier variants (restricted ImageNet: "vq" + "resnet50", paper_imagenet)
-        "generator": "vae",  # "vae": Gaussian VAE G; "vq": VQ-VAE G (models.VQCDVAE)
-        "beta": None,  # latent loss weight; None: 0.2 for the Gaussian VAE (KL), 0.1 for VQ
-        "num_codes": 128,  # VQ codebook size k (CD-VAE authors)
-        "vq_ema": False,  # VQ codebook by EMA updates instead of the codebook loss
-        "resnet_weights": None,  # path of ResNet-50 'notop' ImageNet weights, or None (random init)
-        "wrn_depth": 28,  # classifier "wrn": WRN-depth-width
-        "wrn_width": 10,
-        "detection_attacks": None,  # None: all five of Table 4/5; else a subset of their labels
-        "detection_min_images": 10,  # fewer successful attacks per half leaves a cell unmeasured
-        "kd_bandwidth": None,  # None: Feinman et al.'s for the dataset, else 1.20
+        **_VARIANTS,
     },
 }
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 from typing import Any
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from tfdefense import data as data_lib
@@ -52,7 +51,7 @@ def paper_optimizer() -> keras.optimizers.Optimizer:
 
 
 @keras.saving.register_keras_serializable(package="tfdefense")
-class CDVAE(keras.Model):
+class CDVAE(input_checks.CheckedInputs, keras.Model):
     """Class-disentangled VAE: ``decompose(x) -> (G(x), R(x))``, ``call(x) -> D's logits``.
 
     Args:
@@ -340,28 +339,7 @@ class CDVAE(keras.Model):
         x, y = self._batch(data)
         return self.update_trackers(self.compute_losses(x, y, training=False))
 
-    def fit(self, x=None, y=None, *args, validation_data=None, **kwargs):
-        """``keras.Model.fit`` with input checks (``ValueError`` for bad images or labels)."""
-        input_checks.check_fit_inputs(x, y, self.input_shape_, self.num_classes)
-        if validation_data is not None:
-            vx, vy = (validation_data, None) if isinstance(validation_data, tf.data.Dataset) \
-                else validation_data[:2]
-            input_checks.check_fit_inputs(vx, vy, self.input_shape_, self.num_classes,
-                                          name="validation_data")
-        with input_checks.translate_input_errors():
-            return super().fit(x, y, *args, validation_data=validation_data, **kwargs)
-
-    def evaluate(self, x=None, y=None, *args, **kwargs):
-        """``keras.Model.evaluate`` with the same input checks as ``fit``."""
-        input_checks.check_fit_inputs(x, y, self.input_shape_, self.num_classes)
-        with input_checks.translate_input_errors():
-            return super().evaluate(x, y, *args, **kwargs)
-
-    def predict(self, x, *args, **kwargs) -> np.ndarray:
-        """D's logits for images (array or dataset); arrays are validated first."""
-        if not isinstance(x, tf.data.Dataset):
-            x = check_images(x, "x", shape=self.input_shape_)
-        return super().predict(x, *args, **kwargs)
+    # fit / evaluate / predict check their input: input_checks.CheckedInputs
 
     # ---------------------------------------------------------- serialization
     def get_config(self) -> dict[str, Any]:

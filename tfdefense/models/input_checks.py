@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from tfdefense.validation import check_images, check_labels
@@ -123,3 +124,32 @@ def unpack(data) -> tuple[tf.Tensor, tf.Tensor]:
     return x, y
 
 
+
+
+class CheckedInputs:
+    """Mixin for a ``keras.Model`` with ``input_shape_`` and ``num_classes``: ``fit``,
+    ``evaluate`` and ``predict`` validate their input first (``ValueError`` for bad images,
+    labels or validation data) and turn Keras' own input errors into ``ValueError``.
+    Put it before ``keras.Model`` in the bases."""
+
+    def fit(self, x=None, y=None, *args, validation_data=None, **kwargs):
+        """``keras.Model.fit`` with input checks (``ValueError`` for bad images or labels)."""
+        check_fit_inputs(x, y, self.input_shape_, self.num_classes)
+        if validation_data is not None:
+            vx, vy = (validation_data, None) if isinstance(validation_data, tf.data.Dataset) \
+                else validation_data[:2]
+            check_fit_inputs(vx, vy, self.input_shape_, self.num_classes, name="validation_data")
+        with translate_input_errors():
+            return super().fit(x, y, *args, validation_data=validation_data, **kwargs)
+
+    def evaluate(self, x=None, y=None, *args, **kwargs):
+        """``keras.Model.evaluate`` with the same input checks as ``fit``."""
+        check_fit_inputs(x, y, self.input_shape_, self.num_classes)
+        with translate_input_errors():
+            return super().evaluate(x, y, *args, **kwargs)
+
+    def predict(self, x, *args, **kwargs) -> np.ndarray:
+        """The model's logits for images (array or dataset); arrays are validated first."""
+        if not isinstance(x, tf.data.Dataset):
+            x = check_images(x, "x", shape=self.input_shape_)
+        return super().predict(x, *args, **kwargs)

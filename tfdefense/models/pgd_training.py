@@ -28,19 +28,18 @@ import math
 from typing import Any
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from tfdefense.attacks.iterative import iterative_attack
 from tfdefense.models import input_checks
-from tfdefense.validation import check_images, check_number, check_positive_int
+from tfdefense.validation import check_number, check_positive_int
 
 # Keras runs ``train_step`` without AutoGraph; the attack's loop needs it (see adversarial.py).
 _attack_graph = tf.function(iterative_attack, autograph=True)
 
 
 @keras.saving.register_keras_serializable(package="tfdefense")
-class PGDAdversarialTraining(keras.Model):
+class PGDAdversarialTraining(input_checks.CheckedInputs, keras.Model):
     """A classifier trained on PGD adversarial examples; ``call(x)`` is its logits.
 
     Args:
@@ -175,28 +174,7 @@ class PGDAdversarialTraining(keras.Model):
         x_adv = self.craft(x, y)
         return self._update(y, *self._loss_terms(x, x_adv, y, training=False))
 
-    def fit(self, x=None, y=None, *args, validation_data=None, **kwargs):
-        """``keras.Model.fit`` with input checks (``ValueError`` for bad images or labels)."""
-        input_checks.check_fit_inputs(x, y, self.input_shape_, self.num_classes)
-        if validation_data is not None:
-            vx, vy = (validation_data, None) if isinstance(validation_data, tf.data.Dataset) \
-                else validation_data[:2]
-            input_checks.check_fit_inputs(vx, vy, self.input_shape_, self.num_classes,
-                                          name="validation_data")
-        with input_checks.translate_input_errors():
-            return super().fit(x, y, *args, validation_data=validation_data, **kwargs)
-
-    def evaluate(self, x=None, y=None, *args, **kwargs):
-        """``keras.Model.evaluate`` with the same input checks as ``fit``."""
-        input_checks.check_fit_inputs(x, y, self.input_shape_, self.num_classes)
-        with input_checks.translate_input_errors():
-            return super().evaluate(x, y, *args, **kwargs)
-
-    def predict(self, x, *args, **kwargs) -> np.ndarray:
-        """Logits for images (array or dataset); arrays are validated first."""
-        if not isinstance(x, tf.data.Dataset):
-            x = check_images(x, "x", shape=self.input_shape_)
-        return super().predict(x, *args, **kwargs)
+    # fit / evaluate / predict check their input: input_checks.CheckedInputs
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
