@@ -58,6 +58,15 @@ _BUDGETS = {  # version -> (steps, n_target_classes, queries, eot_iter)
 }
 
 
+def square_only_count(components: list[str], broken_by: np.ndarray) -> int:
+    """Points the gradient-free Square broke after every gradient attack before it failed on
+    them (``broken_by``: per point, the index in ``components`` of the attack that fooled it,
+    -1 if none); more than zero is the usual sign of gradient masking."""
+    if "square" not in components:
+        return 0
+    return int(np.sum(broken_by == components.index("square")))
+
+
 @dataclass
 class AutoAttackRun:
     """What one AutoAttack evaluation found (arrays over the evaluated points)."""
@@ -90,9 +99,7 @@ class AutoAttackRun:
     @property
     def square_only(self) -> int:
         """Points Square broke after every gradient attack failed on them."""
-        if "square" not in self.components:
-            return 0
-        return int(np.sum(self.broken_by == self.components.index("square")))
+        return square_only_count(self.components, self.broken_by)
 
     @property
     def gradient_masking(self) -> bool | None:

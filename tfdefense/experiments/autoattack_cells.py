@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tfdefense.attacks import AutoAttack
+from tfdefense.attacks.autoattack import square_only_count
 from tfdefense.defend.base import REJECTED
 
 
@@ -82,9 +83,7 @@ class AutoAttackCell:
     @property
     def square_only(self) -> int:
         """Points Square broke after every gradient attack failed on them."""
-        if "square" not in self.components:
-            return 0
-        return int(np.sum(self.broken_by == self.components.index("square")))
+        return square_only_count(self.components, self.broken_by)
 
     @property
     def gradient_masking(self) -> bool | None:
