@@ -1,12 +1,13 @@
 """Table 7 experiment on tiny settings: table layout, paper beside ours, caching, honest notes."""
 
+import os
 import time
 
 import numpy as np
 import pytest
 
 from tfdefense.experiments import Context, available, get
-from tfdefense.experiments.cdvae_table7 import ATTACKS, COLUMNS, PAPER
+from tfdefense.experiments.cdvae_table7 import ABLATION, ATTACKS, COLUMNS, PAPER
 
 TINY = {
     "train_images": 128, "latent_dim": 8, "width": 8, "classifier_width": 4, "dense_units": 8,
@@ -58,7 +59,31 @@ def test_numbers_are_percentages_and_adaptive_never_above_white_box(run):
             np.mean([m["white_box"]["pgd_l2"], m["white_box"]["stadv"]]))
         assert m["spsa"]["both"] <= min(m["spsa"]["spsa"], m["spsa"]["gradient"])
     assert set(result.measurements["train_seconds"]) == {"normal", "cdvae", "d_g", "pgd_at",
-                                                          "cdvae_at"}
+                                                          "cdvae_at", "cdvae_at_other_target"}
+
+
+def test_ablation_row_trains_the_other_reconstruction_target_and_notes_it(run):
+    _, result, _ = run
+    ablation = result.measurements[ABLATION]
+    assert ablation["reconstruction_target"] == "adversarial"  # the quick preset trains "clean"
+    row = next(r for r in result.rows if "ablation" in r["evaluation"])
+    assert "x′ (Eq. 9)" in row["evaluation"] and "(paper" not in row["PGD-ℓ∞"]
+    assert float(row["PGD-ℓ∞"]) == pytest.approx(ablation["white_box"]["pgd_linf"], abs=0.05)
+    note = next(n for n in result.notes if n.startswith("Ablation"))
+    assert f"{ablation['white_box']['pgd_linf']:.1f}%" in note
+
+
+def test_changed_training_setting_retrains_instead_of_reusing_the_cache(run):
+    from tfdefense.experiments.cdvae_table7 import resolved_settings
+    out, _, _ = run
+    base = resolved_settings(Context("quick", out, TINY))
+    changed = resolved_settings(Context("quick", out, {**TINY, "at_epochs": 2}))
+    ctx = Context("quick", out, TINY)
+    path = os.path.join(ctx.cache_dir, "table7_quick_cdvae_at.keras")
+    assert os.path.exists(path + ".settings.json")
+    assert ctx._is_current(path, ctx.fingerprint(base))
+    assert not Context("quick", out, {**TINY, "at_epochs": 2})._is_current(
+        path, ctx.fingerprint(changed))
 
 
 def test_second_run_reuses_the_cache_and_gives_the_same_numbers(run):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -134,6 +135,7 @@ def run(
     eot_iter: int | None = None,
     seed: int = 0,
     batch_size: int = 128,
+    depends_on: Any = None,
 ) -> AutoAttackCell:
     """AutoAttack on ``model`` over ``(x, y)``, cached under ``cache/<key>_<budget>_n<N>.npz``.
 
@@ -146,6 +148,7 @@ def run(
             ``AutoAttack`` parameters (None keeps the version's budget).
         labels_of: images -> labels judging success (default the model's argmax).
         seed, batch_size: as every attack.
+        depends_on: what else the cached result depends on (``Context.cached_arrays``).
     """
     params = {
         "eps": float(eps),
@@ -170,7 +173,8 @@ def run(
             "seconds": np.asarray(out.seconds, dtype=np.float64),
         }
 
-    arrays = ctx.cached_arrays(f"{key}_{budget_tag(params)}_n{len(x)}", compute)
+    arrays = ctx.cached_arrays(f"{key}_{budget_tag(params)}_n{len(x)}", compute,
+                               depends_on=depends_on)
     return AutoAttackCell(
         x_adv=arrays["x_adv"],
         y=np.asarray(y),

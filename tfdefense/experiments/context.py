@@ -3,7 +3,10 @@
 Experiments ask the context for what they need; what is trained or computed
 once is saved under ``out/cache/`` and reused, so an interrupted ``reproduce``
 resumes without losing finished work, and two experiments that need the same
-CD-VAE train it once.
+CD-VAE train it once. Each cached file has a ``<file>.settings.json`` beside
+it recording the preset, the settings and what else it ``depends_on``; a
+file made under other settings (``--set at_epochs=12`` into a folder of an
+earlier run) is recomputed, never silently reused.
 
 Presets: ``quick`` runs on the embedded ``mnist_5k`` in CPU minutes;
 ``paper`` uses the papers' datasets and hyperparameters (GPU hours). Common
@@ -22,7 +25,9 @@ Example:
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -30,7 +35,11 @@ import keras
 import numpy as np
 
 from tfdefense import data
+from tfdefense._version import __version__
 from tfdefense.experiments.imagenet_preset import PAPER_IMAGENET
+
+#: settings that change how a run prints, not what it computes (left out of cache fingerprints)
+COSMETIC_SETTINGS = ("verbose",)
 
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": {
@@ -88,27 +97,62 @@ class Context:
     def figure_path(self, name: str) -> str:
         return os.path.join(self.figures_dir, f"{name}.png")
 
-    def cached_model(self, key: str, build_and_train: Callable[[], keras.Model]) -> keras.Model:
-        """Load ``cache/<key>.keras`` if present, else build, train, save and return it."""
+    def fingerprint(self, depends_on: Any = None) -> str:
+        """What a cached file was made from: library version, preset, settings (but
+        ``verbose``) and ``depends_on`` (an experiment's own resolved settings, say)."""
+        settings = {k: v for k, v in self.settings.items() if k not in COSMETIC_SETTINGS}
+        return json.dumps({"tfdefense": __version__, "preset": self.preset, "settings": settings,
+                           "depends_on": depends_on}, sort_keys=True, default=repr)
+
+    def _is_current(self, path: str, fingerprint: str) -> bool:
+        if not os.path.exists(path):
+            return False
+        try:
+            with open(path + ".settings.json") as f:
+                if f.read() == fingerprint:
+                    return True
+        except FileNotFoundError:
+            pass
+        print(f"cache: {os.path.relpath(path, self.cache_dir)} was made with other settings "
+              "(or before they were recorded); recomputing it", file=sys.stderr)
+        return False
+
+    @staticmethod
+    def _record(path: str, fingerprint: str) -> None:
+        tmp = path + ".settings.json.partial"
+        with open(tmp, "w") as f:
+            f.write(fingerprint)
+        os.replace(tmp, path + ".settings.json")
+
+    def cached_model(self, key: str, build_and_train: Callable[[], keras.Model],
+                     depends_on: Any = None) -> keras.Model:
+        """Load ``cache/<key>.keras`` if it was made with these settings (and ``depends_on``,
+        any JSON-able value), else build, train, save and return it."""
         if key in self._memory:
             return self._memory[key]
         path = os.path.join(self.cache_dir, f"{key}.keras")
-        if os.path.exists(path):
+        fingerprint = self.fingerprint(depends_on)
+        if self._is_current(path, fingerprint):
             model = keras.models.load_model(path)
         else:
             model = build_and_train()
+            os.makedirs(os.path.dirname(path), exist_ok=True)
             tmp = path + ".partial.keras"
             model.save(tmp)
             os.replace(tmp, path)  # a half-written file never looks finished
+            self._record(path, fingerprint)
         self._memory[key] = model
         return model
 
-    def cached_arrays(self, key: str, compute: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-        """Load ``cache/<key>.npz`` if present, else compute, save and return the arrays."""
+    def cached_arrays(self, key: str, compute: Callable[[], dict[str, np.ndarray]],
+                      depends_on: Any = None) -> dict[str, np.ndarray]:
+        """Load ``cache/<key>.npz`` if it was made with these settings (and ``depends_on``),
+        else compute, save and return the arrays."""
         if key in self._memory:
             return self._memory[key]
         path = os.path.join(self.cache_dir, f"{key}.npz")
-        if os.path.exists(path):
+        fingerprint = self.fingerprint(depends_on)
+        if self._is_current(path, fingerprint):
             with np.load(path, allow_pickle=False) as f:
                 arrays = {k: f[k] for k in f.files}
         else:
@@ -117,5 +161,6 @@ class Context:
             tmp = path + ".partial.npz"
             np.savez(tmp, **arrays)
             os.replace(tmp, path)
+            self._record(path, fingerprint)
         self._memory[key] = arrays
         return arrays

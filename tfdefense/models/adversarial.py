@@ -108,10 +108,14 @@ class AdversarialCDVAE(CDVAE):
         clean_weight: weight of the clean CD-VAE loss mixed in (1: the paper's
             "mix"; 0: adversarial samples only, as the official script).
         reconstruction_target: what L_G reconstructs from x′: ``"adversarial"``
-            x′ (Eq. 9) or ``"clean"`` x (official code's pull of G(x′) to x).
+            x′ (Eq. 9) or ``"clean"`` x (official code's pull of G(x′) to x; the
+            Table 7 experiment uses it).
         attack_only_correct: craft x′ only where D_G(G(x)) is right, keep x
             elsewhere (official ``to_attack``).
-        **kwargs: ``CDVAE`` arguments (beta, gamma, normalization, seed, ...).
+        **kwargs: ``CDVAE`` arguments (beta, gamma, normalization, seed, ...). The
+            official script trains with a far weaker KL than pre-training (``--kl 0.01``
+            on Σ KL / (3·dim), i.e. ``beta=0.01 / 3`` here, against 0.2): the Table 7
+            experiment passes that β so G(x′) can keep the detail D_G needs.
     """
 
     def __init__(
