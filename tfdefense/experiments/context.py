@@ -4,9 +4,10 @@ Experiments ask the context for what they need; what is trained or computed
 once is saved under ``out/cache/`` and reused, so an interrupted ``reproduce``
 resumes without losing finished work, and two experiments that need the same
 CD-VAE train it once. Each cached file has a ``<file>.settings.json`` beside
-it recording the preset, the settings and what else it ``depends_on``; a
-file made under other settings (``--set at_epochs=12`` into a folder of an
-earlier run) is recomputed, never silently reused.
+it recording the library version, the preset and the settings it depends on
+(all of them unless the experiment declares which); a file made under other
+settings (``--set at_epochs=12`` into the folder of an earlier run) is
+recomputed, never silently reused.
 
 Presets: ``quick`` runs on the embedded ``mnist_5k`` in CPU minutes;
 ``paper`` uses the papers' datasets and hyperparameters (GPU hours). Common
@@ -98,10 +99,12 @@ class Context:
         return os.path.join(self.figures_dir, f"{name}.png")
 
     def fingerprint(self, depends_on: Any = None) -> str:
-        """What a cached file was made from: library version, preset, settings (but
-        ``verbose``) and ``depends_on`` (an experiment's own resolved settings, say)."""
-        settings = {k: v for k, v in self.settings.items() if k not in COSMETIC_SETTINGS}
-        return json.dumps({"tfdefense": __version__, "preset": self.preset, "settings": settings,
+        """What a cached file was made from: library version, preset and either
+        ``depends_on`` (what the experiment declares the file depends on, e.g. the
+        settings its training reads) or, if ``None``, every setting but ``verbose``."""
+        if depends_on is None:
+            depends_on = {k: v for k, v in self.settings.items() if k not in COSMETIC_SETTINGS}
+        return json.dumps({"tfdefense": __version__, "preset": self.preset,
                            "depends_on": depends_on}, sort_keys=True, default=repr)
 
     def _is_current(self, path: str, fingerprint: str) -> bool:
@@ -126,8 +129,8 @@ class Context:
 
     def cached_model(self, key: str, build_and_train: Callable[[], keras.Model],
                      depends_on: Any = None) -> keras.Model:
-        """Load ``cache/<key>.keras`` if it was made with these settings (and ``depends_on``,
-        any JSON-able value), else build, train, save and return it."""
+        """Load ``cache/<key>.keras`` if it was made with the same ``fingerprint(depends_on)``
+        (``depends_on``: any JSON-able value), else build, train, save and return it."""
         if key in self._memory:
             return self._memory[key]
         path = os.path.join(self.cache_dir, f"{key}.keras")
@@ -146,7 +149,7 @@ class Context:
 
     def cached_arrays(self, key: str, compute: Callable[[], dict[str, np.ndarray]],
                       depends_on: Any = None) -> dict[str, np.ndarray]:
-        """Load ``cache/<key>.npz`` if it was made with these settings (and ``depends_on``),
+        """Load ``cache/<key>.npz`` if it was made with the same ``fingerprint(depends_on)``,
         else compute, save and return the arrays."""
         if key in self._memory:
             return self._memory[key]
