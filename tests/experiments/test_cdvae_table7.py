@@ -85,3 +85,57 @@ def test_changed_training_setting_retrains_but_an_evaluation_setting_does_not(ru
     assert not longer._is_current(path, longer.fingerprint(training_settings(longer)))
     more_images = Context("quick", out, {**TINY, "attack_images": 20})
     assert more_images._is_current(path, more_images.fingerprint(training_settings(more_images)))
+
+
+def test_second_run_reuses_the_cache_and_gives_the_same_numbers(run):
+    out, result, seconds = run
+    start = time.perf_counter()
+    again = get("cdvae_table7")(Context("quick", out, TINY))
+    assert time.perf_counter() - start < seconds
+    assert again.rows == result.rows
+
+
+def test_autoattack_rows_beside_the_paper_and_worst_case_below_pgd(run):
+    _, result, _ = run
+    for name in ("PGD-AT", "CD-VAE-AT"):
+        row = next(r for r in result.rows if r["defense"] == name
+                   and r["evaluation"].startswith("AutoAttack"))
+        assert "8 images" in row["evaluation"]
+        assert row["AutoAttack-ℓ∞"].endswith(f"(paper {PAPER[name]['pgd_linf']:.1f})")
+        assert row["AutoAttack-ℓ2"].endswith(f"(paper {PAPER[name]['pgd_l2']:.1f})")
+        aa = result.measurements[name]["autoattack"]
+        assert aa["n"] == 8
+        for norm in ("linf", "l2"):
+            for key in (f"aa_{norm}", f"adaptive_{norm}", f"worst_{norm}", f"pgd_{norm}"):
+                assert 0.0 <= aa[key] <= 100.0, (name, key)
+            # per image worst case over the adaptive cell and AutoAttack, on the same images
+            assert aa[f"worst_{norm}"] <= min(aa[f"aa_{norm}"], aa[f"adaptive_{norm}"]) + 1e-9
+            assert aa[f"worst_{norm}"] <= aa[f"pgd_{norm}"] + 1e-9
+            run_ = aa["runs"][norm]
+            assert run_["robust"] <= run_["clean"] + 1e-9
+            assert run_["gradient_masking"] in (True, False)
+    sampled = result.measurements["CD-VAE-AT"]["autoattack_sampling"]
+    assert 0.0 <= sampled["aa_linf"] <= sampled["clean"] + 1e-9 <= 100.0 + 1e-9
+    assert any(r["evaluation"].startswith("G samples z: AutoAttack-rand") for r in result.rows)
+    notes = " ".join(result.notes)
+    assert "AutoAttack rows" in notes and "first 8 images" in notes and "masking" in notes
+
+
+def _measurements(at_linf, pgd_linf, at_unseen, pgd_unseen):
+    def model(linf, unseen):
+        cells = {"clean": 90.0, "pgd_linf": linf, "pgd_l2": unseen, "cw_linf": linf,
+                 "stadv": unseen, "unseen": unseen}
+        return {"white_box": cells, "adaptive": dict(cells)}
+    return {"CD-VAE-AT": model(at_linf, at_unseen), "PGD-AT": model(pgd_linf, pgd_unseen),
+            "Normal": model(0.0, 5.0)}
+
+
+def test_verdict_says_when_the_defense_breaks_and_when_the_unseen_edge_holds():
+    from tfdefense.experiments.cdvae_table7 import _verdict
+    broken = _verdict(_measurements(1.0, 30.0, 10.0, 20.0))
+    assert "the defense breaks" in broken and "behind PGD-AT" in broken
+    holds = _verdict(_measurements(40.0, 49.0, 51.0, 27.0))
+    assert "edge on unseen attacks holds" in holds and "breaks" not in holds
+    assert "9.0 below PGD-AT" in holds and "+24.2 points" in holds
+    on_par = _verdict(_measurements(32.0, 50.5, 39.2, 39.5))
+    assert "on par with PGD-AT" in on_par
