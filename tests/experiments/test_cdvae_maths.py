@@ -77,3 +77,28 @@ def test_pearson_bad_input():
         pearson_per_dimension(np.ones((5, 2)), np.ones((5, 3)))
     with pytest.raises(ValueError, match="at least 3"):
         pearson_per_dimension(np.ones((2, 2)), np.ones((2, 2)))
+
+
+def test_a_detector_that_cannot_be_fitted_becomes_an_error_cell_not_a_crash(monkeypatch, tmp_path):
+    from tfdefense.experiments import cdvae_detection as det_exp
+    from tfdefense.experiments import cdvae_models as cm
+    from tfdefense.experiments.context import Context
+
+    x = np.zeros((8, 28, 28, 1), np.float32)
+    y = np.arange(8) % 2
+    fake_set = {"x": x, "y": y, "x_adv": x + 0.1, "keep": np.ones(8, bool)}
+
+    class Unfittable:
+        def fit(self, *args, **kwargs):
+            raise ValueError("validation_split: needs at least 2 validation images")
+
+    monkeypatch.setattr(cm, "train_arrays", lambda ctx: (x, y))
+    monkeypatch.setattr(cm, "reference_classifier", lambda ctx: None)
+    monkeypatch.setattr(cm, "cdvae", lambda ctx: None)
+    monkeypatch.setattr(det_exp, "detection_sets", lambda ctx, on: {"pgd_linf": fake_set})
+    monkeypatch.setattr(det_exp, "_detector", lambda ctx, model, feature, on: Unfittable())
+    ctx = Context("quick", str(tmp_path), {"detection_min_images": 2})
+    out = det_exp.evaluate_detectors(ctx)
+    cells = [cell for method in out.values() for cell in method.values()]
+    assert cells and all(c["error"].startswith("detector not fitted: validation_split") for c in cells)
+    assert all("metrics" not in c for c in cells)

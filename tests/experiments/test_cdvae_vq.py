@@ -27,7 +27,7 @@ TINY_VQ = {
     "cdvae_epochs": 5,
     "classifier_epochs": 3,
     "batch_size": 16,
-    "eval_images": 48,
+    "eval_images": 96,
     "pgd_steps": 3,
     "detection_train_images": 96,
     "detection_attacks": ["pgd_linf"],
@@ -36,7 +36,7 @@ TINY_VQ = {
     "md_magnitudes": [0.0, 0.001],
     "verbose": 0,
 }
-_SIZES = {"train": 192, "validation": 48, "test": 48}
+_SIZES = {"train": 192, "validation": 48, "test": 96}
 
 
 def _synthetic(split: str) -> tuple[np.ndarray, np.ndarray]:

@@ -136,7 +136,12 @@ def evaluate_detectors(ctx) -> dict[str, dict[str, dict]]:
             if feature not in detectors:
                 detectors[feature] = _detector(ctx, model, feature, on)
             det = detectors[feature]
-            det.fit(x_train, y_train, s["x"][fit], s["x_adv"][fit], refit_characteristics=False)
+            try:
+                det.fit(x_train, y_train, s["x"][fit], s["x_adv"][fit], refit_characteristics=False)
+            except ValueError as exc:  # e.g. too few images to select its hyperparameters
+                entry["error"] = f"detector not fitted: {exc}"
+                out.setdefault(method, {})[attack] = entry
+                continue
             clean, adv = s["x"][test], s["x_adv"][test]
             noisy = make_noisy(clean, adv, seed=ctx.settings["seed"] + 1)
             scores = np.concatenate([det.score(clean), det.score(noisy), det.score(adv)])
