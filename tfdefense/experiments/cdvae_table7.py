@@ -69,6 +69,8 @@ PAPER: dict[str, dict[str, float]] = {
 ATTACKS = ("pgd_linf", "pgd_l2", "cw_linf", "stadv")
 #: CD-VAE-AT trained with the other L_G target (ablation row, white-box only)
 ABLATION = "CD-VAE-AT, other L_G target"
+#: what L_G pulls G(x′) towards, per ``AdversarialCDVAE.reconstruction_target``, in the report
+TARGET_LABELS = {"adversarial": "x′ (Eq. 9)", "clean": "clean x (official)"}
 UNSEEN = ("pgd_l2", "stadv")  # both defenses train on Linf examples
 COLUMNS = ["defense", "evaluation", "clean", "unseen mean", "PGD-ℓ∞", "PGD-ℓ2", "C&W-ℓ∞", "StAdv",
            "AutoAttack-ℓ∞", "AutoAttack-ℓ2"]
@@ -252,7 +254,7 @@ def train_models(ctx) -> tuple[dict[str, keras.Model], dict[str, float]]:
     models = {"Normal": clf, "PGD-AT": timed("pgd_at", pgd_at),
               "CD-VAE-AT": timed("cdvae_at", lambda: cdvae_at(target))}
     if setting(ctx, "target_ablation"):
-        other = "adversarial" if target == "clean" else "clean"
+        other = next(t for t in TARGET_LABELS if t != target)
         models[ABLATION] = timed("cdvae_at_other_target", lambda: cdvae_at(other))
     return models, seconds
 
@@ -426,8 +428,7 @@ def run(ctx) -> Result:
         white = evaluate_model(ctx, name, model, x, y, adaptive=False)
         if name == ABLATION:
             other = model.reconstruction_target
-            rows.append(_row("CD-VAE-AT", f"white-box; ablation: L_G target "
-                             f"{'x′ (Eq. 9)' if other == 'adversarial' else 'clean x (official)'}",
+            rows.append(_row("CD-VAE-AT", f"white-box; ablation: L_G target {TARGET_LABELS[other]}",
                              white, False))
             measured[name] = {"white_box": white, "reconstruction_target": other,
                               "eval_seconds": time.perf_counter() - t0}
@@ -594,12 +595,11 @@ def _notes(ctx, m: dict) -> list[str]:
     ]
     ablation = m.get(ABLATION)
     if ablation:
-        names = {"clean": "the clean x (official code)", "adversarial": "x′ (Eq. 9 read literally)"}
         ours, other = s("reconstruction_target"), ablation["reconstruction_target"]
         notes.append(
             f"Ablation: CD-VAE-AT trained the same way but with L_G pulling G(x′) to "
-            f"{names[other]} keeps {ablation['white_box']['pgd_linf']:.1f}% under white-box "
+            f"{TARGET_LABELS[other]} keeps {ablation['white_box']['pgd_linf']:.1f}% under white-box "
             f"PGD-ℓ∞ (clean {ablation['white_box']['clean']:.1f}%), against "
             f"{at['white_box']['pgd_linf']:.1f}% (clean {at['white_box']['clean']:.1f}%) with "
-            f"{names[ours]}.")
+            f"{TARGET_LABELS[ours]}.")
     return notes

@@ -127,43 +127,43 @@ class Context:
             f.write(fingerprint)
         os.replace(tmp, path + ".settings.json")
 
+    def _cached(self, key: str, path: str, depends_on: Any, load: Callable[[str], Any],
+                make: Callable[[], Any], save: Callable[[Any, str], None]) -> Any:
+        """The one cache path: memory, else ``path`` if its fingerprint matches, else ``make``,
+        written through a temporary file (a half-written file never looks finished)."""
+        if key in self._memory:
+            return self._memory[key]
+        fingerprint = self.fingerprint(depends_on)
+        if self._is_current(path, fingerprint):
+            value = load(path)
+        else:
+            value = make()
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            root, ext = os.path.splitext(path)
+            tmp = f"{root}{ext}.partial{ext}"
+            save(value, tmp)
+            os.replace(tmp, path)
+            self._record(path, fingerprint)
+        self._memory[key] = value
+        return value
+
     def cached_model(self, key: str, build_and_train: Callable[[], keras.Model],
                      depends_on: Any = None) -> keras.Model:
         """Load ``cache/<key>.keras`` if it was made with the same ``fingerprint(depends_on)``
         (``depends_on``: any JSON-able value), else build, train, save and return it."""
-        if key in self._memory:
-            return self._memory[key]
-        path = os.path.join(self.cache_dir, f"{key}.keras")
-        fingerprint = self.fingerprint(depends_on)
-        if self._is_current(path, fingerprint):
-            model = keras.models.load_model(path)
-        else:
-            model = build_and_train()
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            tmp = path + ".partial.keras"
-            model.save(tmp)
-            os.replace(tmp, path)  # a half-written file never looks finished
-            self._record(path, fingerprint)
-        self._memory[key] = model
-        return model
+        return self._cached(key, os.path.join(self.cache_dir, f"{key}.keras"), depends_on,
+                            keras.models.load_model, build_and_train,
+                            lambda model, tmp: model.save(tmp))
 
     def cached_arrays(self, key: str, compute: Callable[[], dict[str, np.ndarray]],
                       depends_on: Any = None) -> dict[str, np.ndarray]:
         """Load ``cache/<key>.npz`` if it was made with the same ``fingerprint(depends_on)``,
         else compute, save and return the arrays."""
-        if key in self._memory:
-            return self._memory[key]
-        path = os.path.join(self.cache_dir, f"{key}.npz")
-        fingerprint = self.fingerprint(depends_on)
-        if self._is_current(path, fingerprint):
+
+        def load(path):
             with np.load(path, allow_pickle=False) as f:
-                arrays = {k: f[k] for k in f.files}
-        else:
-            arrays = {k: np.asarray(v) for k, v in compute().items()}
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            tmp = path + ".partial.npz"
-            np.savez(tmp, **arrays)
-            os.replace(tmp, path)
-            self._record(path, fingerprint)
-        self._memory[key] = arrays
-        return arrays
+                return {k: f[k] for k in f.files}
+
+        return self._cached(key, os.path.join(self.cache_dir, f"{key}.npz"), depends_on, load,
+                            lambda: {k: np.asarray(v) for k, v in compute().items()},
+                            lambda arrays, tmp: np.savez(tmp, **arrays))
