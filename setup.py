@@ -38,6 +38,8 @@ setup(
     extras_require={
         "dev": [
             "pytest>=8",
+            # the default suite runs as `pytest -n 2 --dist loadfile` (one worker per core)
+            "pytest-xdist>=3.5",
             "hypothesis>=6",
             "ruff>=0.5",
             "nbformat>=5.9",

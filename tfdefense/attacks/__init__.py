@@ -21,7 +21,9 @@ from tfdefense.attacks.cw_linf import CWPGD
 from tfdefense.attacks.fab import FAB
 from tfdefense.attacks.foolbox_attacks import CWL2, DeepFool
 from tfdefense.attacks.iterative import BIM, FGSM, MIM, PGD
+from tfdefense.attacks.jpeg import JPEGLinf
 from tfdefense.attacks.presets import PRESETS, get_preset, preset_params
+from tfdefense.attacks.recolor import ReColor
 from tfdefense.attacks.robustness import AttackResult, RobustnessResult, evaluate_robustness
 from tfdefense.attacks.spsa import SPSA
 from tfdefense.attacks.square import Square
@@ -41,9 +43,11 @@ __all__ = [
     "DeepFool",
     "FAB",
     "FGSM",
+    "JPEGLinf",
     "MIM",
     "PGD",
     "PRESETS",
+    "ReColor",
     "RobustnessResult",
     "SPSA",
     "Square",
