@@ -1,11 +1,12 @@
-"""Run the slow tests one at a time, only while each one's expected time fits before CI's deadline.
+"""Run the slow tests file by file, only while each file's expected time fits before CI's deadline.
 
 CI rejects a run past 90 minutes, whatever the host. ``.ci/run`` runs the default suite, then
 calls this script with the moment it started and the seconds the default suite took. Each slow
 test's expected time comes from ``.ci/durations.json``: the seconds it took on the host that
 recorded it and that host's default-suite time, so the expectation is scaled by how much slower
 or faster this host ran the same default suite. Tests run cheapest first; a test whose expected
-time does not fit before the deadline is printed by name as ``not run: time`` (never a silent
+time does not fit before the deadline (its file's, as a file's tests run in one process and share
+its fixtures) is printed by name as ``not run: time`` (never a silent
 pass), a test still running at the deadline is stopped and printed the same way, and a failing
 test fails CI. Measured times are written back to the durations file, so a run that completes
 refreshes it (commit the file to keep the table current).
@@ -21,7 +22,9 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +36,10 @@ SCALE_BOUNDS = (0.25, 10.0)
 
 @dataclass
 class Plan:
-    nodeid: str
+    """One test file's slow tests, run together in one pytest process (they share its fixtures)."""
+
+    path: str
+    nodeids: list[str]
     expected: float  # seconds on this host
     known: bool
 
@@ -71,30 +77,59 @@ def speed_scale(entry_suite: float | None, suite_now: float | None) -> float:
 
 
 def plan(nodeids: list[str], table: dict, suite_now: float | None) -> list[Plan]:
-    """Expected seconds per test on this host, cheapest first."""
-    plans = []
+    """Per test file, its slow tests and their expected seconds on this host; cheapest first.
+
+    A file's expectation is the sum of its tests' recorded times (fixtures included: the first
+    test of a file pays for the models it trains), each scaled by this host's speed.
+    """
+    files: dict[str, list[str]] = {}
     for nodeid in nodeids:
-        entry = table["tests"].get(nodeid)
-        if entry is None:
-            plans.append(Plan(nodeid, UNKNOWN_SECONDS * speed_scale(None, None), False))
-            continue
-        plans.append(Plan(nodeid, entry["seconds"] * speed_scale(entry.get("default_suite_seconds"),
-                                                                 suite_now), True))
-    return sorted(plans, key=lambda p: (p.expected, p.nodeid))
+        files.setdefault(nodeid.split("::")[0], []).append(nodeid)
+    plans = []
+    for path, ids in files.items():
+        entries = [table["tests"].get(i) for i in ids]
+        known = all(e is not None for e in entries)
+        expected = sum(UNKNOWN_SECONDS if e is None else
+                       e["seconds"] * speed_scale(e.get("default_suite_seconds"), suite_now)
+                       for e in entries)
+        plans.append(Plan(path, ids, expected, known))
+    return sorted(plans, key=lambda p: (p.expected, p.path))
 
 
-def run_one(python: str, nodeid: str, pytest_args: list[str], cwd: Path, timeout: float) -> tuple[str, float]:
-    """('passed' | 'failed' | 'stopped', seconds); the test's own output goes to our stdout."""
-    cmd = [python, "-m", "pytest", nodeid, "-q", "-p", "no:cacheprovider", *pytest_args]
-    t0 = time.monotonic()
-    proc = subprocess.Popen(cmd, cwd=cwd, start_new_session=True)
-    try:
-        code = proc.wait(timeout=max(timeout, 1.0))
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # the test's own children (kernels, workers) too
-        proc.wait()
-        return "stopped", time.monotonic() - t0
-    return ("passed" if code == 0 else "failed"), time.monotonic() - t0
+def run_file(python: str, p: Plan, pytest_args: list[str], cwd: Path,
+             timeout: float) -> dict[str, tuple[str, float | None]] | None:
+    """{nodeid: ('passed' | 'failed' | 'skipped', seconds)} from the run's JUnit report; None if stopped.
+
+    The tests' own output goes to our stdout. A test the report does not name (a crash of the
+    whole process, a collection error) counts as failed.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        report = Path(tmp) / "junit.xml"
+        cmd = [python, "-m", "pytest", *p.nodeids, "-q", "-p", "no:cacheprovider",
+               f"--junitxml={report}", "-o", "junit_family=xunit1", *pytest_args]
+        proc = subprocess.Popen(cmd, cwd=cwd, start_new_session=True)
+        try:
+            proc.wait(timeout=max(timeout, 1.0))
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # the tests' own children (kernels, workers) too
+            proc.wait()
+            return None
+        results = _junit_results(report) if report.exists() else {}
+    return {i: results.get(i, ("failed", None)) for i in p.nodeids}
+
+
+def _junit_results(report: Path) -> dict[str, tuple[str, float]]:
+    """Node id -> (status, seconds, setup included) from an xunit1 JUnit report."""
+    out = {}
+    for case in ET.parse(report).getroot().iter("testcase"):
+        # xunit1 names the file and the test; a test in a class has "module.Class" as classname
+        cls = case.get("classname", "").rsplit(".", 1)
+        parts = [case.get("file")] + ([cls[1]] if len(cls) == 2 and cls[1][:1].isupper() else [])
+        nodeid = "::".join([*parts, case.get("name")])
+        bad = any(child.tag in ("failure", "error") for child in case)
+        skipped = any(child.tag == "skipped" for child in case)
+        out[nodeid] = ("failed" if bad else "skipped" if skipped else "passed", float(case.get("time", 0)))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,32 +152,43 @@ def main(argv: list[str] | None = None) -> int:
     plans = plan(nodeids, table, args.suite_seconds)
     print(f"ci: {len(plans)} slow tests; {args.deadline - (time.time() - args.start):.0f} s left "
           f"before the {args.deadline / 60:.0f}-minute deadline", flush=True)
-    outcome: dict[str, list[str]] = {"passed": [], "failed": [], "not run": []}
+    outcome: dict[str, list[str]] = {"passed": [], "failed": [], "skipped": [], "not run": []}
     for p in plans:
         left = args.deadline - (time.time() - args.start) - args.reserve
-        guess = "" if p.known else ", no recorded time"
+        guess = "" if p.known else ", no recorded time for some"
         if p.expected > left:
-            print(f"ci: not run: time {p.nodeid} (expected {p.expected:.0f} s{guess}, "
-                  f"{max(left, 0):.0f} s left)", flush=True)
-            outcome["not run"].append(p.nodeid)
+            for nodeid in p.nodeids:
+                print(f"ci: not run: time {nodeid} (its file expected {p.expected:.0f} s{guess}, "
+                      f"{max(left, 0):.0f} s left)", flush=True)
+            outcome["not run"] += p.nodeids
             continue
-        print(f"ci: running {p.nodeid} (expected {p.expected:.0f} s{guess})", flush=True)
-        status, seconds = run_one(args.python, p.nodeid, args.pytest_args, args.cwd, left)
-        if status == "stopped":
-            print(f"ci: not run: time {p.nodeid} (stopped at the deadline after {seconds:.0f} s)", flush=True)
-            outcome["not run"].append(p.nodeid)
+        print(f"ci: running {p.path}: {len(p.nodeids)} slow tests (expected {p.expected:.0f} s{guess})",
+              flush=True)
+        t0 = time.monotonic()
+        results = run_file(args.python, p, args.pytest_args, args.cwd, left)
+        if results is None:
+            for nodeid in p.nodeids:
+                print(f"ci: not run: time {nodeid} (stopped at the deadline after "
+                      f"{time.monotonic() - t0:.0f} s)", flush=True)
+            outcome["not run"] += p.nodeids
             continue
-        print(f"ci: {status} {p.nodeid} in {seconds:.0f} s", flush=True)
-        outcome[status].append(p.nodeid)
-        table["tests"][p.nodeid] = {"seconds": round(seconds, 1),
-                                    "default_suite_seconds": args.suite_seconds}
+        for nodeid, (status, seconds) in results.items():
+            if seconds is None:
+                print(f"ci: failed {nodeid}: not in pytest's report (crash or collection error)")
+                outcome["failed"].append(nodeid)
+                continue
+            print(f"ci: {status} {nodeid} in {seconds:.0f} s", flush=True)
+            outcome[status].append(nodeid)
+            table["tests"][nodeid] = {"seconds": round(seconds, 2),
+                                      "default_suite_seconds": args.suite_seconds}
     table["tests"] = dict(sorted(table["tests"].items()))
     args.durations.write_text(json.dumps(table, indent=1) + "\n")
-    ran = len(outcome["passed"]) + len(outcome["failed"])
+    ran = len(outcome["passed"]) + len(outcome["failed"]) + len(outcome["skipped"])
     if outcome["failed"]:
         print("ci: failed: " + " ".join(outcome["failed"]))
-    print(f"ci: {ran} of {len(plans)} slow tests ran ({len(outcome['passed'])} passed, "
-          f"{len(outcome['failed'])} failed), {len(outcome['not run'])} not run: time")
+    skipped = f", {len(outcome['skipped'])} skipped" if outcome["skipped"] else ""
+    print(f"ci: {ran} of {len(nodeids)} slow tests ran ({len(outcome['passed'])} passed, "
+          f"{len(outcome['failed'])} failed{skipped}), {len(outcome['not run'])} not run: time")
     return 1 if outcome["failed"] else 0
 
 

@@ -7,6 +7,7 @@ this interpreter's environment as its `.venv`, and runs CI on it.
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -24,26 +25,19 @@ echo setup-and-run
 ```
 """
 
-TESTS = '''
-import pytest
+#: test files of the throwaway project: a default test, and two files of one slow test each
+TESTS = {
+    "test_default.py": "def test_default():\n    assert 1 + 1 == 2\n",
+    "test_a.py": "import pytest\n\n@pytest.mark.slow\ndef test_slow_passes():\n    assert True\n",
+    "test_b.py": ("import pytest\n\n@pytest.mark.slow\ndef test_slow_fails():\n"
+                  "    assert 2 + 2 == 5, 'a broken slow test'\n"),
+}
 
-def test_default():
-    assert 1 + 1 == 2
-
-@pytest.mark.slow
-def test_slow_passes():
-    assert True
-
-@pytest.mark.slow
-def test_slow_fails():
-    assert 2 + 2 == 5, "a broken slow test"
-'''
-
-PASSING = "tests/test_fake.py::test_slow_passes"
-FAILING = "tests/test_fake.py::test_slow_fails"
+PASSING = "tests/test_a.py::test_slow_passes"
+FAILING = "tests/test_b.py::test_slow_fails"
 
 
-def _project(tmp_path: Path, durations: dict, tests: str = TESTS) -> Path:
+def _project(tmp_path: Path, durations: dict, tests: dict[str, str] = TESTS) -> Path:
     (tmp_path / ".ci").mkdir()
     for name in ("run", "slow_tests.py"):
         shutil.copy(REPO / ".ci" / name, tmp_path / ".ci" / name)
@@ -51,7 +45,8 @@ def _project(tmp_path: Path, durations: dict, tests: str = TESTS) -> Path:
     (tmp_path / "README.md").write_text(README)
     (tmp_path / "pyproject.toml").write_text('[tool.pytest.ini_options]\nmarkers = ["slow: slow"]\n')
     (tmp_path / "tests").mkdir()
-    (tmp_path / "tests" / "test_fake.py").write_text(tests)
+    for name, text in tests.items():
+        (tmp_path / "tests" / name).write_text(text)
     (tmp_path / ".venv").symlink_to(Path(sys.prefix))
     return tmp_path
 
@@ -105,11 +100,13 @@ def test_a_completed_run_refreshes_the_durations_table(tmp_path):
     assert "no recorded time" in out.stdout
     table = json.loads((project / ".ci" / "durations.json").read_text())["tests"]
     assert set(table) == {PASSING, FAILING}
-    assert all(0 < t["seconds"] < 60 and t["default_suite_seconds"] >= 0 for t in table.values())
+    suite = int(re.search(r"ci: default suite passed: pytest (\d+) s", out.stdout).group(1))
+    assert all(0 <= t["seconds"] < 60 and t["default_suite_seconds"] == suite for t in table.values())
 
 
 def test_a_failing_default_suite_stops_ci_before_the_slow_tests(tmp_path):
-    project = _project(tmp_path, {}, tests=TESTS.replace("1 + 1 == 2", "1 + 1 == 3"))
+    broken = {**TESTS, "test_default.py": TESTS["test_default.py"].replace("1 + 1 == 2", "1 + 1 == 3")}
+    project = _project(tmp_path, {}, tests=broken)
     out = _ci(project)
     assert out.returncode != 0
     assert "ci: tests failed" in out.stdout
@@ -117,24 +114,27 @@ def test_a_failing_default_suite_stops_ci_before_the_slow_tests(tmp_path):
 
 
 def test_a_slower_host_scales_the_recorded_times():
+    slow_tests = _slow_tests_module()
+    table = {"tests": {"a.py::t1": {"seconds": 60.0, "default_suite_seconds": 600.0},
+                       "a.py::t2": {"seconds": 40.0, "default_suite_seconds": 600.0},
+                       "b.py::t": {"seconds": 150.0, "default_suite_seconds": 1200.0}}}
+    # this host ran the default suite in 1200 s: a.py is expected 2 x (60 + 40) s, b.py 1 x 150 s,
+    # so b.py first; c.py has no record and is expected UNKNOWN_SECONDS
+    plans = slow_tests.plan(["a.py::t1", "a.py::t2", "b.py::t", "c.py::t"], table, 1200.0)
+    assert [(p.path, p.nodeids, p.expected, p.known) for p in plans] == [
+        ("b.py", ["b.py::t"], 150.0, True), ("a.py", ["a.py::t1", "a.py::t2"], 200.0, True),
+        ("c.py", ["c.py::t"], slow_tests.UNKNOWN_SECONDS, False)]
+
+
+def _slow_tests_module():
     sys.path.insert(0, str(REPO / ".ci"))
     try:
         import slow_tests
     finally:
         sys.path.pop(0)
-    table = {"tests": {"a": {"seconds": 100.0, "default_suite_seconds": 600.0},
-                       "b": {"seconds": 150.0, "default_suite_seconds": 1200.0}}}
-    # this host ran the default suite in 1200 s: a is expected 2 x 100 s, b 1 x 150 s, so b first
-    plans = slow_tests.plan(["a", "b", "c"], table, 1200.0)
-    assert [(p.nodeid, p.expected, p.known) for p in plans] == [
-        ("b", 150.0, True), ("a", 200.0, True), ("c", slow_tests.UNKNOWN_SECONDS, False)]
+    return slow_tests
 
 
 @pytest.mark.parametrize("suite", [None, 0.0])
 def test_no_default_suite_time_means_no_scaling(suite):
-    sys.path.insert(0, str(REPO / ".ci"))
-    try:
-        import slow_tests
-    finally:
-        sys.path.pop(0)
-    assert slow_tests.speed_scale(600.0, suite) == 1.0
+    assert _slow_tests_module().speed_scale(600.0, suite) == 1.0

@@ -110,9 +110,16 @@ def test_unknown_setting(tmp_path):
 
 
 @pytest.mark.slow
-def test_quick_preset_full_run(tmp_path):
-    """The real quick preset (~10 min on 2 free cores): FGSM must transfer to C."""
-    r = get("fm_table2")(Context("quick", str(tmp_path)))
-    fgsm = r.measurements["FGSM ε=0.3 (paper protocol)"]
-    assert fgsm["none"] < 0.5
-    assert r.measurements["clean (no attack)"]["none"] > 0.9
+def test_every_defense_gan_cell_on_tiny_settings(tmp_path):
+    """The cells quick leaves out (adaptive C&W and DeepFool through Defense-GAN) on tiny settings.
+
+    The quick preset's own numbers (FGSM transfers to C, clean accuracy) are in docs/quick_report,
+    made by ``tfdefense reproduce``; this checks the code path the paper preset takes.
+    """
+    r = get("fm_table2")(Context("quick", str(tmp_path), {**TINY, "fm_dgan_every_attack": True}))
+    n = TINY["fm_dgan_adaptive_images"]
+    for label in ("FGSM ε=0.3", "C&W-L2", "DeepFool-Linf"):
+        cell = r.measurements[f"{label} (adaptive)"]["dgan"]
+        assert cell * n == pytest.approx(round(cell * n)), (label, cell)  # a count of n images
+        row = next(row for row in r.rows if row["attack"] == f"{label} (adaptive)")
+        assert row["Defense-GAN"].split()[0] == f"{100 * cell:.2f}", row

@@ -98,6 +98,9 @@ SETTINGS: dict[str, dict[str, Any]] = {
         "fm_eval_images": 200,  # CLE and each ADV set (paper 5,000 each)
         "fm_adaptive_images": 100,  # images per adaptive attack on MagNet / FM-Defense
         "fm_dgan_adaptive_images": 50,  # images per adaptive attack on Defense-GAN
+        # adaptive C&W and DeepFool through Defense-GAN's BPDA path too (every projection is a
+        # 200-step optimisation: minutes per cell on 2 cores); quick attacks it with FGSM and PGD
+        "fm_dgan_every_attack": False,
         "fm_pgd_steps": 20,
         "fm_eot_morphs": 8,  # random morphs per EOT gradient of the FM-aware attacker
         "fm_cw_quick": True,  # C&W 5 x 100 Adam steps instead of 9 x 10,000
@@ -134,6 +137,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
         "fm_eval_images": 5000,
         "fm_adaptive_images": 1000,
         "fm_dgan_adaptive_images": 200,
+        "fm_dgan_every_attack": True,
         "fm_pgd_steps": 100,
         "fm_eot_morphs": 16,
         "fm_cw_quick": False,

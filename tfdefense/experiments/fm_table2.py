@@ -240,7 +240,7 @@ def table2(ctx) -> Result:
                             a.generate(xa_, ya_))
         cells = {"none": np.mean(_labels(clf, x_adv) == y), "fm": sf["final"],
                  "fm_adv": sf["adv_only"], "magnet": ev.magnet_adv(xm, ya_), "fm_detail": sf}
-        if label == "fgsm" or ctx.preset != "quick":
+        if label == "fgsm" or fm.setting(ctx, "fm_dgan_every_attack"):
             xg = _cached_attack(ctx, f"dgan_adaptive_{label}", lambda a=dgan_attacks[label]:
                                 a.generate(xd_, yd_))
             cells["dgan"] = ev.dgan_acc(f"adaptive_{label}", xg, yd_)
