@@ -150,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     table = load_durations(args.durations)
     nodeids = collect(args.python, args.pytest_args, args.cwd)
     plans = plan(nodeids, table, args.suite_seconds)
-    print(f"ci: {len(plans)} slow tests; {args.deadline - (time.time() - args.start):.0f} s left "
+    print(f"ci: {len(nodeids)} slow tests in {len(plans)} files; "
+          f"{args.deadline - (time.time() - args.start):.0f} s left "
           f"before the {args.deadline / 60:.0f}-minute deadline", flush=True)
     outcome: dict[str, list[str]] = {"passed": [], "failed": [], "skipped": [], "not run": []}
     for p in plans:
