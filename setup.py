@@ -28,6 +28,9 @@ setup(
         "tf-keras>=2.21,<2.22",
         "cleverhans>=4.0,<5",
         "tensorflow-datasets>=4.9",
+        # tfds 4.9.10's builder imports it lazily (dataset_builder.py) and declares nothing:
+        # without it tfds.load / download_and_prepare dies before downloading (issue 15)
+        "importlib_resources>=5",
         "keras-tuner>=1.4",
         "numpy>=1.26",
         "scikit-learn>=1.3",

@@ -69,3 +69,26 @@ def test_celeb_a_gives_64px_images_and_a_binary_attribute_label():
         assert set(y.numpy().tolist()) <= {0, 1}
         with pytest.raises(ValueError, match="unknown CelebA attribute 'Glasses'"):
             data.load("celeb_a", "train", attribute="Glasses")
+
+
+class _DownloadReached(Exception):
+    """Raised where tfds would start fetching files: every step before it ran."""
+
+
+@pytest.mark.parametrize("name", ["mnist", "fashion_mnist", "cifar10", "celeb_a"])
+def test_tfds_builder_reaches_the_download_without_a_network(name, tmp_path, monkeypatch):
+    # mock_data replaces tfds.load wholesale and skips the builder; this runs the real builder
+    # path a user's first run takes (lazy imports such as importlib_resources, metadata, the
+    # download manager) and stops it where the files would be fetched
+    from tensorflow_datasets.core.download import download_manager
+
+    def refuse(self, *args, **kwargs):
+        raise _DownloadReached(args[0] if args else kwargs)
+
+    for method in ("download", "download_and_extract", "download_kaggle_data"):
+        if hasattr(download_manager.DownloadManager, method):
+            monkeypatch.setattr(download_manager.DownloadManager, method, refuse)
+    builder = tfds.builder(name, data_dir=str(tmp_path))
+    with pytest.raises(_DownloadReached) as reached:
+        builder.download_and_prepare(download_dir=str(tmp_path / "downloads"))
+    assert "http" in str(reached.value)  # it was about to fetch the dataset's own files
