@@ -118,8 +118,15 @@ def run_file(python: str, p: Plan, pytest_args: list[str], cwd: Path,
     return {i: results.get(i, ("failed", None)) for i in p.nodeids}
 
 
+def suite_seconds(report: Path) -> int:
+    """pytest's own time for a run, from its JUnit report (the install is not in it)."""
+    root = ET.parse(report).getroot()
+    suite = root if root.tag == "testsuite" else root.find("testsuite")
+    return round(float(suite.get("time")))
+
+
 def _junit_results(report: Path) -> dict[str, tuple[str, float]]:
-    """Node id -> (status, seconds, setup included) from an xunit1 JUnit report."""
+    """Node id -> (status, seconds with setup and teardown) from an xunit1 JUnit report."""
     out = {}
     for case in ET.parse(report).getroot().iter("testcase"):
         # xunit1 names the file and the test; a test in a class has "module.Class" as classname
@@ -136,8 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--start", type=float, required=True, help="epoch seconds when CI started")
     ap.add_argument("--deadline", type=float, default=75 * 60, help="seconds after --start (75 min)")
-    ap.add_argument("--suite-seconds", type=float, default=None,
-                    help="seconds the default suite took on this host (scales the expectations)")
+    ap.add_argument("--suite-report", type=Path, default=None,
+                    help="the default suite's JUnit report on this host (its time scales the expectations)")
     ap.add_argument("--durations", type=Path, default=Path(__file__).with_name("durations.json"))
     ap.add_argument("--python", default=sys.executable)
     ap.add_argument("--cwd", type=Path, default=Path.cwd())
@@ -147,9 +154,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="extra pytest options (after --), not paths: each test is run by its node id")
     args = ap.parse_args(argv)
 
+    suite = suite_seconds(args.suite_report) if args.suite_report else None
+    if suite is not None:
+        print(f"ci: default suite passed: pytest {suite} s, "
+              f"{time.time() - args.start:.0f} s with the install", flush=True)
     table = load_durations(args.durations)
     nodeids = collect(args.python, args.pytest_args, args.cwd)
-    plans = plan(nodeids, table, args.suite_seconds)
+    plans = plan(nodeids, table, suite)
     print(f"ci: {len(nodeids)} slow tests in {len(plans)} files; "
           f"{args.deadline - (time.time() - args.start):.0f} s left "
           f"before the {args.deadline / 60:.0f}-minute deadline", flush=True)
@@ -181,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"ci: {status} {nodeid} in {seconds:.0f} s", flush=True)
             outcome[status].append(nodeid)
             table["tests"][nodeid] = {"seconds": round(seconds, 2),
-                                      "default_suite_seconds": args.suite_seconds}
+                                      "default_suite_seconds": suite}
     table["tests"] = dict(sorted(table["tests"].items()))
     args.durations.write_text(json.dumps(table, indent=1) + "\n")
     ran = len(outcome["passed"]) + len(outcome["failed"]) + len(outcome["skipped"])

@@ -65,7 +65,7 @@ import tensorflow as tf
 
 from tfdefense.attacks import losses
 from tfdefense.attacks.base import CompiledAttack, batch_seed, register
-from tfdefense.validation import check_images, check_number
+from tfdefense.validation import check_images, check_number, check_positive_int
 
 COLOR_SPACES = ("cieluv", "rgb")
 OPTIMIZERS = ("adam", "sign")
@@ -268,13 +268,13 @@ class ReColor(CompiledAttack):
         super()._check_params()
         if self.color_space not in COLOR_SPACES:
             raise ValueError(f"color_space: expected one of {COLOR_SPACES}, got {self.color_space!r}")
-        if not (isinstance(self.resolution, tuple) and len(self.resolution) == 3 and all(
-                isinstance(r, int | np.integer) and not isinstance(r, bool) and r >= 2
-                for r in self.resolution)):
+        if not (isinstance(self.resolution, tuple) and len(self.resolution) == 3):
             raise ValueError(
                 f"resolution: expected three integers >= 2 (control points per colour axis), "
                 f"got {self.resolution!r}"
             )
+        for r in self.resolution:
+            check_positive_int(r, "resolution", minimum=2)
         if self.smoothness is not None:
             check_number(self.smoothness, "smoothness", low=0.0)
         if self.optimizer not in OPTIMIZERS:
