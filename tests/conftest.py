@@ -32,7 +32,8 @@ LONG_FILES = (
 
 
 def _rank(item: pytest.Item) -> int:
-    rel = Path(item.path).resolve().relative_to(TESTS).as_posix()
+    path = Path(item.path).resolve()
+    rel = path.relative_to(TESTS).as_posix() if path.is_relative_to(TESTS) else None
     return LONG_FILES.index(rel) if rel in LONG_FILES else len(LONG_FILES)
 
 

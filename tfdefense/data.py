@@ -34,6 +34,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfdefense import data_imagenet
+from tfdefense.validation import check_positive_int
 
 SPLITS = ("train", "validation", "test")
 
@@ -122,19 +123,25 @@ def _mnist_5k_arrays() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return out
 
 
-def load_arrays(name: str, split: str, **kwargs) -> tuple[np.ndarray, np.ndarray]:
-    """The whole split as numpy arrays (images float32 NHWC in [0, 1], labels int64).
+def load_arrays(name: str, split: str, limit: int | None = None,
+                **kwargs) -> tuple[np.ndarray, np.ndarray]:
+    """The whole split (or its first ``limit`` examples) as numpy arrays (images float32
+    NHWC in [0, 1], labels int64).
 
     Convenient for small data (attacks, detectors, figures); use ``load`` for
-    streaming. ``kwargs`` go to ``load``.
+    streaming. ``kwargs`` go to ``load``. ``limit`` reads only that many examples
+    (CelebA's 162,770 training images would be 8 GB as float32).
     """
     _check_name(name)
     _check_split(split)
+    if limit is not None:
+        check_positive_int(limit, "limit")
     if name == "mnist_5k":
         x, y = _mnist_5k_arrays()[split]
-        return x.copy(), y.copy()
+        return x[:limit].copy(), y[:limit].copy()
+    ds = load(name, split, **kwargs)
     xs, ys = [], []
-    for x, y in load(name, split, **kwargs).batch(1024):
+    for x, y in (ds if limit is None else ds.take(limit)).batch(1024):
         xs.append(x.numpy())
         ys.append(y.numpy())
     if not xs:

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tfdefense.experiments import Context, Result, available, get
+from tfdefense.experiments.registry import datasets_of
 
 
 @dataclass
@@ -47,7 +48,8 @@ class Reproduction:
 def failed_result(name: str, ctx: Context, exc: BaseException, seconds: float) -> Result:
     """A Result that reports an experiment's failure (never a silent skip)."""
     return Result(
-        name=name, title=f"{name}: FAILED", preset=ctx.preset, dataset=ctx.dataset,
+        name=name, title=f"{name}: FAILED", preset=ctx.preset,
+        dataset=", ".join(ctx.datasets[r] for r in ctx.named_roles(datasets_of(name))) or "–",
         notes=[f"**FAILED** with {type(exc).__name__}: {exc}"],
         measurements={"status": "failed", "error": f"{type(exc).__name__}: {exc}",
                       "traceback": traceback.format_exc()},
@@ -106,12 +108,13 @@ def write_report(ctx: Context, results: list[Result], failed: list[str], seconds
     versions = _versions()
     lines = [
         "# tfdefense reproduction report", "",
-        f"Preset `{ctx.preset}` on `{ctx.dataset}`, {len(results)} experiment(s), "
+        f"Preset `{ctx.preset}` on {_data_line(ctx)}, {len(results)} experiment(s), "
         f"{len(failed)} failed, {seconds:.0f} s wall clock.", "",
         "Every number in the tables was computed in this run; the paper's number stands beside "
         "ours as `ours (paper X)` or in a `paper` column, never instead of ours. Where the run's "
         "data or models differ from the paper's, each table's notes say how.", "",
-        "**Settings**: " + ", ".join(f"`{k}={v}`" for k, v in ctx.settings.items()), "",
+        "**Settings**: " + ", ".join(f"`{k}={v}`" for k, v in ctx.settings.items()
+                                     if k != "datasets"), "",
         "**Versions**: " + ", ".join(f"{k} {v}" for k, v in versions.items()), "",
     ]
     if failed:
@@ -125,12 +128,24 @@ def write_report(ctx: Context, results: list[Result], failed: list[str], seconds
     report = os.path.join(ctx.out, "report.md")
     _atomic_write(report, "\n".join(lines))
     payload: dict[str, Any] = {
-        "preset": ctx.preset, "dataset": ctx.dataset, "settings": ctx.settings, "versions": versions,
+        "preset": ctx.preset, "datasets": ctx.datasets, "settings": ctx.settings, "versions": versions,
         "seconds": seconds, "failed": failed, "experiments": [r.to_json() for r in results],
     }
     results_json = os.path.join(ctx.out, "results.json")
     _atomic_write(results_json, json.dumps(payload, indent=2, default=str))
     return {"report": report, "results": results_json}
+
+
+def _data_line(ctx: Context) -> str:
+    """'`mnist_5k` (for cifar10, mnist); not run: restricted_imagenet, ...' for the header."""
+    by_name: dict[str, list[str]] = {}
+    for role, name in ctx.datasets.items():
+        if name is not None:
+            by_name.setdefault(name, []).append(role)
+    line = "; ".join(f"`{n}` (for {', '.join(r)})" for n, r in by_name.items())
+    off = [r for r, n in ctx.datasets.items() if n is None]
+    return line + (f"; no data for {', '.join(off)} (their experiments say how to run them)"
+                   if off else "")
 
 
 def _atomic_write(path: str, text: str) -> None:

@@ -87,9 +87,9 @@ def test_figures_and_curves(tiny):
 def test_rerun_reuses_the_cache(tiny):
     out, r = tiny
     cache = os.path.join(out, "cache")
-    assert {"fm_classifier.keras", "fm_combo_vae.keras", "fm_wgan_generator.keras"} <= set(
-        os.listdir(cache))
-    assert {"adv_fgsm.npz", "resistance_clean.npz"} <= set(os.listdir(os.path.join(cache, "fm")))
+    assert {"fm_mnist_classifier.keras", "fm_mnist_combo_vae.keras",
+            "fm_mnist_wgan_generator.keras"} <= set(os.listdir(cache))
+    assert {"adv_fgsm.npz", "resistance_clean.npz"} <= set(os.listdir(os.path.join(cache, "fm_mnist")))
     again = get("fm_table2")(Context("quick", out, TINY))
     assert again.measurements["timings_s"]["models"] < r.measurements["timings_s"]["adaptive_pgd"]
     assert again.rows == r.rows

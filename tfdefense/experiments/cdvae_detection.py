@@ -152,7 +152,7 @@ def evaluate_detectors(ctx) -> dict[str, dict[str, dict]]:
     return out
 
 
-@register("cdvae_table4", order=20)
+@register("cdvae_table4", order=20, datasets=cm.DATASETS)
 def table4(ctx) -> Result:
     """CD-VAE Table 4 (CIFAR-10); on restricted ImageNet the paper's numbers only (see Table 5)."""
     title = "CD-VAE Table 4: adversarial detection on x vs R(x), TNR / AUC (%)"
@@ -164,7 +164,7 @@ def table4(ctx) -> Result:
                              evaluate_detectors(ctx), "cdvae_detection_roc")
 
 
-@register("cdvae_table5", order=21)
+@register("cdvae_table5", order=21, datasets=cm.DATASETS)
 def table5(ctx) -> Result:
     """CD-VAE Table 5 (restricted ImageNet): measured on restricted-ImageNet data, else paper-only."""
     title = "CD-VAE Table 5: adversarial detection on x vs R(x), restricted ImageNet, TNR / AUC (%)"

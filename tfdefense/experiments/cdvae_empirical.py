@@ -240,7 +240,7 @@ def _table3_paper_rows(suffix: str) -> list[dict]:
 
 
 # ------------------------------------------------------------ Table 1
-@register("cdvae_table1", order=10)
+@register("cdvae_table1", order=10, datasets=cm.DATASETS)
 def table1(ctx) -> Result:
     title = "CD-VAE Table 1: cosine similarity and Fréchet distance, clean vs PGD"
     columns = ["pair", "cosine similarity", "paper cosine", "Fréchet distance", "paper FID"]
@@ -275,7 +275,7 @@ def table1(ctx) -> Result:
 
 
 # ------------------------------------------------------------ Table 2
-@register("cdvae_table2", order=11)
+@register("cdvae_table2", order=11, datasets=cm.DATASETS)
 def table2(ctx) -> Result:
     title = "CD-VAE Table 2: norms of δ, δ_G, δ_R, δ_z"
     columns = ["part", "ℓ1", "ℓ2", "ℓ∞", "paper ℓ1×1e-3 / ℓ2 / ℓ∞"]
@@ -334,7 +334,7 @@ def _normalised_study(model, a: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 # ------------------------------------------------------ Fig 3 (Pearson)
-@register("cdvae_fig3_pearson", order=12)
+@register("cdvae_fig3_pearson", order=12, datasets=cm.DATASETS)
 def fig3_pearson(ctx) -> Result:
     title = "CD-VAE Fig 3: Pearson correlation of z and z′"
     try:
@@ -392,7 +392,7 @@ def _histogram(r: np.ndarray, p: np.ndarray, path: str) -> str:
 
 
 # ------------------------------------------------------------ Table 3
-@register("cdvae_table3", order=13)
+@register("cdvae_table3", order=13, datasets=cm.DATASETS)
 def table3(ctx) -> Result:
     title = "CD-VAE Table 3: train on one part, test on another (top-1 %)"
     columns = ["train \\ test", "x", "R(x)", "G(x)"]

@@ -82,7 +82,7 @@ def plot_sweep(rows: list[dict], path: str) -> str:
     return path
 
 
-@register("cdvae_fig4_gamma", order=40)
+@register("cdvae_fig4_gamma", order=40, datasets=cm.DATASETS)
 def fig4_gamma(ctx) -> Result:
     rows = sweep(ctx)
     table = [{"γ": f"{r['gamma']:g}", **{label: 100 * r[key] for key, label in CURVES.items() if key in r}}

@@ -169,7 +169,7 @@ def _paper_rows(ctx) -> tuple[dict, dict | None]:
     return PAPER_TABLE6, PAPER_TABLE6_IMAGENET
 
 
-@register("cdvae_table6", order=30)
+@register("cdvae_table6", order=30, datasets=cm.DATASETS)
 def table6(ctx) -> Result:
     grey = greybox_examples(ctx)
     x, y = grey["x"], grey["y"]

@@ -46,6 +46,9 @@ from tfdefense.models.vq import PAPER_VQ_WEIGHT
 
 #: what a table says in place of our number for an ImageNet row that could not run
 NEEDS_IMAGENET = "needs the data and a GPU"
+#: the datasets CD-VAE's experiments reproduce (their roles in ``Context.ROLES``): CIFAR-10 (§5)
+#: and restricted ImageNet (§4); the quick preset runs the CIFAR-10 ones on mnist_5k
+DATASETS = ("cifar10", "restricted_imagenet")
 #: generators a CD-VAE experiment can train (``generator`` setting)
 GENERATORS = ("vae", "vq")
 #: classifiers ``new_classifier`` builds (``classifier`` setting)

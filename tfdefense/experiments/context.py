@@ -14,11 +14,24 @@ Presets: ``quick`` runs on the embedded ``mnist_5k`` in CPU minutes;
 settings live in ``PRESETS``; an experiment keeps its own per-preset
 settings next to its code and reads ``context.preset``.
 
+Datasets: each experiment declares the datasets it reproduces by their roles
+(``register(..., datasets=("cifar10", "restricted_imagenet"))``: the paper's
+dataset names), and a preset maps each role onto the data it runs on
+(``quick`` runs CIFAR-10's experiments on ``mnist_5k``) or onto ``None``
+(not run under that preset). Inside an experiment ``ctx.dataset`` is the data
+of the active role and ``ctx.arrays`` refuses a role the experiment did not
+declare or the preset does not name, so no experiment can quietly read other
+data. Overrides: ``{"dataset": name}`` puts every role the preset names on
+``name``; ``{"dataset.celeb_a": "celeb_a"}`` sets one role (``"none"``: off).
+
 Example:
     >>> import tempfile
     >>> from tfdefense.experiments.context import Context
     >>> ctx = Context("quick", tempfile.mkdtemp())
-    >>> ctx.settings["dataset"]
+    >>> ctx.datasets["cifar10"], ctx.datasets["celeb_a"]
+    ('mnist_5k', None)
+    >>> with ctx.on_dataset("mnist"):
+    ...     ctx.dataset
     'mnist_5k'
     >>> ctx.cached_arrays("squares", lambda: {"a": __import__("numpy").arange(3) ** 2})["a"].tolist()
     [0, 1, 4]
@@ -26,10 +39,11 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import keras
@@ -42,9 +56,15 @@ from tfdefense.experiments.imagenet_preset import PAPER_IMAGENET
 #: settings that change how a run prints, not what it computes (left out of cache fingerprints)
 COSMETIC_SETTINGS = ("verbose",)
 
+#: the papers' datasets, as experiments name them (CD-VAE: CIFAR-10, restricted ImageNet;
+#: FM-Defense: MNIST, Fashion-MNIST, CelebA)
+ROLES = ("cifar10", "restricted_imagenet", "mnist", "fashion_mnist", "celeb_a")
+
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": {
-        "dataset": "mnist_5k",
+        # every CPU-minutes run is on the embedded digits; the other datasets need downloads
+        "datasets": {"cifar10": "mnist_5k", "restricted_imagenet": None, "mnist": "mnist_5k",
+                     "fashion_mnist": None, "celeb_a": None},
         "cdvae_epochs": 6,
         "classifier_epochs": 4,
         "batch_size": 64,
@@ -52,7 +72,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "seed": 0,
     },
     "paper": {
-        "dataset": "cifar10",
+        # the papers' own data through tfds (restricted ImageNet: preset paper_imagenet)
+        "datasets": {"cifar10": "cifar10", "restricted_imagenet": None, "mnist": "mnist",
+                     "fashion_mnist": "fashion_mnist", "celeb_a": "celeb_a"},
         "cdvae_epochs": 300,  # CD-VAE §5 (CIFAR-10)
         "classifier_epochs": 200,
         "batch_size": 256,
@@ -63,36 +85,121 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+def resolve_datasets(preset: str, overrides: dict[str, Any]) -> dict[str, str | None]:
+    """role -> data name of ``preset`` after ``overrides`` (see the module docstring)."""
+    datasets = dict(PRESETS[preset]["datasets"])
+    if "datasets" in overrides:
+        datasets.update(overrides["datasets"])
+    if "dataset" in overrides:  # one dataset for every role the preset runs
+        datasets = {r: overrides["dataset"] if n is not None else None for r, n in datasets.items()}
+    for key, name in overrides.items():
+        if key.startswith("dataset."):
+            datasets[key.split(".", 1)[1]] = None if name in (None, "none", "None") else name
+    unknown = sorted(set(datasets) - set(ROLES))
+    if unknown:
+        raise ValueError(f"datasets: unknown role(s) {unknown}; expected some of {', '.join(ROLES)}")
+    for role, name in datasets.items():
+        if name is not None and name not in data.NAMES:
+            raise ValueError(f"datasets: role {role!r} names unknown dataset {name!r}; expected one "
+                             f"of {', '.join(data.NAMES)}")
+    return datasets
+
+
 class Context:
     """One run's preset, folder and caches.
 
     Args:
-        preset: ``quick`` or ``paper``.
+        preset: ``quick``, ``paper`` or ``paper_imagenet``.
         out: output folder; ``out/cache`` holds models and arrays between runs.
-        overrides: settings that replace the preset's (e.g. ``{"eval_images": 100}``).
+        overrides: settings that replace the preset's (e.g. ``{"eval_images": 100}``);
+            ``dataset`` / ``dataset.<role>`` change the data (module docstring).
     """
 
     def __init__(self, preset: str, out: str, overrides: dict[str, Any] | None = None):
         if preset not in PRESETS:
             raise ValueError(f"unknown preset {preset!r}; expected one of {', '.join(PRESETS)}")
+        overrides = dict(overrides or {})
         self.preset = preset
         self.out = out
-        self.settings = {**PRESETS[preset], **(overrides or {})}
+        self.datasets = resolve_datasets(preset, overrides)
+        settings = {k: v for k, v in overrides.items()
+                    if k not in ("dataset", "datasets") and not k.startswith("dataset.")}
+        self.settings = {**PRESETS[preset], **settings, "datasets": self.datasets}
         self.cache_dir = os.path.join(out, "cache")
         self.figures_dir = os.path.join(out, "figures")
         os.makedirs(self.cache_dir, exist_ok=True)
         os.makedirs(self.figures_dir, exist_ok=True)
         self._memory: dict[str, Any] = {}
+        self._experiment: tuple[str, tuple[str, ...]] | None = None  # (name, declared roles)
+        self._role: str | None = None
+
+    # ------------------------------------------------------------------ datasets
+    def named_roles(self, roles: Sequence[str] | None = None) -> list[str]:
+        """The roles among ``roles`` (default: the running experiment's, else all) that this
+        preset runs, i.e. maps onto data."""
+        if roles is None:
+            roles = self._experiment[1] if self._experiment else ROLES
+        return [r for r in roles if self.datasets.get(r) is not None]
 
     @property
-    def dataset(self) -> str:
-        return self.settings["dataset"]
+    def role(self) -> str | None:
+        """The active role: set by ``on_dataset``, else the first role the preset runs."""
+        if self._role is not None:
+            return self._role
+        named = self.named_roles()
+        return named[0] if named else None
 
-    def arrays(self, split: str) -> tuple[np.ndarray, np.ndarray]:
-        """(images, labels) of a split of the preset's dataset, loaded once."""
-        key = f"data/{split}"
+    @property
+    def dataset(self) -> str | None:
+        """The data of the active role (``None`` when the preset runs none of them)."""
+        role = self.role
+        return None if role is None else self.datasets[role]
+
+    @contextlib.contextmanager
+    def on_dataset(self, role: str) -> Iterator[str]:
+        """Make ``role`` the active dataset inside the block; yields its data name.
+
+        Raises ``ValueError`` if the running experiment did not declare ``role`` or
+        the preset does not name data for it.
+        """
+        self._check_role(role)
+        previous, self._role = self._role, role
+        try:
+            yield self.datasets[role]
+        finally:
+            self._role = previous
+
+    @contextlib.contextmanager
+    def experiment(self, name: str, roles: Sequence[str]) -> Iterator[None]:
+        """Run experiment ``name`` that declared ``roles``: only those may be read."""
+        previous = (self._experiment, self._role)
+        self._experiment, self._role = (name, tuple(roles)), None
+        try:
+            yield
+        finally:
+            self._experiment, self._role = previous
+
+    def _check_role(self, role: str | None) -> None:
+        if role not in ROLES:
+            raise ValueError(f"dataset role {role!r}: expected one of {', '.join(ROLES)}")
+        if self._experiment and role not in self._experiment[1]:
+            name, declared = self._experiment
+            raise ValueError(f"experiment {name!r} read dataset {role!r}, which it does not "
+                             f"declare (it declares {', '.join(declared)})")
+        if self.datasets.get(role) is None:
+            raise ValueError(f"preset {self.preset!r} names no data for dataset {role!r}; set "
+                             f"one with --set dataset.{role}=NAME")
+
+    def arrays(self, split: str, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(images, labels) of a split of the active dataset (the first ``limit`` if given),
+        loaded once per run."""
+        self._check_role(self.role)
+        name = self.dataset
+        key = f"data/{name}/{split}/{limit}"
         if key not in self._memory:
-            self._memory[key] = data.load_arrays(self.dataset, split)
+            full = self._memory.get(f"data/{name}/{split}/None")
+            self._memory[key] = ((full[0][:limit], full[1][:limit]) if full is not None
+                                 else data.load_arrays(name, split, limit=limit))
         return self._memory[key]
 
     def figure_path(self, name: str) -> str:
@@ -105,7 +212,8 @@ class Context:
         if depends_on is None:
             depends_on = {k: v for k, v in self.settings.items() if k not in COSMETIC_SETTINGS}
         return json.dumps({"tfdefense": __version__, "preset": self.preset,
-                           "depends_on": depends_on}, sort_keys=True, default=repr)
+                           "dataset": self.dataset, "depends_on": depends_on},
+                          sort_keys=True, default=repr)
 
     def _is_current(self, path: str, fingerprint: str) -> bool:
         if not os.path.exists(path):

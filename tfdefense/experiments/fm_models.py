@@ -14,7 +14,10 @@ Everything is cached in the ``Context`` (``out/cache/fm/...``), so an interrupte
   differentiable paths (not in the paper; see ``fm_table2``).
 
 All keys start with ``fm_`` so they never collide with the CD-VAE settings;
-``Context(..., overrides={"fm_vae_epochs": 1, ...})`` shrinks any of them.
+``Context(..., overrides={"fm_vae_epochs": 1, ...})`` shrinks any of them. A
+preset's settings hold for each of FM-Defense's datasets (``DATASETS``) unless
+``DATASET_SETTINGS`` changes them for one (Fashion-MNIST's 10 codes, CelebA's
+face nets); cached files are per dataset (``cache/fm_mnist_classifier.keras``).
 
 Example:
     >>> import tempfile
@@ -50,10 +53,14 @@ from tfdefense.detect import MorphEngine, ResistanceDetector
 from tfdefense.detect.morphs import most_active_codes
 from tfdefense.models import DGMM, ComboVAE
 
+#: the datasets FM-Defense's experiments reproduce (fm-defense.txt §IV-A)
+DATASETS = ("mnist", "fashion_mnist", "celeb_a")
+
 #: per-preset settings; any key can be overridden through the Context
 SETTINGS: dict[str, dict[str, Any]] = {
     "quick": {
         "fm_train_images": None,  # all 3,500 mnist_5k training images (paper: 20,000)
+        "fm_validation_images": None,  # all 500 (paper: 2,000)
         "fm_classifier_width": 16,
         "fm_classifier_epochs": 5,
         "fm_dgmm_epochs": 10,
@@ -81,7 +88,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
         # 64. Quick: 15 epochs x 22 batches = 330 generator updates at width 32 (~60 s on 2
         # cores), which needs the faster Adam 1e-3 with β = (0, 0.9) (the WGAN-GP paper's other
         # setting): at 1e-4 / (0.5, 0.9) the samples are still blobs after 500 updates. n_critic
-        # 5 and λ 10 as the paper. Samples: figures/fm_wgan_samples.png (rough but legible
+        # 5 and λ 10 as the paper. Samples: figures/fm_mnist_wgan_samples.png (rough but legible
         # digits); clean accuracy through the projection ~94% (C alone 97-98%).
         "fm_gan_width": 32,  # paper 64
         "fm_gan_epochs": 15,  # paper ~900 (200,000 updates on 55,000 images)
@@ -109,7 +116,8 @@ SETTINGS: dict[str, dict[str, Any]] = {
         "fm_verbose": 0,
     },
     "paper": {
-        "fm_train_images": None,
+        "fm_train_images": 20000,  # fm-defense.txt §IV-A: 20,000 train, 2,000 validation,
+        "fm_validation_images": 2000,  # 5,000 clean + 5,000 adversarial test images
         "fm_classifier_width": 32,
         "fm_classifier_epochs": 50,
         "fm_dgmm_epochs": 50,
@@ -148,20 +156,39 @@ SETTINGS: dict[str, dict[str, Any]] = {
 }
 
 
+#: per preset, per dataset: what differs from the preset's settings for that dataset
+DATASET_SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
+    "paper": {
+        "fashion_mnist": {"fm_latent_dim": 10, "fm_codes": 10},  # 10 codes on FMNIST (§IV-A)
+    },
+}
+
+
 def setting(ctx, key: str) -> Any:
-    """``ctx.settings[key]`` if set, else this module's per-preset default."""
+    """``ctx.settings[key]`` if set, else this module's default for the preset and the
+    active dataset (``DATASET_SETTINGS``, then ``SETTINGS``)."""
     if key in ctx.settings:
         return ctx.settings[key]
     preset = SETTINGS.get(ctx.preset, SETTINGS["quick"])
     if key not in preset:
         raise ValueError(f"setting: unknown key {key!r}; expected one of {sorted(preset)}")
-    return preset[key]
+    per_dataset = DATASET_SETTINGS.get(ctx.preset, {}).get(ctx.role, {})
+    return per_dataset.get(key, preset[key])
+
+
+def cache_key(ctx, name: str, sep: str = "_") -> str:
+    """The cache key of ``name`` for the active dataset: ``fm_<role><sep><name>``."""
+    return f"fm_{ctx.role}{sep}{name}"
 
 
 def train_arrays(ctx) -> tuple[np.ndarray, np.ndarray]:
-    x, y = ctx.arrays("train")
-    limit = setting(ctx, "fm_train_images")
-    return (x[:limit], y[:limit]) if limit else (x, y)
+    """The first ``fm_train_images`` training images (all if ``None``)."""
+    return ctx.arrays("train", limit=setting(ctx, "fm_train_images"))
+
+
+def validation_arrays(ctx) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``fm_validation_images`` validation images: thresholds are fitted here."""
+    return ctx.arrays("validation", limit=setting(ctx, "fm_validation_images"))
 
 
 def _verbose(ctx) -> int:
@@ -183,7 +210,7 @@ def classifier(ctx) -> keras.Model:
                   verbose=_verbose(ctx))
         return model
 
-    return ctx.cached_model("fm_classifier", build)
+    return ctx.cached_model(cache_key(ctx, "classifier"), build)
 
 
 def combo_vae(ctx) -> ComboVAE:
@@ -200,7 +227,7 @@ def combo_vae(ctx) -> ComboVAE:
         return dgmm
 
     def build_vae():
-        dgmm = ctx.cached_model("fm_dgmm", build_dgmm)
+        dgmm = ctx.cached_model(cache_key(ctx, "dgmm"), build_dgmm)
         keras.utils.set_random_seed(ctx.settings["seed"])
         x, _ = train_arrays(ctx)
         vae = ComboVAE.for_dataset(
@@ -213,18 +240,19 @@ def combo_vae(ctx) -> ComboVAE:
         vae.fit(x, epochs=setting(ctx, "fm_vae_epochs"), batch_size=64, verbose=_verbose(ctx))
         return vae
 
-    return ctx.cached_model("fm_combo_vae", build_vae)
+    return ctx.cached_model(cache_key(ctx, "combo_vae"), build_vae)
 
 
 def detector(ctx) -> tuple[ResistanceDetector, np.ndarray]:
     """The fitted ``ResistanceDetector`` and the clean validation resistances (cached)."""
     vae, clf = combo_vae(ctx), classifier(ctx)
-    xv, _ = ctx.arrays("validation")
+    xv, _ = validation_arrays(ctx)
     codes = most_active_codes(vae, xv, setting(ctx, "fm_codes"))
     engine = MorphEngine(vae, clf, codes=codes, n_morphs=setting(ctx, "fm_morphs"),
                          seed=ctx.settings["seed"]).fit(xv)
     det = ResistanceDetector(engine, rho=setting(ctx, "fm_rho"), eta=setting(ctx, "fm_eta"))
-    r_val = ctx.cached_arrays("fm/resistance_validation", lambda: {"r": engine.resistance(xv)})["r"]
+    r_val = ctx.cached_arrays(cache_key(ctx, "resistance_validation", "/"),
+                              lambda: {"r": engine.resistance(xv)})["r"]
     det.fit_resistance(r_val)
     return det, r_val
 
@@ -232,8 +260,8 @@ def detector(ctx) -> tuple[ResistanceDetector, np.ndarray]:
 def magnet(ctx) -> MagNet:
     """MagNet (MNIST autoencoders I and II, denoising training), thresholds on validation.
 
-    The autoencoders are cached as ``fm_magnet_ae_i`` / ``fm_magnet_ae_ii``: delete them
-    from ``out/cache`` after changing ``fm_magnet_*`` training settings.
+    The autoencoders are cached as ``fm_<dataset>_magnet_ae_i`` / ``..._ii`` (recomputed
+    when the settings they were trained with change).
     """
 
     def build(structure, key):
@@ -249,18 +277,18 @@ def magnet(ctx) -> MagNet:
 
         return ctx.cached_model(key, train)
 
-    mag = MagNet(classifier(ctx), build(MNIST_STRUCTURE_I, "fm_magnet_ae_i"),
-                 build(MNIST_STRUCTURE_II, "fm_magnet_ae_ii"),
+    mag = MagNet(classifier(ctx), build(MNIST_STRUCTURE_I, cache_key(ctx, "magnet_ae_i")),
+                 build(MNIST_STRUCTURE_II, cache_key(ctx, "magnet_ae_ii")),
                  rejection_rate=setting(ctx, "fm_magnet_rejection_rate"))
-    mag.fit_thresholds(ctx.arrays("validation")[0])
+    mag.fit_thresholds(validation_arrays(ctx)[0])
     return mag
 
 
 def defense_gan(ctx) -> DefenseGAN:
     """Defense-GAN around C with a WGAN-GP generator (latent 128) trained here.
 
-    The generator is cached as ``fm_wgan_generator`` (delete it from ``out/cache`` after
-    changing ``fm_gan_*``); 64 of its samples are saved to ``figures/fm_wgan_samples.png``.
+    The generator is cached as ``fm_<dataset>_wgan_generator``; 64 of its samples are saved to
+    ``figures/fm_<dataset>_wgan_samples.png``.
     """
 
     def train():
@@ -281,8 +309,8 @@ def defense_gan(ctx) -> DefenseGAN:
                 verbose=_verbose(ctx))
         return gan.generator
 
-    generator = ctx.cached_model("fm_wgan_generator", train)
-    save_sample_grid(generator, ctx.figure_path("fm_wgan_samples"), seed=ctx.settings["seed"])
+    generator = ctx.cached_model(cache_key(ctx, "wgan_generator"), train)
+    save_sample_grid(generator, ctx.figure_path(cache_key(ctx, "wgan_samples")), seed=ctx.settings["seed"])
     return DefenseGAN(generator, classifier(ctx), iterations=setting(ctx, "fm_dgan_iterations"),
                       restarts=setting(ctx, "fm_dgan_restarts"), seed=ctx.settings["seed"])
 

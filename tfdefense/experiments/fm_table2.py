@@ -137,7 +137,7 @@ class _Evaluator:
         self.resistances: dict[str, np.ndarray] = {}
 
     def resistance(self, key, x):
-        r = self.ctx.cached_arrays(f"fm/resistance_{key}",
+        r = self.ctx.cached_arrays(fm.cache_key(self.ctx, f"resistance_{key}", "/"),
                                    lambda: {"r": self.det.resistance(x)})["r"]
         self.resistances[key] = r
         return r
@@ -169,7 +169,7 @@ class _Evaluator:
         return float(np.mean(self.magnet_ok(x_adv, y)))
 
     def dgan_ok(self, key, x_adv, y):
-        pred = self.ctx.cached_arrays(f"fm/dgan_pred_{key}", lambda: {
+        pred = self.ctx.cached_arrays(fm.cache_key(self.ctx, f"dgan_pred_{key}", "/"), lambda: {
             "p": self.dgan.predict(x_adv, progress=False)})["p"]
         return pred == y
 
@@ -178,17 +178,17 @@ class _Evaluator:
 
 
 def _cached_attack(ctx, key, fn):
-    return ctx.cached_arrays(f"fm/adv_{key}", lambda: {"x_adv": fn()})["x_adv"]
+    return ctx.cached_arrays(fm.cache_key(ctx, f"adv_{key}", "/"), lambda: {"x_adv": fn()})["x_adv"]
 
 
-@register("fm_table2", order=80)
+@register("fm_table2", order=80, datasets=("mnist",))
 def table2(ctx) -> Result:
     t0 = time.perf_counter()
     timings = {}
     ev = _Evaluator(ctx)
     timings["models"] = time.perf_counter() - t0
     n_eval = fm.setting(ctx, "fm_eval_images")
-    x, y = (a[:n_eval] for a in ctx.arrays("test"))
+    x, y = ctx.arrays("test", limit=n_eval)
     r_clean = ev.resistance("clean", x)
     clean = (x, r_clean)
     clf = ev.clf
@@ -289,9 +289,9 @@ def table2(ctx) -> Result:
 
     figures = {
         "FM-Defense resistance, clean vs adversarial": fm_figures.resistance_histograms(
-            ev.resistances, ctx.figure_path("fm_table2_resistance")),
+            ev.resistances, ctx.figure_path(fm.cache_key(ctx, "table2_resistance"))),
         "FM-Defense detection accuracy vs threshold and ρ (Fig 4)": fm_figures.detection_curves(
-            ev.r_val, ev.resistances, ctx.figure_path("fm_table2_decisions")),
+            ev.r_val, ev.resistances, ctx.figure_path(fm.cache_key(ctx, "table2_decisions"))),
     }
     meas["detection_curves"] = fm_figures.curves(ev.r_val, ev.resistances)
     meas["theta_r"] = ev.det.theta_r_.tolist()
@@ -321,13 +321,16 @@ def _autoattack_rows(ctx, ev, fm_logits, x, y, clean, n, n_dg, pgd: dict):
     dgan_queries = aa_setting(ctx, "fm_autoattack_dgan_queries") or common["queries"]
     xa, ya = x[:n], y[:n]
     xd, yd = x[:n_dg], y[:n_dg]
+    def run(key, logits, xs, ys, **kwargs):
+        return autoattack_cells.run(ctx, fm.cache_key(ctx, key, "/"), logits, xs, ys,
+                                    **{**common, **kwargs})
+
     runs = {
-        "none": autoattack_cells.run(ctx, "fm/aa_classifier", ev.clf, xa, ya, **common),
-        "fm": autoattack_cells.run(ctx, "fm/aa_fm_adaptive", fm_logits, xa, ya, **common),
-        "magnet": autoattack_cells.run(ctx, "fm/aa_magnet_adaptive", ev.magnet.reformed_logits,
-                                       xa, ya, labels_of=ev.magnet.predict, **common),
-        "dgan": autoattack_cells.run(ctx, "fm/aa_dgan_adaptive", ev.dgan.bpda_logits, xd, yd,
-                                     **{**common, "queries": dgan_queries}),
+        "none": run("aa_classifier", ev.clf, xa, ya),
+        "fm": run("aa_fm_adaptive", fm_logits, xa, ya),
+        "magnet": run("aa_magnet_adaptive", ev.magnet.reformed_logits, xa, ya,
+                      labels_of=ev.magnet.predict),
+        "dgan": run("aa_dgan_adaptive", ev.dgan.bpda_logits, xd, yd, queries=dgan_queries),
     }
     # per image: the defense's verdict on the AutoAttack and on the PGD example
     ok_aa = {"none": runs["none"].correct,

@@ -10,12 +10,13 @@ ImageNet archives and a GPU.
 
 Example:
     >>> from tfdefense.experiments.imagenet_preset import PAPER_IMAGENET
-    >>> PAPER_IMAGENET["dataset"], PAPER_IMAGENET["cdvae_epochs"], PAPER_IMAGENET["defense_gamma"]
-    ('restricted_imagenet', 60, 0.2)
+    >>> PAPER_IMAGENET["datasets"]["restricted_imagenet"], PAPER_IMAGENET["cdvae_epochs"]
+    ('restricted_imagenet', 60)
 """
 
 PAPER_IMAGENET = {
-    "dataset": "restricted_imagenet",
+    "datasets": {"cifar10": None, "restricted_imagenet": "restricted_imagenet", "mnist": None,
+                 "fashion_mnist": None, "celeb_a": None},
     "cdvae_epochs": 60,  # CD-VAE §4 (restricted ImageNet)
     "classifier_epochs": 60,  # D̂'s schedule is not stated; the CD-VAE's 60
     "batch_size": 128,  # not stated in the paper
