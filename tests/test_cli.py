@@ -2,6 +2,9 @@
 
 import json
 import os
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -85,3 +88,44 @@ def test_detect_with_a_foreign_adversarial_file_or_missing_model_fails_clearly(s
     assert "lacks ['x', 'y']" in capsys.readouterr().err
     assert main(["detect", "--model", str(tmp_path / "none.keras"), "--out", str(tmp_path / "d.npz")]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def _python(code: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TF_")}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          timeout=120)
+
+
+def test_top_level_help_answers_in_under_two_seconds_with_no_tensorflow_log_lines():
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "tfdefense.cli", "--help"], capture_output=True,
+                          text=True, timeout=120)
+    seconds = time.perf_counter() - start
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""  # TensorFlow's start-up lines (oneDNN, cuda) go to stderr
+    for command in ("train", "reproduce", "tune", "export", "attack", "evaluate", "detect"):
+        assert command in proc.stdout
+    assert seconds < 2.0, f"tfdefense --help took {seconds:.2f} s"
+
+
+def test_building_the_parser_and_its_help_imports_no_tensorflow():
+    proc = _python("import sys; from tfdefense.cli import build_parser; p = build_parser(); "
+                   "p.format_help(); p.parse_args(['reproduce', '--list']); "
+                   "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+def test_a_lazy_command_is_defined_when_chosen_and_keeps_its_place_in_the_listing(capsys):
+    from tfdefense.cli import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["attack", "--model", "m.keras", "--limit", "3", "--out", "o"])
+    assert args.command == "attack" and args.model == "m.keras" and args.limit == 3
+    assert callable(args.func)
+    listing = parser.format_help()
+    assert listing.index("export") < listing.index("attack") < listing.index("evaluate")
+    with pytest.raises(SystemExit) as exit_:
+        main(["detect", "--help"])
+    assert exit_.value.code == 0
+    assert "--features" in capsys.readouterr().out

@@ -1,5 +1,10 @@
 """Command line: ``tfdefense <command> ...``.
 
+Building the parser imports no TensorFlow: ``tfdefense --help`` answers at
+once. The commands defined by TensorFlow-importing modules (``attack``,
+``evaluate``, ``detect``) are listed by name and help only until one of them
+is chosen; runners import what they need when they run.
+
 Example:
     $ tfdefense train cdvae --dataset mnist_5k --epochs 5 --out runs/cdvae
 """
@@ -7,6 +12,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -181,7 +187,63 @@ def _run_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Subcommands(argparse._SubParsersAction):
+    """Subparsers some of which are defined on first use.
+
+    ``add_lazy_parser(name, help, module, function)`` lists ``name`` with
+    ``help`` in the top-level usage, but imports ``module`` and calls
+    ``function(self)`` (which adds the real ``name`` parser) only when ``name``
+    is chosen on the command line or ``load(name)`` is called. Used for the
+    commands whose argument choices come from modules that import TensorFlow.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._lazy: dict[str, tuple[str, str]] = {}
+
+    def add_lazy_parser(self, name: str, help: str, module: str, function: str) -> None:
+        self.add_parser(name, help=help)
+        self._lazy[name] = (module, function)
+
+    def lazy_names(self) -> tuple[str, ...]:
+        """The commands not defined yet."""
+        return tuple(self._lazy)
+
+    def load(self, name: str) -> argparse.ArgumentParser:
+        """The parser of ``name``, defining it now if it is lazy."""
+        if name in self._lazy:
+            module, function = self._lazy.pop(name)
+            index = next(i for i, a in enumerate(self._choices_actions) if a.dest == name)
+            order = list(self._name_parser_map)
+            del self._choices_actions[index]
+            del self._name_parser_map[name]
+            getattr(importlib.import_module(module), function)(self)
+            # keep the command's place in the help listing and in the usage's choices
+            self._choices_actions.insert(index, self._choices_actions.pop())
+            parsers = dict(self._name_parser_map)
+            self._name_parser_map.clear()
+            self._name_parser_map.update((n, parsers[n]) for n in order)
+        return self._name_parser_map[name]
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        if values and values[0] in self._lazy:
+            self.load(values[0])
+        super().__call__(parser, namespace, values, option_string)
+
+
+#: commands defined by modules that import TensorFlow: (name, help, module, function adding the parser)
+_LAZY_COMMANDS = (
+    ("attack", "generate adversarial examples against a saved model",
+     "tfdefense.attacks.commands", "add_attack_parser"),
+    ("evaluate", "accuracy of a saved model under the papers' attacks",
+     "tfdefense.attacks.commands", "add_evaluate_parser"),
+    ("detect", "fit an adversarial-example detector (KD, LID, Mahalanobis)",
+     "tfdefense.detect.commands", "add_detect_parser"),
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The ``tfdefense`` parser; building it (and ``--help``) imports no TensorFlow."""
     parser = argparse.ArgumentParser(
         prog="tfdefense",
         description="Detect and defend against adversarial examples with VAEs (CD-VAE, FM-Defense).",
@@ -189,18 +251,13 @@ def build_parser() -> argparse.ArgumentParser:
     from tfdefense import __version__
 
     parser.add_argument("--version", action="version", version=f"tfdefense {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, action=_Subcommands)
     _add_train(sub)
     _add_reproduce(sub)
     _add_tune(sub)
     _add_export(sub)
-    from tfdefense.attacks.commands import add_attack_parser, add_evaluate_parser
-
-    add_attack_parser(sub)
-    add_evaluate_parser(sub)
-    from tfdefense.detect.commands import add_detect_parser
-
-    add_detect_parser(sub)
+    for name, help_text, module, function in _LAZY_COMMANDS:
+        sub.add_lazy_parser(name, help_text, module, function)
     return parser
 
 
