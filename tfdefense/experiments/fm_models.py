@@ -3,9 +3,12 @@
 Everything is cached in the ``Context`` (``out/cache/fm/...``), so an interrupted
 ``reproduce`` resumes and the notebook and the experiment share models:
 
-* ``classifier(ctx)``: the protected classifier C (``small_cnn``; the paper's is
-  C&W's MNIST model at 99.4%);
-* ``combo_vae(ctx)``: stage 1 DGMM + stage 2 combo-VAE (FM-Defense §III-D);
+* ``classifier(ctx)``: the protected classifier C (``small_cnn``, one logit per class of
+  the dataset's spec; the paper's is C&W's MNIST model at 99.4%, and an identity
+  classifier at 94.7% on CelebA, whose tfds version has no identities: our CelebA
+  label is the binary ``Male`` attribute, ``tfdefense.data``);
+* ``combo_vae(ctx)``: stage 1 DGMM + stage 2 combo-VAE (FM-Defense §III-D); CelebA:
+  the face nets of Table I, one 64x64 latent channel, no TC discriminator (§IV-A);
 * ``magnet(ctx)``: MagNet's two denoising autoencoders around C, thresholds
   fitted on the clean validation split (Meng & Chen 2017);
 * ``defense_gan(ctx)``: a WGAN-GP generator and the projection (Samangouei et
@@ -36,7 +39,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfdefense import nets
+from tfdefense import data, nets
 from tfdefense.baselines import (
     MNIST_STRUCTURE_I,
     MNIST_STRUCTURE_II,
@@ -114,6 +117,15 @@ SETTINGS: dict[str, dict[str, Any]] = {
         "fm_cw_steps": None,  # override C&W's (binary searches, Adam steps) for smoke runs
         "fm_deepfool_steps": 50,
         "fm_verbose": 0,
+        # the combo-VAE's nets: "table1" (MNIST/FMNIST column of Table I) or "face" (face
+        # encoder/decoder); "fm_tc": FactorVAE's TC discriminator (False: the paper's "basic
+        # combo-VAE" used for faces). The fm_face_* keys are read by the face nets only.
+        "fm_nets": "table1",
+        "fm_tc": True,
+        "fm_face_filters": (16, 32, 32),  # Table I: 64, 128, 256
+        "fm_face_residual_filters": 32,  # Table I: 512
+        "fm_face_residual_blocks": 1,  # per side (Table I: 6 in all)
+        "fm_face_strides": (1, 1, 1),  # Table I: 1, 2, 2 (256x256 faces -> 64x64 maps)
     },
     "paper": {
         "fm_train_images": 20000,  # fm-defense.txt §IV-A: 20,000 train, 2,000 validation,
@@ -152,14 +164,33 @@ SETTINGS: dict[str, dict[str, Any]] = {
         "fm_cw_steps": None,
         "fm_deepfool_steps": 50,
         "fm_verbose": 2,
+        "fm_nets": "table1",
+        "fm_tc": True,
+        # Table I's widths (64, 128, 256; 512) with the 64x64 latent map the paper uses put the
+        # residual trunk at 64x64x512, ~230 GFLOP per image (the paper's maps come from 256x256
+        # faces): 100 morphs of 12,000 images would be GPU days, so the widths are cut to
+        # (64, 128, 128; 128), ~9 GFLOP per encoder or decoder pass
+        "fm_face_filters": (64, 128, 128),
+        "fm_face_residual_filters": 128,
+        "fm_face_residual_blocks": 3,
+        "fm_face_strides": (1, 1, 1),
     },
 }
 
 
 #: per preset, per dataset: what differs from the preset's settings for that dataset
+#: CelebA (§IV-A): faces through the face nets, one 64x64 latent channel (the one latent factor
+#: used for detection), the basic combo-VAE without the TC discriminator
+FACES = {"fm_nets": "face", "fm_tc": False, "fm_latent_dim": 1, "fm_codes": 1}
+
 DATASET_SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
+    "quick": {
+        "fashion_mnist": {"fm_latent_dim": 10, "fm_codes": 8},  # 10 codes on FMNIST (§IV-A)
+        "celeb_a": dict(FACES),
+    },
     "paper": {
         "fashion_mnist": {"fm_latent_dim": 10, "fm_codes": 10},  # 10 codes on FMNIST (§IV-A)
+        "celeb_a": dict(FACES),
     },
 }
 
@@ -195,13 +226,53 @@ def _verbose(ctx) -> int:
     return setting(ctx, "fm_verbose")
 
 
+def num_classes(ctx) -> int:
+    """Classes of the active dataset (``tfdefense.data.spec``): 10, or 2 for a CelebA attribute."""
+    return data.spec(ctx.dataset).num_classes
+
+
+def image_shape(ctx) -> tuple[int, int, int]:
+    """(H, W, C) of the active dataset's images."""
+    return tuple(data.spec(ctx.dataset).shape)
+
+
+def combo_vae_nets(ctx, dgmm: DGMM) -> tuple[keras.Model, keras.Model, keras.Model | None]:
+    """(encoder, decoder, TC discriminator or None) of the active dataset's combo-VAE.
+
+    ``fm_nets="table1"``: Table I's MNIST/FMNIST encoder and decoder with ``fm_latent_dim``
+    codes; ``"face"``: the face encoder/decoder, whose latent is a feature map of
+    ``fm_latent_dim`` channels (CelebA: one 64x64 channel for 64x64 faces).
+    """
+    shape, m = image_shape(ctx), setting(ctx, "fm_latent_dim")
+    kind = setting(ctx, "fm_nets")
+    if kind == "table1":
+        encoder = nets.fm_encoder(shape, m)
+        decoder = nets.fm_decoder(m, dgmm.feature_dim, shape)
+    elif kind == "face":
+        filters = tuple(setting(ctx, "fm_face_filters"))
+        strides = tuple(setting(ctx, "fm_face_strides"))
+        width, blocks = setting(ctx, "fm_face_residual_filters"), setting(ctx, "fm_face_residual_blocks")
+        encoder = nets.fm_face_encoder(shape, m, filters, width, blocks, strides=strides)
+        decoder = nets.fm_face_decoder(tuple(encoder.output_shape[1:-1]) + (m,), dgmm.feature_dim,
+                                       shape[-1], filters[1:][::-1], width, blocks,
+                                       strides=strides[1:][::-1])
+    else:
+        raise ValueError(f"fm_nets: expected 'table1' or 'face', got {kind!r}")
+    disc = (nets.tc_discriminator(int(np.prod(encoder.output_shape[1:])) // 2,
+                                  setting(ctx, "fm_discriminator_units"),
+                                  setting(ctx, "fm_discriminator_depth"))
+            if setting(ctx, "fm_tc") else None)
+    return encoder, decoder, disc
+
+
 def classifier(ctx) -> keras.Model:
     """C: ``small_cnn`` trained with Adam(1e-3) on the training split."""
 
     def build():
         keras.utils.set_random_seed(ctx.settings["seed"])
         x, y = train_arrays(ctx)
-        model = nets.small_cnn(x.shape[1:], 10, width=setting(ctx, "fm_classifier_width"),
+        model = nets.small_cnn(x.shape[1:], num_classes(ctx),
+                               width=setting(ctx, "fm_classifier_width"),
                                dense_units=4 * setting(ctx, "fm_classifier_width"),
                                name="fm_classifier")
         model.compile(optimizer=keras.optimizers.Adam(1e-3),
@@ -230,13 +301,12 @@ def combo_vae(ctx) -> ComboVAE:
         dgmm = ctx.cached_model(cache_key(ctx, "dgmm"), build_dgmm)
         keras.utils.set_random_seed(ctx.settings["seed"])
         x, _ = train_arrays(ctx)
-        vae = ComboVAE.for_dataset(
-            ctx.dataset, dgmm, latent_dim=setting(ctx, "fm_latent_dim"),
-            discriminator_units=setting(ctx, "fm_discriminator_units"),
-            discriminator_depth=setting(ctx, "fm_discriminator_depth"),
-            reconstruction=setting(ctx, "fm_reconstruction"), seed=ctx.settings["seed"])
+        encoder, decoder, disc = combo_vae_nets(ctx, dgmm)
+        vae = ComboVAE(encoder, decoder, dgmm, disc,
+                       reconstruction=setting(ctx, "fm_reconstruction"), seed=ctx.settings["seed"])
         vae.compile(optimizer=keras.optimizers.Adam(1e-3),
-                    discriminator_optimizer=keras.optimizers.Adam(1e-4, beta_1=0.5, beta_2=0.9))
+                    discriminator_optimizer=keras.optimizers.Adam(1e-4, beta_1=0.5, beta_2=0.9)
+                    if disc is not None else None)
         vae.fit(x, epochs=setting(ctx, "fm_vae_epochs"), batch_size=64, verbose=_verbose(ctx))
         return vae
 
@@ -258,7 +328,8 @@ def detector(ctx) -> tuple[ResistanceDetector, np.ndarray]:
 
 
 def magnet(ctx) -> MagNet:
-    """MagNet (MNIST autoencoders I and II, denoising training), thresholds on validation.
+    """MagNet (its MNIST autoencoders I and II on the dataset's image shape, denoising
+    training), thresholds on validation.
 
     The autoencoders are cached as ``fm_<dataset>_magnet_ae_i`` / ``..._ii`` (recomputed
     when the settings they were trained with change).
@@ -268,7 +339,8 @@ def magnet(ctx) -> MagNet:
         def train():
             keras.utils.set_random_seed(ctx.settings["seed"])
             x, _ = train_arrays(ctx)
-            dae = DenoisingAutoEncoder(magnet_autoencoder(structure), noise_std=0.1,
+            dae = DenoisingAutoEncoder(magnet_autoencoder(structure, image_shape(ctx)),
+                                       noise_std=0.1,
                                        seed=ctx.settings["seed"])
             dae.compile(optimizer=keras.optimizers.Adam(setting(ctx, "fm_magnet_lr")))
             dae.fit(x, epochs=setting(ctx, "fm_magnet_epochs"),
@@ -295,7 +367,8 @@ def defense_gan(ctx) -> DefenseGAN:
         keras.utils.set_random_seed(ctx.settings["seed"])
         x, _ = train_arrays(ctx)
         width = setting(ctx, "fm_gan_width")
-        gan = WGANGP(defense_gan_generator(128, width), defense_gan_critic(width),
+        gan = WGANGP(defense_gan_generator(128, width, image_shape(ctx)),
+                     defense_gan_critic(width, image_shape(ctx)),
                      seed=ctx.settings["seed"])
 
         def adam():
@@ -349,6 +422,7 @@ def fm_adaptive_logits(det: ResistanceDetector, n_morphs: int, seed: int = 0):
     radius = engine.delta_r * math.ceil(engine.n_morphs / engine.samples_per_iteration)
     gen = tf.random.Generator.from_seed(seed)
     s, m = len(engine.codes), vae.latent_dim
+    spatial = [1] * (len(vae.latent_shape) - 1)  # a feature-map latent's (h, w) axes
 
     def logits(x):
         x = tf.convert_to_tensor(x, tf.float32)
@@ -357,14 +431,17 @@ def fm_adaptive_logits(det: ResistanceDetector, n_morphs: int, seed: int = 0):
         z_u = vae.dgmm.encode(x)
         which = gen.uniform([n_morphs, n], 0, s, dtype=tf.int32)
         width = tf.gather(high - low, which)
-        selected = tf.gather(mean, codes, axis=1)  # (n, S)
+        # a code's value is the channel's spatial mean for maps (the engine's convention)
+        selected = tf.gather(MorphEngine._channel_means(mean), codes, axis=1)  # (n, S)
         center = tf.reduce_sum(tf.one_hot(which, s) * selected[None], -1)  # (k, n)
         values = center + gen.uniform([n_morphs, n], -1.0, 1.0) * radius * width
         values = tf.clip_by_value(values, tf.gather(low, which), tf.gather(high, which))
         onehot = tf.one_hot(tf.gather(codes, which), m)  # (k, n, m)
-        z = mean[None] * (1.0 - onehot) + onehot * values[..., None]
-        z = tf.concat([mean[None], z], 0)  # the purifier's latent first
-        decoded = vae.decode(tf.reshape(z, [-1, m]), tf.tile(z_u, [n_morphs + 1, 1]))
+        shift = tf.reshape((values - center)[..., None] * onehot,
+                           tf.concat([[n_morphs, n], spatial, [m]], 0))
+        z = tf.concat([mean[None], mean[None] + shift], 0)  # the purifier's latent first
+        decoded = vae.decode(tf.reshape(z, tf.concat([[-1], tf.shape(mean)[1:]], 0)),
+                             tf.tile(z_u, [n_morphs + 1, 1]))
         out = clf(tf.concat([x, decoded], 0), training=False)
         out = tf.reshape(out, [n_morphs + 2, n, -1])
         return tf.reduce_logsumexp(tf.nn.log_softmax(out), 0) - math.log(n_morphs + 2.0)
@@ -384,12 +461,13 @@ def magnet_aware_pgd(mag: MagNet, x, y, eps: float = 0.3, steps: int = 40, kappa
     """
     theta = tf.constant(mag.thresholds.numpy(), tf.float32)
     alpha = 2.5 * eps / steps
+    n_classes = int(mag.classifier.output_shape[-1])
 
     @tf.function(reduce_retracing=True)
     def run(x0, y0):
         xa, best = x0, x0
         found = tf.zeros(tf.shape(x0)[0], tf.bool)
-        onehot = tf.one_hot(y0, 10)
+        onehot = tf.one_hot(y0, n_classes)
         for _ in tf.range(steps):
             with tf.GradientTape() as tape:
                 tape.watch(xa)

@@ -26,8 +26,10 @@ Choices where Table I is silent (documented here and as parameters):
   LeakyReLU 0.2), one logit ℓ = log D/(1 − D) out;
 * face variant: the residual blocks' width (512) and count (6) are parameters,
   the encoder's mean and log-variance are two 1×1 convolutions giving
-  ``latent_channels`` maps (the paper: 256 channels of 64×64 for 128×128
-  faces; downsampling by 4, the same ratio, is ours for any input size).
+  ``latent_channels`` maps (the paper: 256 channels of 64×64, which Table I's
+  strides 1, 2, 2 give for 256×256 faces); the strides are parameters, so
+  64×64 faces keep a 64×64 latent map with ``strides=(1, 1, 1)`` (encoder) and
+  ``(1, 1)`` (decoder).
 
 Example:
     >>> from tfdefense.nets import fm_decoder, fm_dgmm_network, fm_encoder
@@ -37,6 +39,9 @@ Example:
     (None, 10)
     >>> fm_decoder(20, 10, (28, 28, 1)).output_shape
     (None, 28, 28, 1)
+    >>> from tfdefense.nets import fm_face_encoder
+    >>> fm_face_encoder((64, 64, 3), 1, (4, 4, 4), 8, 1, strides=(1, 1, 1)).output_shape
+    (None, 64, 64, 2)
 """
 
 from __future__ import annotations
@@ -203,29 +208,39 @@ def fm_face_encoder(
     filters=(64, 128, 256),
     residual_filters: int = 512,
     residual_blocks: int = 3,
+    strides=(1, 2, 2),
     name: str = "fm_face_encoder",
 ) -> keras.Model:
-    """Face encoder of Table I: x -> concat(mean, log-variance) maps, (N, H/4, W/4, 2·channels).
+    """Face encoder of Table I: x -> concat(mean, log-variance) maps, (N, H/s, W/s, 2·channels).
 
     Each of the ``latent_channels`` channels is one latent factor (§III-A);
-    a morph shifts all its elements by the same amount.
+    a morph shifts all its elements by the same amount. s is the product of
+    ``strides`` (Table I: 1·2·2 = 4, which maps the paper's faces to 64×64 maps;
+    ``strides=(1, 1, 1)`` keeps a 64×64 image's resolution, a 64×64 latent map).
 
     Args:
-        input_shape: (H, W, C), H and W divisible by 4.
-        latent_channels: number of latent channels (paper: 256).
-        filters: C.LReLU K7 S1, K3 S2, K3 S2 (Table I: 64, 128, 256).
+        input_shape: (H, W, C), H and W divisible by s.
+        latent_channels: number of latent channels (paper: 256, one used for detection).
+        filters: C.LReLU K7, K3, K3 (Table I: 64, 128, 256).
         residual_filters: width of the residual blocks (Table I: 512).
         residual_blocks: how many residual blocks on the encoder side (Table I
             lists six between encoder and decoder; three each by default).
+        strides: the strides of the three convolutions (Table I: 1, 2, 2).
         name: model name.
     """
     input_shape = _check_shape(input_shape)
     check_positive_int(latent_channels, "latent_channels")
-    if input_shape[0] % 4 or input_shape[1] % 4:
-        raise ValueError(f"input_shape: H and W must be divisible by 4, got {input_shape}")
+    strides = tuple(strides)
+    if len(strides) != 3:
+        raise ValueError(f"strides: expected three strides, got {strides}")
+    for i, s in enumerate(strides):
+        check_positive_int(s, f"strides[{i}]")
+    down = math.prod(strides)
+    if input_shape[0] % down or input_shape[1] % down:
+        raise ValueError(f"input_shape: H and W must be divisible by {down}, got {input_shape}")
     inputs = keras.Input(input_shape, name="images")
     h = inputs
-    for f, k, s in zip(filters, (7, 3, 3), (1, 2, 2), strict=True):
+    for f, k, s in zip(filters, (7, 3, 3), strides, strict=True):
         h = layers.Conv2D(f, k, strides=s, padding="same")(h)
         h = layers.LeakyReLU(0.2)(h)
     h = layers.Conv2D(residual_filters, 1)(h)
@@ -242,23 +257,33 @@ def fm_face_decoder(
     filters=(256, 128),
     residual_filters: int = 512,
     residual_blocks: int = 3,
+    strides=(2, 2),
     name: str = "fm_face_decoder",
 ) -> keras.Model:
-    """Face decoder of Table I: [z_s maps, z_u (N, K)] -> images (N, 4h, 4w, C) in [0, 1].
+    """Face decoder of Table I: [z_s maps, z_u (N, K)] -> images (N, s·h, s·w, C) in [0, 1].
 
-    z_u is broadcast over the map and concatenated as extra channels.
+    z_u is broadcast over the map and concatenated as extra channels; s is the
+    product of ``strides`` (Table I: 2·2 = 4).
 
     Args:
         latent_shape: (h, w, channels) of z_s.
         feature_dim: K (0: no class-unique input).
         output_channels: image channels.
-        filters: DC.LReLU K3 S2 ×2 (Table I: 256, 128); then DC K7 S1 to C.
+        filters: DC.LReLU K3 ×2 (Table I: 256, 128); then DC K7 S1 to C.
         residual_filters: width of the residual blocks (Table I: 512).
         residual_blocks: residual blocks on the decoder side.
+        strides: the strides of the ``filters`` layers (Table I: 2, 2; (1, 1) for a
+            latent map at the image's resolution).
         name: model name.
     """
     latent_shape = _check_shape(latent_shape, "latent_shape")
     check_positive_int(feature_dim, "feature_dim", minimum=0)
+    strides = tuple(strides)
+    if len(strides) != len(tuple(filters)):
+        raise ValueError(f"strides: expected one per filter layer ({len(tuple(filters))}), "
+                         f"got {strides}")
+    for i, s in enumerate(strides):
+        check_positive_int(s, f"strides[{i}]")
     z_s = keras.Input(latent_shape, name="z_s")
     z_u = keras.Input((feature_dim,), name="z_u")
     tiled = layers.Reshape((1, 1, feature_dim))(z_u)
@@ -267,8 +292,8 @@ def fm_face_decoder(
     h = layers.Conv2D(residual_filters, 1)(h)
     for _ in range(residual_blocks):
         h = _residual_block(h, residual_filters)
-    for f in filters:
-        h = layers.Conv2DTranspose(f, 3, strides=2, padding="same")(h)
+    for f, s in zip(filters, strides, strict=True):
+        h = layers.Conv2DTranspose(f, 3, strides=s, padding="same")(h)
         h = layers.LeakyReLU(0.2)(h)
     h = layers.Conv2DTranspose(output_channels, 7, padding="same")(h)
     out = layers.Activation("sigmoid", name="images")(h)
