@@ -15,6 +15,11 @@
   ``Male`` (FM-Defense's CelebA experiment is a gender classification);
   pass ``attribute=`` for any other of the 40 attributes.
 
+tfds datasets are downloaded and prepared on first use into ``data_dir``
+(tfds' default ``~/tensorflow_datasets``). Without a network, put the source
+files tfds names (``DatasetDownloadError`` lists them) into a folder and pass
+``manual_dir=``; a failed download raises ``DatasetDownloadError`` saying so.
+
 Example:
     >>> from tfdefense import data
     >>> ds = data.load("mnist_5k", split="train")
@@ -83,6 +88,15 @@ MNIST_5K_PER_CLASS = (350, 50, 100)
 CELEB_A_DEFAULT_ATTRIBUTE = "Male"
 CELEB_A_SIZE = 64
 _CELEB_A_CROP = 140
+
+
+class DatasetDownloadError(OSError):
+    """tfds could not download or prepare a dataset.
+
+    The message names the dataset, the ``data_dir`` in use, the files tfds fetches
+    and how to supply them (``manual_dir=``, ``data_dir=``, ``tfds build``); the
+    original error is the ``__cause__``.
+    """
 
 
 def spec(name: str) -> DatasetSpec:
@@ -157,6 +171,7 @@ def load(
     data_dir: str | None = None,
     attribute: str = CELEB_A_DEFAULT_ATTRIBUTE,
     download: bool = True,
+    manual_dir: str | None = None,
 ) -> tf.data.Dataset:
     """A dataset of (image float32 NHWC in [0, 1], label int64), unbatched.
 
@@ -164,13 +179,28 @@ def load(
         name: one of ``NAMES``.
         split: ``train``, ``validation`` or ``test`` (see the module docstring
             for how each maps onto the source's splits).
-        shuffle_files: passed to ``tfds.load``.
+        shuffle_files: shuffle the tfds files (``as_dataset``).
         data_dir: tfds data directory.
         attribute: the CelebA attribute used as the binary label.
-        download: let tfds download missing data.
+        download: let tfds download and prepare missing data.
+        manual_dir: a folder holding the dataset's source files (the names tfds
+            downloads, e.g. ``train-images-idx3-ubyte.gz`` for mnist); tfds
+            prepares the dataset from them instead of the network (default
+            ``<data_dir>/downloads/manual``, after trying tfds' prepared copy on GCS).
+            For restricted ImageNet, the folder of the ImageNet archives.
 
     Raises:
         ValueError: unknown name, split or CelebA attribute.
+        DatasetDownloadError: the dataset is not prepared in ``data_dir`` and tfds
+            could not download or prepare it (or ``download`` is False).
+
+    Example:
+        >>> import tempfile
+        >>> try:
+        ...     load("cifar10", "test", data_dir=tempfile.mkdtemp(), download=False)
+        ... except DatasetDownloadError as exc:
+        ...     print(str(exc)[:45], "cifar-10-binary.tar.gz" in str(exc))
+        tfds could not prepare dataset 'cifar10' in d True
     """
     _check_name(name)
     _check_split(split)
@@ -179,8 +209,8 @@ def load(
         return tf.data.Dataset.from_tensor_slices((x, y))
     if name in data_imagenet.SIZES:  # tfds imagenet2012 from the manual dir (data_imagenet)
         return data_imagenet.load(name, split, shuffle_files=shuffle_files, data_dir=data_dir,
-                                  download=download)
-    return _load_tfds(name, split, shuffle_files, data_dir, attribute, download)
+                                  manual_dir=manual_dir, download=download)
+    return _load_tfds(name, split, shuffle_files, data_dir, attribute, download, manual_dir)
 
 
 def _tfds_split(name: str, split: str) -> str:
@@ -189,16 +219,27 @@ def _tfds_split(name: str, split: str) -> str:
     return {"train": "train[:90%]", "validation": "train[90%:]", "test": "test"}[split]
 
 
-def _load_tfds(name, split, shuffle_files, data_dir, attribute, download) -> tf.data.Dataset:
+def _load_tfds(name: str, split: str, shuffle_files: bool, data_dir: str | None, attribute: str,
+               download: bool, manual_dir: str | None) -> tf.data.Dataset:
+    # what tfds.load does (builder, download_and_prepare, as_dataset), with the download
+    # step alone turned into an error that says what to do
     import tensorflow_datasets as tfds
 
-    ds = tfds.load(
-        name,
-        split=_tfds_split(name, split),
-        shuffle_files=shuffle_files,
-        data_dir=data_dir,
-        download=download,
-    )
+    builder = tfds.builder(name, data_dir=data_dir)
+    if not builder.is_prepared():
+        if not download:
+            raise DatasetDownloadError(_download_help(name, builder, manual_dir,
+                                                      "it is not prepared and download=False"))
+        config = tfds.download.DownloadConfig(manual_dir=manual_dir,
+                                              try_download_gcs=manual_dir is None)
+        try:
+            builder.download_and_prepare(download_config=config)
+        except ImportError:  # a missing dependency, not missing data
+            raise
+        except Exception as exc:
+            raise DatasetDownloadError(_download_help(
+                name, builder, manual_dir, f"{type(exc).__name__}: {exc}")) from exc
+    ds = builder.as_dataset(split=_tfds_split(name, split), shuffle_files=shuffle_files)
     if name == "celeb_a":
         attrs = ds.element_spec["attributes"]
         if attribute not in attrs:
@@ -208,6 +249,23 @@ def _load_tfds(name, split, shuffle_files, data_dir, attribute, download) -> tf.
         return ds.map(functools.partial(_celeb_a_example, attribute=attribute),
                       num_parallel_calls=tf.data.AUTOTUNE)
     return ds.map(_image_label_example, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _download_help(name: str, builder, manual_dir: str | None, reason: str) -> str:
+    """What failed and how to supply the files, for ``DatasetDownloadError``."""
+    root = str(builder.data_dir_root)
+    manual = manual_dir or f"{root}/downloads/manual"
+    files = sorted((info.filename or url.rsplit("/", 1)[-1], url)
+                   for url, info in (builder.url_infos or {}).items())
+    listing = "; ".join(f"{f} ({u})" for f, u in files) or "see the tfds catalog"
+    return (
+        f"tfds could not prepare dataset {name!r} in data_dir {root!r}: {reason}. "
+        f"To supply the files yourself, download {listing} on a machine with a network "
+        f"and put them in {manual!r}, then call load(..., manual_dir={manual!r}, "
+        f"data_dir={root!r}); or, on a machine with a network, run `tfds build {name} "
+        f"--data_dir DIR` and copy DIR/{name} into {root!r} (or pass data_dir=DIR). "
+        f"Catalog: https://www.tensorflow.org/datasets/catalog/{name}"
+    )
 
 
 def _image_label_example(example):
