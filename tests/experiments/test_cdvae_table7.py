@@ -45,20 +45,27 @@ def test_table_has_white_box_adaptive_and_spsa_rows_with_the_paper_beside(run):
                  and r["evaluation"].startswith("white-box"))
     assert white["clean"].endswith(f"(paper {PAPER['CD-VAE-AT']['clean']:.1f})")
     assert "(paper 27.4)" in white["StAdv"]
+    assert "(paper 62.1)" in white["JPEG-ℓ∞"] and float(white["JPEG-ℓ∞"].split(" ")[0]) >= 0
+    # mnist_5k is greyscale: ReColor's cell says why it is absent, beside the paper's number
+    assert white["ReColor"] == "not run: greyscale, no colours to remap (paper 73.1)"
+    assert white["unseen mean"].endswith("; mean of PGD-ℓ2, JPEG-ℓ∞, StAdv")
     markdown = result.to_markdown()
-    assert "JPEG and ReColor not run" in markdown and "gradient" in markdown
+    assert "ReColor not run: the data is greyscale" in markdown and "gradient" in markdown
 
 
 def test_numbers_are_percentages_and_adaptive_never_above_white_box(run):
     _, result, _ = run
     for name in ("PGD-AT", "CD-VAE-AT"):
         m = result.measurements[name]
-        for key in ("clean", "unseen", *ATTACKS):
+        assert "recolor" not in m["white_box"] and "recolor" not in m["adaptive"]
+        for key in ("clean", "unseen", *(a for a in ATTACKS if a != "recolor")):
             assert 0.0 <= m["white_box"][key] <= 100.0
             assert m["adaptive"][key] <= m["white_box"][key] + 1e-9, (name, key)
-        assert m["white_box"]["unseen"] == pytest.approx(
-            np.mean([m["white_box"]["pgd_l2"], m["white_box"]["stadv"]]))
+        for cells in (m["white_box"], m["adaptive"]):
+            assert cells["unseen"] == pytest.approx(
+                np.mean([cells["pgd_l2"], cells["jpeg_linf"], cells["stadv"]]))
         assert m["spsa"]["both"] <= min(m["spsa"]["spsa"], m["spsa"]["gradient"])
+    assert result.measurements["unseen_attacks"] == ["pgd_l2", "jpeg_linf", "stadv"]
     assert set(result.measurements["train_seconds"]) == {"normal", "cdvae", "d_g", "pgd_at",
                                                           "cdvae_at", "cdvae_at_other_target"}
 
@@ -139,3 +146,25 @@ def test_verdict_says_when_the_defense_breaks_and_when_the_unseen_edge_holds():
     assert "9.0 below PGD-AT" in holds and "+24.2 points" in holds
     on_par = _verdict(_measurements(32.0, 50.5, 39.2, 39.5))
     assert "on par with PGD-AT" in on_par
+
+
+@pytest.mark.slow
+def test_on_cifar_shaped_data_every_unseen_attack_runs_and_the_mean_covers_all_four(tmp_path):
+    import tensorflow_datasets as tfds
+
+    small = {**TINY, "target_ablation": False, "autoattack_sampling": False,
+             "dataset.cifar10": "cifar10"}
+    with tfds.testing.mock_data(num_examples=160):
+        result = get("cdvae_table7")(Context("quick", str(tmp_path / "cache"), small))
+    assert result.dataset == "cifar10"
+    assert result.measurements["unseen_attacks"] == ["pgd_l2", "jpeg_linf", "recolor", "stadv"]
+    for name in ("PGD-AT", "CD-VAE-AT"):
+        for kind in ("white_box", "adaptive"):
+            cells = result.measurements[name][kind]
+            assert cells["unseen"] == pytest.approx(np.mean(
+                [cells[k] for k in ("pgd_l2", "jpeg_linf", "recolor", "stadv")]))
+        row = next(r for r in result.rows if r["defense"] == name
+                   and r["evaluation"].startswith("white-box"))
+        assert row["ReColor"].endswith(f"(paper {PAPER[name]['recolor']:.1f})")
+        assert not row["ReColor"].startswith("not run") and "mean of" not in row["unseen mean"]
+    assert "greyscale" not in " ".join(result.notes)
