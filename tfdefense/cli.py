@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import os
@@ -43,9 +44,9 @@ def _add_train(sub) -> None:
     p.set_defaults(func=_run_train)
 
 
-def _add_scale_options(p) -> None:
+def _add_scale_options(p, strategy_default: str = "default") -> None:
     """--strategy / --cpu-devices / --precision of a training command (tfdefense.distribute)."""
-    p.add_argument("--strategy", default="default",
+    p.add_argument("--strategy", default=strategy_default,
                    choices=["auto", "default", "mirrored", "multi_worker", "tpu"],
                    help="tf.distribute strategy (multi_worker reads TF_CONFIG)")
     p.add_argument("--cpu-devices", type=int, default=None,
@@ -130,6 +131,11 @@ def _add_reproduce(sub) -> None:
     p.add_argument("--set", dest="overrides", type=_parse_setting, action="append", default=[],
                    metavar="KEY=VALUE", help="override a setting, e.g. --set eval_images=100")
     p.add_argument("--list", action="store_true", help="list the registered experiments and exit")
+    p.add_argument("--dry-run", action="store_true",
+                   help="run every experiment of the preset on tfds mock data with tiny sizes but "
+                        "the preset's architectures, and print what the real run trains and "
+                        "its estimated cost (tfdefense.experiments.dry_run)")
+    _add_scale_options(p, strategy_default="auto")
     p.set_defaults(func=_run_reproduce)
 
 
@@ -140,7 +146,22 @@ def _run_reproduce(args: argparse.Namespace) -> int:
     if args.list:
         print("\n".join(available()))
         return 0
-    run = reproduce(args.preset, args.out, only=args.only, overrides=dict(args.overrides))
+    overrides = dict(args.overrides)
+    if args.precision is not None:  # a model trained under another policy is another model
+        overrides["precision"] = args.precision
+    strategy = _strategy(args)
+    from tfdefense.distribute import precision_scope
+
+    with contextlib.ExitStack() as stack:
+        if strategy is not None:  # models build, train and get attacked over its replicas
+            stack.enter_context(strategy.scope())
+        stack.enter_context(precision_scope(args.precision))
+        if args.dry_run:
+            from tfdefense.experiments.dry_run import dry_run
+
+            run = dry_run(args.preset, args.out, only=args.only, overrides=overrides).reproduction
+        else:
+            run = reproduce(args.preset, args.out, only=args.only, overrides=overrides)
     print(json.dumps({"report": run.files, "failed": run.failed, "seconds": round(run.seconds)}, indent=2))
     return 1 if run.failed else 0
 

@@ -156,12 +156,15 @@ def _atomic_write(path: str, text: str) -> None:
 
 
 def reproduce(preset: str = "quick", out: str = "report", only: Sequence[str] | None = None,
-              overrides: dict[str, Any] | None = None, log=print) -> Reproduction:
+              overrides: dict[str, Any] | None = None, log=print,
+              context: Context | None = None) -> Reproduction:
     """Run experiments (all registered, or ``only``) and write the report into ``out``.
 
-    Raises ``ValueError`` for an unknown preset or experiment name before any work starts.
+    ``context``: run in this one instead of a new ``Context(preset, out, overrides)``
+    (the dry run passes its own). Raises ``ValueError`` for an unknown preset or
+    experiment name before any work starts.
     """
-    ctx = Context(preset, out, overrides)
+    ctx = context if context is not None else Context(preset, out, overrides)
     names = list(only) if only else available()
     if not names:
         raise ValueError("only: no experiment registered or named")

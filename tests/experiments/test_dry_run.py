@@ -1,0 +1,60 @@
+"""The dry run's plan: each recorded fit scaled to the real run by hand-checkable arithmetic."""
+
+import pytest
+
+from tfdefense.experiments.dry_run import DRY_RUN_SETTINGS, Fit, format_plan, plan, real_setting
+
+
+def _fit(**kw):
+    base = dict(experiment="cdvae_table7", role="cifar10", model="AdversarialCDVAE", params=10,
+                samples=24, batch=8, epochs=1, steps=3, step_seconds=0.5, seconds=2.0,
+                epochs_key="at_epochs", images_key="train_images", batch_key="at_batch_size")
+    return Fit(**{**base, **kw})
+
+
+def test_a_fit_on_the_whole_split_scales_to_the_real_epochs_images_and_batch():
+    row, = plan("paper", [_fit()], mock_examples=24)
+    # paper: at_epochs 82, train_images None (all 50,000 CIFAR-10), at_batch_size 100
+    assert (row["epochs"], row["images"], row["batch"]) == (82, 50_000, 100)
+    assert row["steps"] == 82 * 500
+    # 0.5 s per step of 8 images -> 100 images: 6.25 s per step
+    assert row["hours"] == pytest.approx(82 * 500 * 0.5 * 100 / 8 / 3600)
+
+
+def test_an_image_limit_caps_the_real_images_and_a_partial_use_keeps_its_share():
+    # FM-Defense: fm_train_images 20,000 of mnist's 60,000; the fit used half the dry split
+    row, = plan("paper", [_fit(role="mnist", samples=12, images_key="fm_train_images",
+                                epochs_key="fm_vae_epochs", batch_key=None, batch=64)], 24)
+    assert (row["images"], row["batch"], row["epochs"]) == (10_000, 64, 100)
+    assert row["steps"] == 100 * 157  # ceil(10000 / 64)
+
+
+def test_a_fit_without_a_known_size_has_no_estimate_and_the_total_skips_it():
+    rows = plan("paper", [_fit(samples=None), _fit()], 24)
+    assert rows[0]["hours"] is None and rows[1]["hours"] is not None
+    text = format_plan("paper", rows)
+    assert "?" in text and f"{rows[1]['hours']:.1f} h" in text
+    assert "gamma_grid (2 values here, 6 in the real run)" in text
+
+
+def test_real_settings_follow_the_lookup_order_of_the_experiments():
+    assert real_setting("paper", "cdvae_epochs") == 300  # PRESETS
+    assert real_setting("paper_imagenet", "cdvae_epochs") == 60
+    assert real_setting("paper", "fm_codes", role="fashion_mnist") == 10  # per-dataset override
+    assert real_setting("paper", "fm_codes", role="mnist") == 20
+    assert real_setting("paper", "no_such_setting") is None
+    assert DRY_RUN_SETTINGS["cdvae_epochs"] == 1
+
+
+@pytest.mark.slow
+def test_the_paper_dry_run_of_table_1_trains_the_real_architectures_on_cifar_shaped_mock_data(
+        tmp_path):
+    from tfdefense.experiments.dry_run import dry_run
+
+    run = dry_run("paper", str(tmp_path), only=["cdvae_table1"], log=lambda *_: None)
+    assert run.reproduction.failed == []
+    # the preset's WRN-28-10 D (36.5 M parameters), inside the CD-VAE and alone
+    assert sorted(f.params > 36e6 for f in run.fits) == [True, True]
+    assert {f.epochs_key for f in run.fits} == {"cdvae_epochs", "classifier_epochs"}
+    assert {r["dataset"] for r in run.plan} == {"cifar10"}
+    assert (tmp_path / "dry_run.json").exists() and (tmp_path / "report.md").exists()
