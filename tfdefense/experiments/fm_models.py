@@ -438,7 +438,7 @@ def fm_adaptive_logits(det: ResistanceDetector, n_morphs: int, seed: int = 0):
         values = tf.clip_by_value(values, tf.gather(low, which), tf.gather(high, which))
         onehot = tf.one_hot(tf.gather(codes, which), m)  # (k, n, m)
         shift = tf.reshape((values - center)[..., None] * onehot,
-                           tf.concat([[n_morphs, n], spatial, [m]], 0))
+                           tf.concat([[n_morphs, n], tf.constant(spatial, tf.int32), [m]], 0))
         z = tf.concat([mean[None], mean[None] + shift], 0)  # the purifier's latent first
         decoded = vae.decode(tf.reshape(z, tf.concat([[-1], tf.shape(mean)[1:]], 0)),
                              tf.tile(z_u, [n_morphs + 1, 1]))
