@@ -8,6 +8,10 @@ images and labels, batch layout) and one ``batch_00000.npz`` per batch
 matches, resumes from the finished batches after a crash (so a crash loses
 at most the batch in flight: batch ``i`` uses seed ``(seed, i)``, so resumed
 batches equal uninterrupted ones), and starts over when anything differs.
+With a ``tf.distribute`` strategy (``strategy=`` or a current one) the missing
+batches are generated over its replicas (``Attack.iter_batches``), a crash
+losing at most the step in flight; the set is the same as on one device, so a
+set started on one device can be finished on several and the other way round.
 
 Example:
     >>> import tempfile, numpy as np
@@ -33,9 +37,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
+import tensorflow as tf
 
-from tfdefense.attacks.base import Attack
+from tfdefense.attacks.base import Attack, replica_strategy
 
 FORMAT_VERSION = 1
 
@@ -109,7 +113,8 @@ class AdversarialSet:
 
     @classmethod
     def create(cls, attack: Attack, model, x, y=None, *, path, fingerprint: str | None = None,
-               verbose: bool | None = None) -> AdversarialSet:
+               verbose: bool | None = None,
+               strategy: tf.distribute.Strategy | None = None) -> AdversarialSet:
         """Load, resume or generate the set for ``attack`` on ``model`` and ``(x, y)``.
 
         Args:
@@ -120,9 +125,14 @@ class AdversarialSet:
             fingerprint: the model's fingerprint; default ``model_fingerprint(model)``
                 (needed for plain functions, which have no weights to hash).
             verbose: progress bar; default the attack's ``verbose``.
+            strategy: generate the missing batches over this ``tf.distribute``
+                strategy's replicas (default the current one, if any; see
+                ``tfdefense.attacks.base``); the batches, and so the set, are
+                the single-device ones, and each is saved as soon as its step ends.
         """
         if not isinstance(attack, Attack):
             raise ValueError(f"attack: expected an Attack, got {type(attack).__name__}")
+        strategy = replica_strategy(strategy)
         path = Path(path)
         model_fp = model_fingerprint(model) if fingerprint is None else str(fingerprint)
         data_fp = data_fingerprint(np.asarray(x), None if y is None else np.asarray(y))
@@ -151,18 +161,20 @@ class AdversarialSet:
             tmp.write_text(json.dumps(meta, indent=1))
             os.replace(tmp, meta_path)
         show = attack.verbose if verbose is None else verbose
-        parts, computed = [], 0
-        for i, start in enumerate(tqdm(starts, desc=f"{attack.name} set", disable=not show)):
+        parts: list[np.ndarray | None] = [None] * len(starts)
+        missing = []
+        for i in range(len(starts)):
             file = path / f"batch_{i:05d}.npz"
             if file.exists():
                 with np.load(file) as f:
-                    parts.append(f["x_adv"])
-                continue
-            sl = slice(start, start + bs)
-            x_adv = attack.run_batch(model, x[sl], y[sl], i)
-            _atomic_savez(file, x_adv=x_adv, y=y[sl])
-            parts.append(x_adv)
-            computed += 1
+                    parts[i] = f["x_adv"]
+            else:
+                missing.append(i)
+        for i, x_adv in attack.iter_batches(model, x, y, missing, strategy=strategy,
+                                            desc=f"{attack.name} set", verbose=show):
+            _atomic_savez(path / f"batch_{i:05d}.npz", x_adv=x_adv, y=y[i * bs : (i + 1) * bs])
+            parts[i] = x_adv
+        computed = len(missing)
         return cls(np.concatenate(parts), y, attack.name, params, model_fp, data_fp, path,
                    reused=computed == 0, batches_computed=computed, meta=meta)
 

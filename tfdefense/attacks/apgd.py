@@ -36,7 +36,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from tfdefense.attacks.base import Attack, register
+from tfdefense.attacks.base import Attack, predict_logits, register
 from tfdefense.attacks.losses import cross_entropy
 from tfdefense.validation import check_number, check_positive_int
 
@@ -240,6 +240,7 @@ class _Ensembled(Attack):
 
     supported_norms = ("linf", "l2")
     n_target_classes = 0
+    replication = "points"  # per-point randomness: each run splits over replicas exactly
 
     def __init__(self, model=None, **kwargs):
         super().__init__(model, **kwargs)
@@ -255,7 +256,7 @@ class _Ensembled(Attack):
                              reduce_retracing=True)
             entry = (model, fn)
             self._compiled[key] = entry
-        return entry[1]
+        return self._split_points(entry[1], n_points=4)  # (x, y, target, ids) per point
 
     #: whether later restarts run a different graph (FAB: random start only after the first)
     _restarts_differ = False
@@ -281,7 +282,7 @@ class _Ensembled(Attack):
 
     def attack_points(self, model, x: np.ndarray, y: np.ndarray, ids: np.ndarray) -> np.ndarray:
         """Attack validated points ``x`` whose indices in the data are ``ids`` (one batch)."""
-        logits = np.asarray(model(tf.constant(x)))
+        logits = predict_logits(model, x, self.batch_size, self._replicas())
         robust = np.argmax(logits, 1) == y
         x_adv = x.copy()
         order = np.argsort(-logits, axis=1, kind="stable")

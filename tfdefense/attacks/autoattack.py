@@ -25,6 +25,12 @@ the gradient-masking flag: Square (gradient-free) runs last, so any point it
 breaks is one every gradient attack failed on, the usual sign that gradients
 are masked (Croce & Hein 2020 §5; Athalye et al. 2018).
 
+With a ``tf.distribute`` strategy (``run(..., strategy=)``, ``generate(...,
+strategy=)`` or a current one) every component's compiled runs are split
+point-wise over the replicas, ``replicas * batch_size`` points at a time; the
+draws being per point, the result is the single-device one for any number of
+replicas.
+
 Example:
     >>> from tfdefense.attacks import get_attack
     >>> aa = get_attack("autoattack", eps=0.3, version="quick")
@@ -34,8 +40,9 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -43,7 +50,7 @@ import tensorflow as tf
 from tqdm.auto import tqdm
 
 from tfdefense.attacks.apgd import APGD, APGDTargeted
-from tfdefense.attacks.base import Attack, register
+from tfdefense.attacks.base import Attack, register, replica_strategy
 from tfdefense.attacks.fab import FAB
 from tfdefense.attacks.square import Square
 from tfdefense.defend.base import REJECTED
@@ -142,6 +149,7 @@ class AutoAttack(Attack):
     supported_norms = ("linf", "l2")
     params = ("eps", "norm", "version", "steps", "n_target_classes", "queries", "restarts",
               "eot_iter")
+    replication = "points"
 
     def __init__(self, model=None, *, eps=None, norm="linf", version="standard", steps=None,
                  n_target_classes=None, queries=None, restarts=1, eot_iter=None, **kwargs):
@@ -216,20 +224,25 @@ class AutoAttack(Attack):
         return model, x, y, num_classes
 
     def run(self, x, y=None, model=None, labels_of: Callable | None = None,
-            verbose: bool | None = None) -> AutoAttackRun:
+            verbose: bool | None = None,
+            strategy: tf.distribute.Strategy | None = None) -> AutoAttackRun:
         """Run the ensemble over all of ``x``; each component only on points not yet fooled.
 
         Args:
             x, y, model: as ``generate`` (``y`` the true labels).
             labels_of: images -> int labels used to judge success (default the
-                model's argmax); a defense's labels with ``REJECTED`` = -1 count
-                a rejected example as not fooled.
+                model's argmax, over the replicas with a strategy); a defense's
+                labels with ``REJECTED`` = -1 count a rejected example as not fooled.
             verbose: progress bars (default ``self.verbose``).
+            strategy: split every component's runs over this strategy's replicas
+                (default the current one, if any); same result for any number.
         """
+        strategy = replica_strategy(strategy)
         model, x, y, _ = self.prepare(x, y, model)
         verbose = self.verbose if verbose is None else verbose
         if labels_of is None:
-            labels_of = lambda images: self.predict_labels(model, images)  # noqa: E731
+            labels_of = lambda images: self.predict_labels(model, images, strategy)  # noqa: E731
+        chunk = self.batch_size * (1 if strategy is None else strategy.num_replicas_in_sync)
         clean = np.asarray(labels_of(x)).astype(np.int64)
         pred = clean.copy()
         x_adv = x.copy()
@@ -239,10 +252,11 @@ class AutoAttack(Attack):
         for j, (name, attack) in enumerate(self._components.items()):
             start = time.perf_counter()
             idx = np.flatnonzero(pred == y)  # still correct (rejected points are not attacked)
-            starts = range(0, len(idx), self.batch_size)
+            starts = range(0, len(idx), chunk)
             for s in tqdm(starts, desc=name, disable=not verbose):
-                sub = idx[s : s + self.batch_size]
-                adv = np.clip(attack.attack_points(model, x[sub], y[sub], sub), 0.0, 1.0)
+                sub = idx[s : s + chunk]
+                with attack._on_replicas(strategy):
+                    adv = np.clip(attack.attack_points(model, x[sub], y[sub], sub), 0.0, 1.0)
                 new = np.asarray(labels_of(adv)).astype(np.int64)
                 fooled = (new != y[sub]) & (new != REJECTED)
                 x_adv[sub[fooled]] = adv[fooled]
@@ -253,17 +267,29 @@ class AutoAttack(Attack):
         return out
 
     def _attack_batch(self, model, x, y, seed):
-        x_np, y_np = x.numpy(), y.numpy()
-        pred = np.argmax(np.asarray(model(x)), 1)
-        x_adv = x_np.copy()
         first = int(seed[1]) * self.batch_size  # index of this batch's first point in the data
+        return self.attack_points(model, x.numpy(), y.numpy(), first + np.arange(len(x)))
+
+    def attack_points(self, model, x: np.ndarray, y: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        """The ensemble on validated points whose indices in the data are ``ids``."""
+        strategy = self._replicas()
+        pred = self.predict_labels(model, x, strategy)
+        x_adv = x.copy()
         for attack in self._components.values():
-            idx = np.flatnonzero(pred == y_np)
+            idx = np.flatnonzero(pred == y)
             if not len(idx):
                 break
-            adv = np.clip(attack.attack_points(model, x_np[idx], y_np[idx], first + idx), 0.0, 1.0)
-            new = np.argmax(np.asarray(model(tf.constant(adv))), 1)
-            fooled = new != y_np[idx]
+            adv = np.clip(attack.attack_points(model, x[idx], y[idx], ids[idx]), 0.0, 1.0)
+            new = self.predict_labels(model, adv, strategy)
+            fooled = new != y[idx]
             x_adv[idx[fooled]] = adv[fooled]
             pred[idx[fooled]] = new[fooled]
         return x_adv
+
+    @contextlib.contextmanager
+    def _on_replicas(self, strategy: tf.distribute.Strategy | None) -> Iterator[None]:
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(super()._on_replicas(strategy))
+            for attack in self._components.values():
+                stack.enter_context(attack._on_replicas(strategy))
+            yield

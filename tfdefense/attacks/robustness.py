@@ -12,6 +12,13 @@ for grey-box, or ``bpda``/``eot`` compositions for adaptive attacks). For a
 defense, a rejected adversarial example counts as defended in
 ``defense_accuracy`` (FM-Defense's final accuracy) but not in ``accuracy``.
 
+With ``strategy`` (or a current ``tf.distribute`` strategy) the attacks, cached
+sets (``cache_dir``) included, run data-parallel over its replicas (see
+``tfdefense.attacks.base``; the results do not depend on the number of
+replicas), and so do the predictions of a callable ``predict``, which must then
+be traceable by ``tf.function`` (TensorFlow ops, no numpy). A ``Defense``'s
+``predict`` answers on its own.
+
 Results are data: ``RobustnessResult.to_dict()/to_json()/to_markdown()``.
 
 Example:
@@ -41,7 +48,13 @@ from tqdm.auto import tqdm
 
 from tfdefense.attacks.adversarial_set import AdversarialSet, model_fingerprint
 from tfdefense.attacks.autoattack import AutoAttack
-from tfdefense.attacks.base import Attack, check_model_output, get_attack
+from tfdefense.attacks.base import (
+    Attack,
+    check_model_output,
+    get_attack,
+    predict_logits,
+    replica_strategy,
+)
 from tfdefense.attacks.presets import PRESETS, get_preset
 from tfdefense.defend.base import REJECTED, Defense
 from tfdefense.validation import check_images, check_labels, check_positive_int
@@ -188,6 +201,7 @@ def evaluate_robustness(
     cache_dir: str | Path | None = None,
     fingerprint: str | None = None,
     verbose: bool = True,
+    strategy: tf.distribute.Strategy | None = None,
 ) -> RobustnessResult:
     """Score ``predict`` on clean and attacked examples.
 
@@ -211,7 +225,10 @@ def evaluate_robustness(
         fingerprint: the attacked model's fingerprint for the cache (needed when
             ``attack_model`` is a plain function).
         verbose: tqdm progress over attacks and batches.
+        strategy: a ``tf.distribute`` strategy to run the attacks and the
+            predictions over (default the current one, if any; see above).
     """
+    strategy = replica_strategy(strategy)
     if max_examples is not None:
         check_positive_int(max_examples, "max_examples")
     x, y = _arrays(dataset, max_examples)
@@ -232,12 +249,9 @@ def evaluate_robustness(
     def labels_of(images: np.ndarray) -> np.ndarray:
         if is_defense:
             return predict.predict(images)
-        out = []
-        for i in range(0, len(images), 256):
-            logits = predict(tf.constant(images[i : i + 256]))
-            check_model_output(logits, len(images[i : i + 256]))
-            out.append(np.argmax(np.asarray(logits), axis=1))
-        return np.concatenate(out).astype(np.int64)
+        logits = predict_logits(predict, images, 256, strategy)  # 256 per model call (replica)
+        check_model_output(logits, len(images))
+        return np.argmax(logits, axis=1).astype(np.int64)
 
     if not is_defense:
         num_classes = check_model_output(predict(tf.constant(x[:2])), min(2, len(x)))
@@ -255,7 +269,8 @@ def evaluate_robustness(
     for label, attack in tqdm(attack_map.items(), desc="attacks", disable=not verbose):
         start = time.perf_counter()
         if isinstance(attack, AutoAttack) and cache_dir is None:
-            run = attack.run(x, y, model=attack_model, labels_of=labels_of, verbose=verbose)
+            run = attack.run(x, y, model=attack_model, labels_of=labels_of, verbose=verbose,
+                             strategy=strategy)
             _autoattack_rows(result, label, attack, run, x, y, clean_correct)
             final = run.pred_after[-1] if run.components else run.clean_pred
             robust &= ~((final != y) & (final != REJECTED))
@@ -263,15 +278,12 @@ def evaluate_robustness(
         if cache_dir is not None:
             fp = fingerprint or model_fingerprint(attack_model)
             x_adv = AdversarialSet.create(attack, attack_model, x, y, path=Path(cache_dir) / label,
-                                          fingerprint=fp, verbose=verbose).x_adv
+                                          fingerprint=fp, verbose=verbose, strategy=strategy).x_adv
         else:
             _, xv, yv, _ = attack.prepare(x, y, attack_model)
-            parts = []
-            starts = range(0, len(xv), attack.batch_size)
-            for i, s in enumerate(tqdm(starts, desc=label, leave=False, disable=not verbose)):
-                sl = slice(s, s + attack.batch_size)
-                parts.append(attack.run_batch(attack_model, xv[sl], yv[sl], i))
-            x_adv = np.concatenate(parts)
+            batches = attack.iter_batches(attack_model, xv, yv, strategy=strategy, desc=label,
+                                          verbose=verbose, leave=False)
+            x_adv = np.concatenate([adv for _, adv in batches])
         seconds = time.perf_counter() - start
         pred = labels_of(x_adv)
         delta = (x_adv - x).reshape(len(x), -1)
