@@ -142,7 +142,7 @@ def _junit_results(report: Path) -> dict[str, tuple[str, float]]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--start", type=float, required=True, help="epoch seconds when CI started")
-    ap.add_argument("--deadline", type=float, default=75 * 60, help="seconds after --start (75 min)")
+    ap.add_argument("--deadline", type=float, default=55 * 60, help="seconds after --start (55 min)")
     ap.add_argument("--suite-report", type=Path, default=None,
                     help="the default suite's JUnit report on this host (its time scales the expectations)")
     ap.add_argument("--durations", type=Path, default=Path(__file__).with_name("durations.json"))

@@ -24,6 +24,7 @@ def _rows(result, prefix):
     return [r for r in result.rows if r["defense"].startswith(prefix)]
 
 
+@pytest.mark.slow
 def test_autoattack_rows_beside_the_existing_rows(table6):
     assert "AutoAttack-Linf" in table6.columns and "worst-case Linf" in table6.columns
     assert "AutoAttack-L2" not in table6.columns  # the quick preset runs Linf only
@@ -38,6 +39,7 @@ def test_autoattack_rows_beside_the_existing_rows(table6):
     assert _rows(table6, "normal (D̂ on x′)")[0]["AutoAttack-Linf"] == "–"
 
 
+@pytest.mark.slow
 def test_worst_case_never_above_pgd_cw_or_autoattack_on_the_same_images(table6):
     names = [r["defense"] for r in table6.rows if "AutoAttack" in r["defense"]]
     assert len(names) == 6
@@ -57,6 +59,7 @@ def test_worst_case_never_above_pgd_cw_or_autoattack_on_the_same_images(table6):
     assert runs["whitebox_sampling_linf"]["params"]["eot_iter"] == 2  # eot_samples
 
 
+@pytest.mark.slow
 def test_paper_only_imagenet_rows_never_show_a_number_of_ours(table6):
     rows = _rows(table6, "restricted ImageNet")
     assert len(rows) == 2 and all(NEEDS_DATA in r["defense"] for r in rows)

@@ -32,6 +32,7 @@ def test_registered():
     assert "cdvae_table7" in available()
 
 
+@pytest.mark.slow
 def test_table_has_white_box_adaptive_and_spsa_rows_with_the_paper_beside(run):
     _, result, _ = run
     assert result.columns == COLUMNS
@@ -53,6 +54,7 @@ def test_table_has_white_box_adaptive_and_spsa_rows_with_the_paper_beside(run):
     assert "ReColor not run: the data is greyscale" in markdown and "gradient" in markdown
 
 
+@pytest.mark.slow
 def test_numbers_are_percentages_and_adaptive_never_above_white_box(run):
     _, result, _ = run
     for name in ("PGD-AT", "CD-VAE-AT"):
@@ -70,6 +72,7 @@ def test_numbers_are_percentages_and_adaptive_never_above_white_box(run):
                                                           "cdvae_at", "cdvae_at_other_target"}
 
 
+@pytest.mark.slow
 def test_ablation_row_trains_the_other_reconstruction_target_and_notes_it(run):
     _, result, _ = run
     ablation = result.measurements[ABLATION]
@@ -81,6 +84,7 @@ def test_ablation_row_trains_the_other_reconstruction_target_and_notes_it(run):
     assert f"{ablation['white_box']['pgd_linf']:.1f}%" in note
 
 
+@pytest.mark.slow
 def test_changed_training_setting_retrains_but_an_evaluation_setting_does_not(run):
     from tfdefense.experiments.cdvae_table7 import training_settings
     out, _, _ = run
@@ -94,6 +98,7 @@ def test_changed_training_setting_retrains_but_an_evaluation_setting_does_not(ru
     assert more_images._is_current(path, more_images.fingerprint(training_settings(more_images)))
 
 
+@pytest.mark.slow
 def test_second_run_reuses_the_cache_and_gives_the_same_numbers(run):
     out, result, seconds = run
     start = time.perf_counter()
@@ -102,6 +107,7 @@ def test_second_run_reuses_the_cache_and_gives_the_same_numbers(run):
     assert again.rows == result.rows
 
 
+@pytest.mark.slow
 def test_autoattack_rows_beside_the_paper_and_worst_case_below_pgd(run):
     _, result, _ = run
     for name in ("PGD-AT", "CD-VAE-AT"):

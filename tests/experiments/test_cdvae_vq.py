@@ -65,6 +65,7 @@ def _finite_cells(result, skip):
     return [c for row in result.rows for k, c in row.items() if k not in skip]
 
 
+@pytest.mark.slow
 def test_empirical_study_on_a_vq_cdvae(vq_ctx):
     model = cm.cdvae(vq_ctx)
     assert isinstance(model, VQCDVAE) and model.num_codes == 16 and model.beta == pytest.approx(0.1)
@@ -89,6 +90,7 @@ def test_empirical_study_on_a_vq_cdvae(vq_ctx):
     assert "VQ-VAE G" in cm.architecture_note(vq_ctx)
 
 
+@pytest.mark.slow
 def test_table5_detection_on_a_vq_cdvae(vq_ctx):
     result = get("cdvae_table5")(vq_ctx)
     assert [row["method"] for row in result.rows] == list(PAPER_TABLE5)

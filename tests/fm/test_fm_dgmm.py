@@ -14,10 +14,10 @@ def _tiny_dgmm(**kwargs):
     return DGMM(net, num_classes=10, seed=0, **kwargs)
 
 
-def test_dgmm_learns_mnist_5k(fm_models, mnist):
+def test_dgmm_learns_mnist_5k(fm_dgmm, mnist):
     """Stage 1 after 4 epochs on 3,500 images: the GM posterior classifies held-out digits."""
     xt, yt = mnist["test"]
-    dgmm = fm_models["dgmm"]
+    dgmm = fm_dgmm
     accuracy = float(np.mean(dgmm.predict_labels(xt) == yt))
     assert accuracy > 0.9, accuracy
     # L_lkd pulls features towards their class mean: own-class mean closer than others

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "06_fm_defense.ipynb"
@@ -10,6 +11,7 @@ TINY = {"TFDEFENSE_NB_EPOCHS": "1", "TFDEFENSE_NB_TRAIN_LIMIT": "300", "TFDEFENS
         "TFDEFENSE_NB_EVAL": "16"}
 
 
+@pytest.mark.slow  # 25-40 s on 2 cores: with the other walkthroughs, after the default suite
 def test_fm_notebook_executes(monkeypatch):
     for key, value in TINY.items():
         monkeypatch.setenv(key, value)
