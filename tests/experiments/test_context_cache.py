@@ -4,6 +4,7 @@ import os
 
 import keras
 import numpy as np
+import pytest
 
 from tfdefense.experiments.context import Context
 
@@ -70,3 +71,58 @@ def test_cached_models_follow_the_same_rule(tmp_path):
     assert len(builds) == 1
     Context("quick", str(tmp_path), {"seed": 1}).cached_model("m", build)
     assert len(builds) == 2
+
+
+class _Preempted(Exception):
+    pass
+
+
+def test_an_interrupted_experiment_training_resumes_from_its_last_epoch(tmp_path, monkeypatch):
+    """cdvae(ctx) stopped after epoch 2 of 3 trains only epoch 3 when the run starts again."""
+    from tfdefense.experiments import cdvae_models as cm
+
+    tiny = {"train_images": 64, "cdvae_epochs": 3, "batch_size": 32, "latent_dim": 4, "width": 4,
+            "verbose": 0}
+    epochs_run = []
+
+    class Watch(keras.callbacks.Callback):
+        def __init__(self, stop_after=None):
+            super().__init__()
+            self.stop_after = stop_after
+
+        def on_epoch_begin(self, epoch, logs=None):
+            epochs_run.append(epoch)
+
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch + 1 == self.stop_after:
+                raise _Preempted
+
+    original_fit = keras.Model.fit
+
+    def fit_with(watch):
+        def fit(model, *args, callbacks=None, **kwargs):
+            return original_fit(model, *args, callbacks=[*(callbacks or []), watch], **kwargs)
+        return fit
+
+    monkeypatch.setattr(keras.Model, "fit", fit_with(Watch(stop_after=2)))
+    with pytest.raises(_Preempted):
+        cm.cdvae(Context("quick", str(tmp_path), tiny))
+    backups = os.listdir(tmp_path / "cache" / "backup")
+    assert len(backups) == 1 and backups[0].startswith("cdvae_gamma2-")
+    assert epochs_run == [0, 1]
+
+    epochs_run.clear()
+    monkeypatch.setattr(keras.Model, "fit", fit_with(Watch()))
+    model = cm.cdvae(Context("quick", str(tmp_path), tiny))
+    assert epochs_run == [2]  # epochs 0 and 1 came from the backup
+    assert int(model.optimizer.iterations) == 3 * 2  # 3 epochs of 64 / 32 steps, optimizer restored
+    assert os.listdir(tmp_path / "cache" / "backup") == []  # deleted once training ended
+    assert os.path.exists(tmp_path / "cache" / "cdvae_gamma2.keras")
+
+
+def test_a_backup_made_under_other_settings_is_not_resumed(tmp_path):
+    a = Context("quick", str(tmp_path), {"cdvae_epochs": 3}).backup("m")
+    b = Context("quick", str(tmp_path), {"cdvae_epochs": 4}).backup("m")
+    c = Context("quick", str(tmp_path), {"cdvae_epochs": 3, "verbose": 2}).backup("m")
+    assert a.backup_dir != b.backup_dir and a.backup_dir == c.backup_dir
+    assert os.path.dirname(a.backup_dir) == os.path.join(str(tmp_path), "cache", "backup")

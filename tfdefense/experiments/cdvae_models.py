@@ -180,8 +180,9 @@ def _classifier_kind(ctx) -> str:
     return kind
 
 
-def train_classifier(ctx, x: np.ndarray, y: np.ndarray, name: str) -> keras.Model:
-    """A classifier (logits) trained with Adam on (x, y) for ``classifier_epochs``."""
+def train_classifier(ctx, x: np.ndarray, y: np.ndarray, name: str, key: str) -> keras.Model:
+    """A classifier (logits) trained with Adam on (x, y) for ``classifier_epochs``; ``key`` is
+    its ``cached_model`` key (its training backs up under it: ``Context.backup``)."""
     keras.utils.set_random_seed(ctx.settings["seed"])
     model = new_classifier(ctx, name)
     model.compile(
@@ -190,14 +191,14 @@ def train_classifier(ctx, x: np.ndarray, y: np.ndarray, name: str) -> keras.Mode
         metrics=["accuracy"],
     )
     model.fit(x, y, batch_size=ctx.settings["batch_size"], epochs=ctx.settings["classifier_epochs"],
-              shuffle=True, verbose=fit_verbose(ctx))
+              shuffle=True, verbose=fit_verbose(ctx), callbacks=[ctx.backup(key)])
     return model
 
 
 def reference_classifier(ctx) -> keras.Model:
     """D̂: the classifier pre-trained on clean x (the grey-box attacker's target)."""
-    return ctx.cached_model("classifier_x", lambda: train_classifier(ctx, *train_arrays(ctx),
-                                                                     name="classifier_x"))
+    return ctx.cached_model("classifier_x", lambda: train_classifier(
+        ctx, *train_arrays(ctx), name="classifier_x", key="classifier_x"))
 
 
 # ---------------------------------------------------------------------- CD-VAE
@@ -240,14 +241,17 @@ def cdvae(ctx, gamma: float | None = None) -> CDVAE:
     """The CD-VAE trained at ``gamma`` (default the preset's γ = 2) for ``cdvae_epochs``."""
     gamma = setting(ctx, "gamma") if gamma is None else gamma
 
+    key = f"cdvae_gamma{gamma_key(gamma)}"
+
     def train() -> CDVAE:
         keras.utils.set_random_seed(ctx.settings["seed"])
         model = build_cdvae(ctx, gamma)
         model.fit(*train_arrays(ctx), batch_size=ctx.settings["batch_size"],
-                  epochs=ctx.settings["cdvae_epochs"], shuffle=True, verbose=fit_verbose(ctx))
+                  epochs=ctx.settings["cdvae_epochs"], shuffle=True, verbose=fit_verbose(ctx),
+                  callbacks=[ctx.backup(key)])
         return model
 
-    return ctx.cached_model(f"cdvae_gamma{gamma_key(gamma)}", train)
+    return ctx.cached_model(key, train)
 
 
 def decompose_arrays(model: CDVAE, x: np.ndarray, batch_size: int = 256) -> dict[str, np.ndarray]:
@@ -281,9 +285,10 @@ def part_classifier(ctx, gamma: float, part: str) -> keras.Model:
         x, y = train_arrays(ctx)
         parts = decompose_arrays(model, x)
         inputs = np.clip(parts["g"], 0.0, 1.0) if part == "g" else parts["r"]
-        return train_classifier(ctx, inputs, y, name=f"classifier_{part}")
+        return train_classifier(ctx, inputs, y, name=f"classifier_{part}", key=key)
 
-    return ctx.cached_model(f"classifier_{part}_gamma{gamma_key(gamma)}", train)
+    key = f"classifier_{part}_gamma{gamma_key(gamma)}"
+    return ctx.cached_model(key, train)
 
 
 # ----------------------------------------------------------------- attacks

@@ -206,6 +206,9 @@ def train_models(ctx) -> tuple[dict[str, keras.Model], dict[str, float]]:
     bs, verbose, seed = setting(ctx, "at_batch_size"), setting(ctx, "verbose"), ctx.settings["seed"]
     seconds: dict[str, float] = {}
 
+    def resume(name):  # a preempted training resumes from its last epoch (Context.backup)
+        return [ctx.backup(_key(ctx, name), training_settings(ctx))]
+
     def timed(name, build):
         start = time.perf_counter()
         model = ctx.cached_model(_key(ctx, name), build, depends_on=training_settings(ctx))
@@ -218,7 +221,7 @@ def train_models(ctx) -> tuple[dict[str, keras.Model], dict[str, float]]:
         model.compile(optimizer=keras.optimizers.Adam(1e-3), metrics=["accuracy"],
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         model.fit(x, y, batch_size=bs, epochs=setting(ctx, "clean_epochs"), shuffle=True,
-                  verbose=verbose)
+                  verbose=verbose, callbacks=resume("normal"))
         return model
 
     def cdvae():
@@ -228,7 +231,7 @@ def train_models(ctx) -> tuple[dict[str, keras.Model], dict[str, float]]:
                                   classifier=_new_classifier(ctx, "classifier"), seed=seed)
         model.compile()
         model.fit(x, y, batch_size=bs, epochs=setting(ctx, "pretrain_epochs"), shuffle=True,
-                  verbose=verbose)
+                  verbose=verbose, callbacks=resume("cdvae"))
         return model
 
     clf = timed("normal", normal)
@@ -243,13 +246,13 @@ def train_models(ctx) -> tuple[dict[str, keras.Model], dict[str, float]]:
         model.compile(optimizer=keras.optimizers.Adam(1e-3), metrics=["accuracy"],
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         model.fit(g, y, batch_size=bs, epochs=setting(ctx, "d_g_epochs"), shuffle=True,
-                  verbose=verbose)
+                  verbose=verbose, callbacks=resume("d_g"))
         return model
 
     d_g = timed("d_g", generated_classifier) if setting(ctx, "d_g_epochs") else _copy(clf)
     common = {"eps": setting(ctx, "train_eps"), "attack_steps": setting(ctx, "train_steps")}
 
-    def cdvae_at(target: str):
+    def cdvae_at(target: str, key: str):
         keras.utils.set_random_seed(seed)
         model = AdversarialCDVAE.from_cdvae(base, _copy(d_g),
                                             kappa=setting(ctx, "kappa"),
@@ -259,7 +262,7 @@ def train_models(ctx) -> tuple[dict[str, keras.Model], dict[str, float]]:
                                             margin=setting(ctx, "margin"), **common)
         model.compile(_optimizer(ctx))
         model.fit(x, y, batch_size=bs, epochs=setting(ctx, "at_epochs"), shuffle=True,
-                  verbose=verbose)
+                  verbose=verbose, callbacks=resume(key))
         return model
 
     def pgd_at():
@@ -267,15 +270,16 @@ def train_models(ctx) -> tuple[dict[str, keras.Model], dict[str, float]]:
         model = PGDAdversarialTraining(_copy(clf), seed=seed, **common)
         model.compile(_optimizer(ctx))
         model.fit(x, y, batch_size=bs, epochs=setting(ctx, "at_epochs"), shuffle=True,
-                  verbose=verbose)
+                  verbose=verbose, callbacks=resume("pgd_at"))
         return model
 
     target = setting(ctx, "reconstruction_target")
     models = {"Normal": clf, "PGD-AT": timed("pgd_at", pgd_at),
-              "CD-VAE-AT": timed("cdvae_at", lambda: cdvae_at(target))}
+              "CD-VAE-AT": timed("cdvae_at", lambda: cdvae_at(target, "cdvae_at"))}
     if setting(ctx, "target_ablation"):
         other = next(t for t in TARGET_LABELS if t != target)
-        models[ABLATION] = timed("cdvae_at_other_target", lambda: cdvae_at(other))
+        models[ABLATION] = timed("cdvae_at_other_target",
+                                 lambda: cdvae_at(other, "cdvae_at_other_target"))
     return models, seconds
 
 

@@ -7,7 +7,12 @@ CD-VAE train it once. Each cached file has a ``<file>.settings.json`` beside
 it recording the library version, the preset and the settings it depends on
 (all of them unless the experiment declares which); a file made under other
 settings (``--set at_epochs=12`` into the folder of an earlier run) is
-recomputed, never silently reused.
+recomputed, never silently reused. Training inside an experiment passes
+``ctx.backup(key)`` to ``fit``: a ``BackupAndRestore`` under
+``out/cache/backup/``, so a preempted paper-scale run resumes from its last
+finished epoch, not from the start of the model (the folder is keyed by the
+same fingerprint, so a backup made under other settings is never resumed, and
+it is deleted when the training ends).
 
 Presets: ``quick`` runs on the embedded ``mnist_5k`` in CPU minutes;
 ``paper`` uses the papers' datasets and hyperparameters (GPU hours). Common
@@ -40,6 +45,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import sys
@@ -51,6 +57,7 @@ import numpy as np
 
 from tfdefense import data
 from tfdefense._version import __version__
+from tfdefense.distribute import CheckedBackupAndRestore
 from tfdefense.experiments.imagenet_preset import PAPER_IMAGENET
 
 #: settings that change how a run prints, not what it computes (left out of cache fingerprints)
@@ -254,6 +261,21 @@ class Context:
             self._record(path, fingerprint)
         self._memory[key] = value
         return value
+
+    def backup(self, key: str, depends_on: Any = None) -> keras.callbacks.Callback:
+        """A ``BackupAndRestore`` for one ``fit`` of the model cached as ``key``.
+
+        Pass it in ``callbacks=`` of every ``fit`` inside a ``cached_model`` trainer
+        (a model trained in stages gives each stage its own ``key``, e.g.
+        ``"cdvae_at/pretrain"``), with the ``depends_on`` of its ``cached_model``.
+        The folder, ``cache/backup/<key>-<fingerprint hash>``, is written after
+        every epoch and deleted at the end of training; an interrupted run resumes
+        from it (the model must be built before ``fit``). ``verbose`` and other
+        cosmetic settings do not change the folder, other settings do.
+        """
+        digest = hashlib.sha256(self.fingerprint(depends_on).encode()).hexdigest()[:12]
+        folder = os.path.join(self.cache_dir, "backup", f"{key.replace('/', '__')}-{digest}")
+        return CheckedBackupAndRestore(folder)
 
     def cached_model(self, key: str, build_and_train: Callable[[], keras.Model],
                      depends_on: Any = None) -> keras.Model:

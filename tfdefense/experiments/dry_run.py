@@ -136,6 +136,9 @@ class Fit:
     epochs_key: str | None = None
     images_key: str | None = None
     batch_key: str | None = None
+    #: whether the fit had a ``BackupAndRestore`` (``Context.backup``): a preempted real run
+    #: resumes it from its last epoch instead of from the start
+    resumable: bool = False
 
 
 class _StepTimer:
@@ -185,6 +188,8 @@ def record_fits(ctx: Context) -> Iterator[list[Fit]]:
         reads = ctx.settings.reads[mark[0]:] if isinstance(ctx.settings, _ReadLog) else []
         mark[0] += len(reads)
         timer = _StepTimer()
+        resumable = any(isinstance(c, keras.callbacks.BackupAndRestore)
+                        for c in kwargs.get("callbacks") or [])
         kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), timer]
         start = time.perf_counter()
         history = original(model, x, y, *args, **kwargs)
@@ -199,7 +204,7 @@ def record_fits(ctx: Context) -> Iterator[list[Fit]]:
             seconds=seconds,
             epochs_key=last(reads, lambda k: k.endswith("epochs")),
             images_key=last(reads, lambda k: k.endswith("train_images")),
-            batch_key=last(reads, lambda k: "batch" in k)))
+            batch_key=last(reads, lambda k: "batch" in k), resumable=resumable))
         return history
 
     keras.Model.fit = fit
@@ -280,7 +285,8 @@ def plan(preset: str, fits: Sequence[Fit], mock_examples: int) -> list[dict]:
         batch = (real_setting(preset, f.batch_key, f.role) if f.batch_key else f.batch) or f.batch
         row = {"experiment": f.experiment, "dataset": dataset, "model": f.model,
                "params": f.params, "epochs": epochs, "epochs_setting": f.epochs_key,
-               "batch": batch, "images": None, "steps": None, "hours": None}
+               "batch": batch, "images": None, "steps": None, "hours": None,
+               "resumable": f.resumable}
         if split and f.samples and batch and epochs is not None:
             dry_pool = min(limit or math.inf, mock_examples)
             images = round(f.samples / dry_pool * min(limit or math.inf, split))
@@ -302,12 +308,13 @@ def format_plan(preset: str, rows: Sequence[dict]) -> str:
     lines = [f"What `--preset {preset}` trains (estimated on this machine from the dry run's "
              "step times):",
              f"{'experiment':<22}{'dataset':<20}{'model':<22}{'params':>12}{'epochs':>8}"
-             f"{'images':>9}{'batch':>7}{'steps':>10}{'hours':>9}"]
+             f"{'images':>9}{'batch':>7}{'steps':>10}{'hours':>9}  resumes"]
     for r in rows:
         hours = "?" if r["hours"] is None else f"{r['hours']:.2f}"
         lines.append(f"{(r['experiment'] or '-'):<22}{(r['dataset'] or '-'):<20}{r['model']:<22}"
                      f"{r['params']:>12,}{str(r['epochs']):>8}{str(r['images'] or '?'):>9}"
-                     f"{str(r['batch']):>7}{str(r['steps'] or '?'):>10}{hours:>9}")
+                     f"{str(r['batch']):>7}{str(r['steps'] or '?'):>10}{hours:>9}  "
+                     f"{'epoch' if r.get('resumable') else 'NO'}")
     budgets = {k: real_setting(preset, k) for k in BUDGET_KEYS}
     lines.append("Attack budgets of the real run (not estimated): " + ", ".join(
         f"{k}={v}" for k, v in budgets.items() if v is not None))
@@ -319,6 +326,11 @@ def format_plan(preset: str, rows: Sequence[dict]) -> str:
                      + ", ".join(shrunk))
     lines.append(f"Estimated training: {total_hours(rows):.1f} h on this machine "
                  "(one device; models shared by experiments train once).")
+    fragile = sorted({f"{r['experiment']}:{r['model']}" for r in rows if not r.get("resumable")})
+    lines.append("A preempted run resumes every training from its last finished epoch "
+                 "(cache/backup/)." if not fragile else
+                 "Trainings without a backup (a preempted run restarts them from epoch 0): "
+                 + ", ".join(fragile))
     return "\n".join(lines)
 
 
