@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 # No matplotlib.use("Agg") here: forcing a backend at import switched off a notebook's inline
 # plots. Headless machines get Agg from matplotlib's own fallback; figures are saved and closed.
@@ -74,6 +75,55 @@ def training_curves(history: Mapping[str, Sequence[float]], path: str) -> str:
         ax.legend(fontsize=8)
     for ax in list(axes.flat)[len(keys):]:
         ax.axis("off")
+    fig.tight_layout()
+    _save(fig, path)
+    return path
+
+
+#: line styles of the detection-accuracy curves (FM-Defense Fig 4's legend); others: matplotlib's
+CURVE_STYLES = {"Adv": {"color": "tab:red", "ls": "-"}, "Clean": {"color": "black", "ls": "-"},
+                "Overall": {"color": "tab:blue", "ls": ":"}}
+
+
+def curve_grid(panels: Sequence[Sequence[Mapping[str, Any]]], path: str,
+               title: str | None = None, ylim: tuple[float, float] | None = (-0.02, 1.02)) -> str:
+    """A grid of line plots, ``panels[row][col]`` one axis each; returns ``path``.
+
+    A panel is a mapping with ``x`` (values, or labels shown as evenly spaced ticks when they
+    are strings) and ``series`` (label -> y values, styled by ``CURVE_STYLES`` when the label
+    is one of its keys), and optionally ``title``, ``xlabel``, ``ylabel``; an empty mapping
+    leaves its cell blank. Rows may be shorter than the longest one.
+    """
+    rows = [list(r) for r in panels]
+    cols = max((len(r) for r in rows), default=0)
+    if not rows or cols == 0:
+        raise ValueError("panels: expected at least one panel")
+    fig, axes = plt.subplots(len(rows), cols, figsize=(3.0 * cols, 2.5 * len(rows)),
+                             squeeze=False)
+    for i, row in enumerate(rows):
+        for j in range(cols):
+            ax = axes[i][j]
+            panel = row[j] if j < len(row) else {}
+            if not panel:
+                ax.axis("off")
+                continue
+            x = list(panel["x"])
+            labels = x if x and isinstance(x[0], str) else None
+            xs = list(range(len(x))) if labels else x
+            for label, ys in panel["series"].items():
+                ax.plot(xs, ys, marker=".", label=label, **CURVE_STYLES.get(label, {}))
+            if labels:
+                ax.set_xticks(xs, labels, rotation=45, fontsize=6)
+            ax.set_title(panel.get("title", ""), fontsize=8)
+            ax.set_xlabel(panel.get("xlabel", ""), fontsize=7)
+            ax.set_ylabel(panel.get("ylabel", ""), fontsize=7)
+            ax.tick_params(labelsize=6)
+            if ylim is not None:
+                ax.set_ylim(*ylim)
+    first = next(ax for ax in axes.ravel() if ax.axison)
+    first.legend(fontsize=6)
+    if title:
+        fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     _save(fig, path)
     return path

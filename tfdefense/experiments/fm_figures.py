@@ -5,7 +5,11 @@
 * ``detection_curves``: detection accuracy (Adv = detected adversarial, Clean
   = clean judged clean, Overall) against a unified resistance threshold and
   against ρ of the per-code thresholds fitted on clean validation data
-  (FM-Defense Fig 4, first two rows).
+  (FM-Defense Fig 4, first two rows);
+* ``rates``: the three accuracies (and the share of ADV that fools C and passes)
+  at one threshold vector, what each point of those curves is;
+* ``code_curves``: the same accuracies with per-code ρ thresholds on each
+  selected code alone and on the first k codes (Fig 4, the choice of codes).
 
 Example:
     >>> import numpy as np
@@ -27,26 +31,69 @@ UNIFIED = np.round(np.linspace(0.0, 1.0, 21), 3)
 RHOS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999)
 
 
-def _flagged(r, theta):
-    return np.any(r < np.asarray(theta)[None, :], axis=1)
+def flagged(r, theta) -> np.ndarray:
+    """Per image: is some code's resistance below its threshold (the detector's "suspicious";
+    equality counts as clean, as in ``ResistanceDetector``)?"""
+    return np.any(np.asarray(r) < np.asarray(theta, np.float64)[None, :], axis=1)
+
+
+def rates(r_clean, r_adv, theta, fooled=None) -> dict[str, float]:
+    """Fig 4's accuracies at thresholds ``theta`` (S,), from resistances (N, S).
+
+    ``adv``: share of ADV flagged (true positives); ``clean``: share of CLE passed (true
+    negatives); ``overall``: correct decisions on the first n of each, n the smaller set (the
+    paper's CLE and ADV are equal, 5,000 each). With ``fooled`` (per ADV image: C is wrong on
+    it), ``evades``: share of ADV that fools C and is not flagged.
+    """
+    fa, fc = flagged(r_adv, theta), flagged(r_clean, theta)
+    n = min(len(fa), len(fc))
+    out = {"adv": float(fa.mean()), "clean": float(1.0 - fc.mean()),
+           "overall": float((fa[:n].sum() + (~fc[:n]).sum()) / (2 * n))}
+    if fooled is not None:
+        out["evades"] = float(np.mean(np.asarray(fooled, bool) & ~fa))
+    return out
+
+
+def _accuracies(clean, resistances, thetas, columns=None) -> dict:
+    """{"clean": [...], key: {"adv": [...], "overall": [...]}} over ``thetas`` (one per point),
+    reading only ``columns[i]`` of the resistances at point i when given."""
+    cols = columns or [slice(None)] * len(thetas)
+    out: dict = {"clean": [rates(clean[:, c], clean[:, c], th)["clean"]
+                           for c, th in zip(cols, thetas)]}
+    for key, r in resistances.items():
+        if key == "clean":
+            continue
+        points = [rates(clean[:, c], r[:, c], th) for c, th in zip(cols, thetas)]
+        out[key] = {"adv": [p["adv"] for p in points], "overall": [p["overall"] for p in points]}
+    return out
 
 
 def curves(r_val, resistances) -> dict:
     """Detection accuracies per adversarial set against the unified threshold and against ρ."""
-    clean = resistances["clean"]
-    out = {"unified": {"threshold": UNIFIED.tolist()}, "rho": {"rho": list(RHOS)}}
+    clean = np.asarray(resistances["clean"])
     thetas = {"unified": [np.full(clean.shape[1], t) for t in UNIFIED],
               "rho": [resistance_thresholds(r_val, rho) for rho in RHOS]}
-    for kind, ths in thetas.items():
-        out[kind]["clean"] = [float(1.0 - _flagged(clean, th).mean()) for th in ths]
-        for key, r in resistances.items():
-            if key == "clean":
-                continue
-            adv = [float(_flagged(r, th).mean()) for th in ths]
-            n = min(len(r), len(clean))
-            overall = [float((_flagged(r[:n], th).sum() + (~_flagged(clean[:n], th)).sum())
-                             / (2 * n)) for th in ths]
-            out[kind][key] = {"adv": adv, "overall": overall}
+    return {"unified": {"threshold": UNIFIED.tolist(),
+                        **_accuracies(clean, resistances, thetas["unified"])},
+            "rho": {"rho": list(RHOS), **_accuracies(clean, resistances, thetas["rho"])}}
+
+
+def code_curves(r_val, resistances, rho: float) -> dict:
+    """Accuracies with per-code ρ thresholds (fitted on ``r_val``) on subsets of the S selected
+    codes: ``single`` (code i alone, i = 0..S-1) and ``first`` (codes 0..k-1, k = 1..S).
+
+    Each part holds ``codes`` (the columns used at each point), ``clean`` and, per adversarial
+    set, ``adv`` and ``overall``, as ``curves``. An image counts as flagged when one of the
+    used codes is below its threshold; the other codes are ignored.
+    """
+    r_val = np.asarray(r_val, np.float64)
+    clean = np.asarray(resistances["clean"])
+    s = r_val.shape[1]
+    out = {}
+    for kind, subsets in (("single", [[i] for i in range(s)]),
+                          ("first", [list(range(k)) for k in range(1, s + 1)])):
+        thetas = [resistance_thresholds(r_val[:, c], rho) for c in subsets]
+        out[kind] = {"codes": subsets, **_accuracies(clean, resistances, thetas, subsets)}
     return out
 
 
