@@ -126,3 +126,43 @@ def test_a_backup_made_under_other_settings_is_not_resumed(tmp_path):
     c = Context("quick", str(tmp_path), {"cdvae_epochs": 3, "verbose": 2}).backup("m")
     assert a.backup_dir != b.backup_dir and a.backup_dir == c.backup_dir
     assert os.path.dirname(a.backup_dir) == os.path.join(str(tmp_path), "cache", "backup")
+
+
+def test_the_combo_vae_resumes_with_both_optimizers_state(tmp_path, monkeypatch):
+    """FM-Defense's combo-VAE has a second (TC discriminator) optimizer: a resumed run
+    restores both step counts, so the discriminator does not restart its Adam moments."""
+    from tfdefense.experiments import fm_models as fm
+
+    tiny = {"fm_train_images": 64, "fm_dgmm_epochs": 1, "fm_vae_epochs": 3,
+            "fm_discriminator_units": 8, "verbose": 0, "fm_verbose": 0}
+    original_fit = keras.Model.fit
+
+    def stop_vae_after_two(model, *args, callbacks=None, **kwargs):
+        class Stop(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                if type(model).__name__ == "ComboVAE" and epoch == 1:
+                    raise _Preempted
+
+        return original_fit(model, *args, callbacks=[*(callbacks or []), Stop()], **kwargs)
+
+    monkeypatch.setattr(keras.Model, "fit", stop_vae_after_two)
+    ctx = Context("quick", str(tmp_path), tiny)
+    with pytest.raises(_Preempted), ctx.on_dataset("mnist"):
+        fm.combo_vae(ctx)
+    epochs_run = []
+
+    def watch(model, *args, callbacks=None, **kwargs):
+        class Watch(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                epochs_run.append((type(model).__name__, epoch))
+
+        return original_fit(model, *args, callbacks=[*(callbacks or []), Watch()], **kwargs)
+
+    monkeypatch.setattr(keras.Model, "fit", watch)
+    ctx = Context("quick", str(tmp_path), tiny)
+    with ctx.on_dataset("mnist"):
+        vae = fm.combo_vae(ctx)
+    assert epochs_run == [("ComboVAE", 2)]  # the DGMM was cached, the VAE's epochs 0-1 restored
+    steps = 3 * 1  # 3 epochs of one 64-image batch; the third alone would count 1
+    assert int(vae.optimizer.iterations) == steps
+    assert int(vae.discriminator_optimizer.iterations) == steps

@@ -55,7 +55,9 @@ TRAIN_EXAMPLES = {"cifar10": 50_000, "mnist": 60_000, "fashion_mnist": 60_000,
 DRY_RUN_SETTINGS: dict[str, Any] = {
     # CD-VAE (cdvae_models, imagenet preset)
     "cdvae_epochs": 1, "classifier_epochs": 1, "sweep_epochs": 1, "batch_size": 8,
-    "eval_images": 16, "defense_images": 8, "whitebox_images": 4, "detection_train_images": 16,
+    "eval_images": 16, "defense_images": 8, "whitebox_images": 4,
+    # class means and covariances need 2+ images of every class: 20 balanced mock labels
+    "detection_train_images": 20,
     "pgd_steps": 2, "defense_steps": 2, "eot_samples": 2, "lid_k": (3, 5),
     "gamma_grid": (2e-3, 2.0),
     "detection_min_images": 2,
@@ -70,6 +72,9 @@ DRY_RUN_SETTINGS: dict[str, Any] = {
     "fm_eval_images": 16, "fm_adaptive_images": 4, "fm_dgan_adaptive_images": 2,
     "fm_dgan_iterations": 2, "fm_dgan_restarts": 1, "fm_pgd_steps": 2, "fm_eot_morphs": 2,
     "fm_cw_steps": 2, "fm_deepfool_steps": 2,
+    # MagNet's rate r rejects floor(n r) of n clean validation images: 0.001 needs 1,000, the
+    # mock split has 24
+    "fm_magnet_rejection_rate": 0.05,
     "verbose": 0, "fm_verbose": 0,
 }
 
@@ -250,6 +255,23 @@ def mock_datasets(preset: str) -> Iterator[int]:
         yield n
 
 
+class MockContext(Context):
+    """The dry run's ``Context``: labels cycle through the classes (``i % num_classes``).
+
+    tfds' mock labels are random and few (CIFAR-10's 24 mock examples have no class 8),
+    while every real split holds each class many times; an experiment that fits per-class
+    statistics (Mahalanobis means and covariances, DGMM components) would fail on the mock
+    for a reason the real run does not have.
+    """
+
+    def arrays(self, split: str, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        from tfdefense import data
+
+        x, y = super().arrays(split, limit)
+        classes = data.spec(self.dataset).num_classes
+        return x, (np.arange(len(y)) % classes).astype(y.dtype)
+
+
 @dataclass
 class DryRun:
     """What ``dry_run`` did: the reproduction of fake data, the fits, the real run's plan."""
@@ -350,7 +372,7 @@ def dry_run(preset: str, out: str, only: Sequence[str] | None = None,
     limits = {k: real_setting(preset, k) for k in IMAGE_KEYS}
     settings = {**limits, **DRY_RUN_SETTINGS, **(overrides or {})}
     with mock_datasets(preset) as n:
-        ctx = Context(preset, out, settings)
+        ctx = MockContext(preset, out, settings)
         ctx.settings = _ReadLog(ctx.settings)
         with record_fits(ctx) as fits:
             run = reproduce(preset, out, only=only, log=log, context=ctx)

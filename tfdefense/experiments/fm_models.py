@@ -278,10 +278,11 @@ def classifier(ctx) -> keras.Model:
         model.compile(optimizer=keras.optimizers.Adam(1e-3),
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         model.fit(x, y, epochs=setting(ctx, "fm_classifier_epochs"), batch_size=64,
-                  verbose=_verbose(ctx))
+                  verbose=_verbose(ctx), callbacks=[ctx.backup(key)])
         return model
 
-    return ctx.cached_model(cache_key(ctx, "classifier"), build)
+    key = cache_key(ctx, "classifier")
+    return ctx.cached_model(key, build)
 
 
 def combo_vae(ctx) -> ComboVAE:
@@ -294,7 +295,7 @@ def combo_vae(ctx) -> ComboVAE:
                                 seed=ctx.settings["seed"])
         dgmm.compile(optimizer=keras.optimizers.Adam(1e-3))
         dgmm.fit(x, y, epochs=setting(ctx, "fm_dgmm_epochs"), batch_size=64,
-                 verbose=_verbose(ctx))
+                 verbose=_verbose(ctx), callbacks=[ctx.backup(cache_key(ctx, "dgmm"))])
         return dgmm
 
     def build_vae():
@@ -307,7 +308,8 @@ def combo_vae(ctx) -> ComboVAE:
         vae.compile(optimizer=keras.optimizers.Adam(1e-3),
                     discriminator_optimizer=keras.optimizers.Adam(1e-4, beta_1=0.5, beta_2=0.9)
                     if disc is not None else None)
-        vae.fit(x, epochs=setting(ctx, "fm_vae_epochs"), batch_size=64, verbose=_verbose(ctx))
+        vae.fit(x, epochs=setting(ctx, "fm_vae_epochs"), batch_size=64, verbose=_verbose(ctx),
+                callbacks=[ctx.backup(cache_key(ctx, "combo_vae"))])
         return vae
 
     return ctx.cached_model(cache_key(ctx, "combo_vae"), build_vae)
@@ -344,7 +346,8 @@ def magnet(ctx) -> MagNet:
                                        seed=ctx.settings["seed"])
             dae.compile(optimizer=keras.optimizers.Adam(setting(ctx, "fm_magnet_lr")))
             dae.fit(x, epochs=setting(ctx, "fm_magnet_epochs"),
-                    batch_size=setting(ctx, "fm_magnet_batch"), verbose=_verbose(ctx))
+                    batch_size=setting(ctx, "fm_magnet_batch"), verbose=_verbose(ctx),
+                    callbacks=[ctx.backup(key)])
             return dae.autoencoder
 
         return ctx.cached_model(key, train)
@@ -379,7 +382,7 @@ def defense_gan(ctx) -> DefenseGAN:
         # each batch feeds the critic_steps critic updates, fm_gan_batch real images each
         gan.fit(x, epochs=setting(ctx, "fm_gan_epochs"),
                 batch_size=gan.critic_steps * setting(ctx, "fm_gan_batch"),
-                verbose=_verbose(ctx))
+                verbose=_verbose(ctx), callbacks=[ctx.backup(cache_key(ctx, "wgan_generator"))])
         return gan.generator
 
     generator = ctx.cached_model(cache_key(ctx, "wgan_generator"), train)
