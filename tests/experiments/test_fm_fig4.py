@@ -4,8 +4,8 @@ The default tests work the new maths by hand (``rates``, ``code_curves``, the ta
 check what the quick preset says of the datasets it has no data for. The slow ones run the
 experiments on ``tfds.testing.mock_data`` with tiny settings. Measured on 2 shared cores: the
 default tests ~2 s; slow: Fig 4 on Fashion-MNIST 12 s (the module fixture; its two tests then
-take 0.01 s), Table II's CelebA column then Fig 4 on CelebA 34 s; the whole file 55 s with
-TensorFlow's import. Numbers on random mock images are wiring checks, not results.
+take 0.01 s), Table II's CelebA column (AutoAttack rows included) then Fig 4 on CelebA 45 s;
+the whole file ~65 s with TensorFlow's import. Numbers on random mock images are wiring checks, not results.
 """
 
 import json
@@ -40,7 +40,9 @@ TINY = {"fm_train_images": 400, "fm_classifier_epochs": 1, "fm_dgmm_epochs": 1,
 TINY_FACES = {**TINY, "fm_face_filters": (4, 8, 8), "fm_face_residual_filters": 8,
               "fm_magnet_epochs": 1, "fm_magnet_rejection_rate": 0.05, "fm_gan_width": 8,
               "fm_gan_epochs": 1, "fm_dgan_iterations": 5, "fm_dgan_restarts": 2,
-              "fm_dgan_adaptive_images": 6}
+              "fm_dgan_adaptive_images": 6, "fm_autoattack_images": 8,
+              "fm_autoattack_dgan_images": 4, "fm_autoattack_steps": 3,
+              "fm_autoattack_queries": 20, "fm_autoattack_dgan_queries": 10}
 MOCK_EXAMPLES = 48
 KEYS = (*PAPER_ATTACKS, *ADAPTIVE)
 
@@ -231,12 +233,25 @@ def test_celeb_a_table2_then_fig4_share_the_adversarial_sets(tmp_path):
     _, f4 = _mock("celeb_a", "fm_fig4_celeb_a", tmp_path, TINY_FACES, ctx=ctx)
     assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()
             if p.name.startswith("adv_")} == made  # read, not crafted again
-    # Table II, CelebA column: the paper's numbers beside ours; no AutoAttack on 2 classes
+    # Table II, CelebA column: the paper's numbers beside ours
     fgsm = next(c for c in t2.rows if c["attack"] == "FGSM ε=0.3 (paper protocol)")
     assert "(paper 99.90)" in fgsm["FM-Defense"] and "(paper 59.20)" in fgsm["MagNet"]
     assert "(paper 7.60)" in fgsm["no defense"] and "(paper 32.17)" in fgsm["Defense-GAN"]
     assert t2.rows[0]["no defense"].endswith("(paper 94.70)")
-    assert "autoattack" not in t2.measurements and "needs at least 4" in " ".join(t2.notes)
+    # AutoAttack on 2 classes: its rows are there, APGD-T on the targeted cross-entropy, 1 target
+    from tfdefense.experiments.fm_table2 import AA_ROW, WORST_ROW
+
+    names = [c["attack"] for c in t2.rows]
+    assert AA_ROW in names and WORST_ROW in names
+    aa = t2.measurements["autoattack"]
+    assert aa["num_classes"] == 2 and aa["targets"] == {"apgd_t": 1, "fab_t": 1}
+    assert aa["objectives"]["apgd_t"] == "ce_targeted"
+    assert set(aa["runs"]) == {"none", "fm", "magnet", "dgan"}
+    for key in ("none", "fm_adv", "magnet", "dgan"):
+        assert 0.0 <= aa["worst"][key] <= aa["autoattack"][key] <= 1.0, key
+    notes = " ".join(t2.notes)
+    assert "AutoAttack rows" in notes and "targeted cross-entropy" in notes
+    assert "No AutoAttack rows" not in notes
     assert "`Male` attribute" in " ".join(t2.notes) and t2.title.endswith("CelebA")
     # Fig 4, CelebA: one latent factor; θ 0.90 is the paper's point (100% Adv, no false positive)
     assert f4.measurements["codes"] == [0] and "no choice to vary" in " ".join(f4.notes)

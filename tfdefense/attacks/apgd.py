@@ -17,6 +17,13 @@ points not yet broken. ``eot_iter > 1`` averages the objective and its
 gradient over that many draws of a stochastic model (AutoAttack's "rand"
 version).
 
+Fewer than 4 classes (a binary attribute, say): the DLR losses read the 3rd
+and 4th largest logit, so there APGD runs the targeted cross-entropy
+−CE(z, t) instead (``losses.apgd_objective``): APGD-T on 2 or 3 classes
+against the same targets, APGD-DLR on 2 classes against the other class;
+``n_target_classes`` is capped at classes − 1 (with a warning when it was
+set explicitly). ``loss_for(num_classes)`` says which objective runs.
+
 Each run is one ``tf.function`` graph over a batch. Randomness is drawn per
 *point*, from a counter-based hash of (seed, the point's index in the data,
 restart, draw): a point gets the same random start whether it is attacked
@@ -33,11 +40,14 @@ Example:
 
 from __future__ import annotations
 
+import warnings
+from typing import ClassVar
+
 import numpy as np
 import tensorflow as tf
 
 from tfdefense.attacks.base import Attack, predict_logits, register
-from tfdefense.attacks.losses import cross_entropy
+from tfdefense.attacks.losses import APGD_OBJECTIVES, apgd_loss, apgd_objective, dlr, dlr_targeted
 from tfdefense.validation import check_number, check_positive_int
 
 _DEFAULT_EPS = {"linf": 8 / 255, "l2": 1.0}
@@ -60,25 +70,6 @@ def checkpoints(steps: int) -> list[int]:
             out.append(w)
         p_prev, p = p, p + max(p - p_prev - 3, 6)
     return out
-
-
-def dlr(logits: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
-    """DLR loss (Croce & Hein 2020, Eq. 3), to maximize:
-    −(z_y − max_{i≠y} z_i) / (z_π1 − z_π3 + 1e-12), π sorting z descending."""
-    top = tf.math.top_k(logits, 3).values
-    onehot = tf.one_hot(y, tf.shape(logits)[-1], dtype=logits.dtype)
-    z_y = tf.reduce_sum(onehot * logits, -1)
-    z_other = tf.reduce_max(logits - onehot * 1e9, -1)
-    return -(z_y - z_other) / (top[:, 0] - top[:, 2] + 1e-12)
-
-
-def dlr_targeted(logits: tf.Tensor, y: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
-    """Targeted DLR loss (Croce & Hein 2020, Eq. 4), to maximize:
-    −(z_y − z_t) / (z_π1 − (z_π3 + z_π4)/2 + 1e-12)."""
-    top = tf.math.top_k(logits, 4).values
-    z_y = tf.gather(logits, y, batch_dims=1)
-    z_t = tf.gather(logits, target, batch_dims=1)
-    return -(z_y - z_t) / (top[:, 0] - 0.5 * (top[:, 2] + top[:, 3]) + 1e-12)
 
 
 _MIX = (0x9E3779B1, 0x85EBCA6B, 0xC2B2AE35, 0x27D4EB2F)
@@ -137,6 +128,9 @@ def _steepest(grad, norm):
 def objective(model, x_adv, y, target, loss: str, eot_iter: int = 1):
     """(per-example objective, its gradient, per-example misclassified) at ``x_adv``.
 
+    ``loss`` is one of ``losses.APGD_OBJECTIVES`` ("ce", "ce_targeted", "dlr",
+    "dlr_targeted"); the targeted ones read ``target``.
+
     With ``eot_iter > 1`` the batch is repeated and run once: objective and
     gradient are the means over the draws, the prediction is the argmax of
     the mean softmax.
@@ -147,13 +141,8 @@ def objective(model, x_adv, y, target, loss: str, eot_iter: int = 1):
         xs = tf.tile(x_adv, [eot_iter, 1, 1, 1]) if eot_iter > 1 else x_adv
         logits = tf.cast(model(xs), tf.float32)
         ys = tf.tile(y, [eot_iter]) if eot_iter > 1 else y
-        if loss == "ce":
-            value = cross_entropy(logits, ys)
-        elif target is None:
-            value = dlr(logits, ys)
-        else:
-            ts = tf.tile(target, [eot_iter]) if eot_iter > 1 else target
-            value = dlr_targeted(logits, ys, ts)
+        ts = tf.tile(target, [eot_iter]) if eot_iter > 1 and target is not None else target
+        value = apgd_loss(loss, logits, ys, ts)
         value = tf.reduce_mean(tf.reshape(value, [eot_iter, n]), 0)
         total = tf.reduce_sum(value)
     grad = tape.gradient(total, x_adv)
@@ -172,12 +161,15 @@ def apgd_run(model, x, y, target, ids, key, *, eps, norm, steps, loss, rho=0.75,
              eot_iter=1, trace=False):
     """One APGD run on a batch (Croce & Hein 2020, Algorithm 1).
 
-    ``ids`` (N,) identify the points and ``key`` (2,) the run for the random start.
+    ``ids`` (N,) identify the points and ``key`` (2,) the run for the random start;
+    ``loss`` is one of ``losses.APGD_OBJECTIVES`` (the targeted ones need ``target``).
 
     Returns ``(x_adv, fooled)``: the last misclassified iterate where one was
     found (else the highest-objective point), and whether it was found. With
     ``trace=True`` also the step size of every iteration, shape (steps, N).
     """
+    if loss not in APGD_OBJECTIVES:
+        raise ValueError(f"loss: expected one of {APGD_OBJECTIVES}, got {loss!r}")
     shape = tf.shape(x)
     n = shape[0]
     if norm == "linf":
@@ -235,24 +227,54 @@ def apgd_run(model, x, y, target, ids, key, *, eps, norm, steps, loss, rho=0.75,
     return out, state["fooled"]
 
 
+#: target classes of APGD-T and FAB-T when not set: AutoAttack standard's 9 (Croce & Hein
+#: 2020 §4), capped at classes − 1 on smaller models
+DEFAULT_TARGETS = 9
+
+
+def warn_if_capped(requested: int | None, num_classes: int, who: str) -> None:
+    """Warn that an explicitly requested ``n_target_classes`` above ``num_classes − 1`` is
+    capped (a model has only ``num_classes − 1`` classes to target; None: silent)."""
+    if requested is not None and requested > num_classes - 1:
+        warnings.warn(
+            f"n_target_classes: {who} asked for {requested} target classes, but the model has "
+            f"{num_classes} classes, so at most {num_classes - 1}; running {num_classes - 1}",
+            UserWarning, stacklevel=3)
+
+
 class _Ensembled(Attack):
     """Shared runner: restarts (and targets) only on the points not yet broken."""
 
     supported_norms = ("linf", "l2")
-    n_target_classes = 0
+    #: whether the runs go against the top target classes (APGD-T, FAB-T)
+    targeted_runs: ClassVar[bool] = False
+    n_target_classes: int | None = None
     replication = "points"  # per-point randomness: each run splits over replicas exactly
 
     def __init__(self, model=None, **kwargs):
         super().__init__(model, **kwargs)
         self._compiled: dict[tuple, tuple] = {}
 
-    def _fn(self, model, restart: int = 0):
-        """The compiled run for ``model`` (restart ``restart``), traced once and cached."""
-        key = (id(model), restart > 0 and self._restarts_differ)
+    def targets_for(self, num_classes: int) -> int:
+        """Target classes run on a model with ``num_classes`` classes (0: untargeted): the
+        requested ``n_target_classes`` (default ``DEFAULT_TARGETS``) capped at classes − 1."""
+        if not self.targeted_runs:
+            return 0
+        wanted = DEFAULT_TARGETS if self.n_target_classes is None else self.n_target_classes
+        return min(wanted, num_classes - 1)
+
+    def loss_for(self, num_classes: int) -> str:
+        """The objective this attack runs on a model with ``num_classes`` classes."""
+        raise NotImplementedError
+
+    def _fn(self, model, restart: int, loss: str):
+        """The compiled run for ``model`` (restart ``restart``, objective ``loss``), traced once
+        and cached."""
+        key = (id(model), restart > 0 and self._restarts_differ, loss)
         entry = self._compiled.get(key)
         if entry is None or entry[0] is not model:
             first = restart == 0
-            fn = tf.function(lambda x, y, t, i, k: self._run(model, x, y, t, i, k, first),
+            fn = tf.function(lambda x, y, t, i, k: self._run(model, x, y, t, i, k, first, loss),
                              reduce_retracing=True)
             entry = (model, fn)
             self._compiled[key] = entry
@@ -261,19 +283,13 @@ class _Ensembled(Attack):
     #: whether later restarts run a different graph (FAB: random start only after the first)
     _restarts_differ = False
 
-    def _run(self, model, x, y, target, ids, key, first):  # -> (x_adv, fooled)
+    def _run(self, model, x, y, target, ids, key, first, loss):  # -> (x_adv, fooled)
         raise NotImplementedError
 
     def prepare(self, x, y=None, model=None):
         model, x, y, num_classes = super().prepare(x, y, model)
-        if self.n_target_classes > num_classes - 1:
-            raise ValueError(
-                f"n_target_classes: the model has {num_classes} classes, so at most "
-                f"{num_classes - 1} target classes, got {self.n_target_classes}"
-            )
-        minimum = 4 if self.n_target_classes else 3 if getattr(self, "loss", "") == "dlr" else 2
-        if num_classes < minimum:
-            raise ValueError(f"model: {self.name!r} needs at least {minimum} classes, got {num_classes}")
+        if self.targeted_runs:
+            warn_if_capped(self.n_target_classes, num_classes, repr(self.label))
         return model, x, y, num_classes
 
     def _attack_batch(self, model, x, y, seed):
@@ -281,20 +297,30 @@ class _Ensembled(Attack):
         return self.attack_points(model, x.numpy(), y.numpy(), ids)
 
     def attack_points(self, model, x: np.ndarray, y: np.ndarray, ids: np.ndarray) -> np.ndarray:
-        """Attack validated points ``x`` whose indices in the data are ``ids`` (one batch)."""
+        """Attack validated points ``x`` whose indices in the data are ``ids`` (one batch).
+
+        The objective and the number of targets follow the model's classes
+        (``loss_for``, ``targets_for``).
+        """
         logits = predict_logits(model, x, self.batch_size, self._replicas())
+        num_classes = int(logits.shape[1])
+        loss = self.loss_for(num_classes)
+        n_targets = self.targets_for(num_classes)
         robust = np.argmax(logits, 1) == y
         x_adv = x.copy()
         order = np.argsort(-logits, axis=1, kind="stable")
-        targets = range(2, self.n_target_classes + 2) if self.n_target_classes else [0]
+        # untargeted runs on a targeted objective (APGD-DLR on 2 classes): the most likely
+        # class other than y on the clean image, max_{i≠y} z_i of DLR fixed at the start
+        runner_up = np.where(order[:, 0] == y, order[:, 1], order[:, 0])
+        targets = range(2, n_targets + 2) if n_targets else [0]
         for k in targets:
             for r in range(self.restarts):
                 idx = np.flatnonzero(robust)
                 if not len(idx):
                     return x_adv
-                t = order[idx, k - 1] if k else y[idx]
+                t = order[idx, k - 1] if k else runner_up[idx] if loss.endswith("_targeted") else y[idx]
                 key = tf.constant([self.seed % (2**31 - 1), k * 1009 + r], tf.int32)
-                fn = self._fn(model, r)
+                fn = self._fn(model, r, loss)
                 adv, fooled = fn(tf.constant(x[idx]), tf.constant(y[idx]), tf.constant(t),
                                  tf.constant(np.asarray(ids)[idx], tf.int64), key)
                 fooled = fooled.numpy()
@@ -308,6 +334,10 @@ class _Ensembled(Attack):
 @register("apgd")
 class APGD(_Ensembled):
     """Untargeted Auto-PGD on cross-entropy or DLR, Linf or L2 (Croce & Hein 2020).
+
+    The DLR loss (Eq. 3) needs 3 classes: on a 2-class model ``loss="dlr"``
+    runs the targeted cross-entropy −CE(z, t) against the other class
+    (``losses.apgd_objective``; ``loss_for(num_classes)`` names it).
 
     Args:
         eps: budget; default 8/255 (Linf) / 1.0 (L2), the library's CD-VAE budgets.
@@ -346,10 +376,14 @@ class APGD(_Ensembled):
         check_number(self.rho, "rho", low=0.0, high=1.0, low_inclusive=False)
         check_number(self.momentum, "momentum", low=0.0, high=1.0)
 
-    def _run(self, model, x, y, target, ids, key, first):
-        return apgd_run(model, x, y, None, ids, key, eps=float(self.eps), norm=self.norm,
-                        steps=self.steps, loss=self.loss, rho=float(self.rho),
-                        momentum=float(self.momentum), eot_iter=self.eot_iter)
+    def loss_for(self, num_classes: int) -> str:
+        """"ce", "dlr", or "ce_targeted" where DLR needs more classes (``apgd_objective``)."""
+        return apgd_objective(self.loss, num_classes)
+
+    def _run(self, model, x, y, target, ids, key, first, loss):
+        return apgd_run(model, x, y, target if loss.endswith("_targeted") else None, ids, key,
+                        eps=float(self.eps), norm=self.norm, steps=self.steps, loss=loss,
+                        rho=float(self.rho), momentum=float(self.momentum), eot_iter=self.eot_iter)
 
 
 @register("apgd_t")
@@ -360,14 +394,23 @@ class APGDTargeted(APGD):
     of the clean image; each target runs ``restarts`` times on the points no
     earlier target broke.
 
+    Fewer than 4 classes: the targeted DLR loss (Eq. 4) reads the 4th largest
+    logit, so on 2 or 3 classes APGD-T runs the targeted cross-entropy
+    −CE(z, t) against the same targets, the objective the official code's
+    ``APGDAttack_targeted.ce_loss_targeted`` defines (``losses.apgd_objective``);
+    ``loss_for(num_classes)`` names the one that runs.
+
     Args:
-        n_target_classes: default 9 (AutoAttack standard; at most classes − 1).
+        n_target_classes: default None: 9 (AutoAttack standard), capped at
+            classes − 1 (1 on 2 classes, 2 on 3); a number above classes − 1
+            is capped with a warning.
         other arguments as ``APGD`` (``loss`` is fixed to "dlr").
     """
 
     params = (*(p for p in APGD.params if p != "loss"), "n_target_classes")
+    targeted_runs = True
 
-    def __init__(self, model=None, *, n_target_classes=9, **kwargs):
+    def __init__(self, model=None, *, n_target_classes=None, **kwargs):
         if kwargs.get("loss", "dlr") != "dlr":
             raise ValueError(f"loss: apgd_t uses the targeted DLR loss, got {kwargs['loss']!r}")
         kwargs.pop("loss", None)
@@ -376,9 +419,13 @@ class APGDTargeted(APGD):
 
     def _check_params(self):
         super()._check_params()
-        check_positive_int(self.n_target_classes, "n_target_classes")
+        if self.n_target_classes is not None:
+            check_positive_int(self.n_target_classes, "n_target_classes")
 
-    def _run(self, model, x, y, target, ids, key, first):
-        return apgd_run(model, x, y, target, ids, key, eps=float(self.eps), norm=self.norm,
-                        steps=self.steps, loss="dlr", rho=float(self.rho),
-                        momentum=float(self.momentum), eot_iter=self.eot_iter)
+    def loss_for(self, num_classes: int) -> str:
+        """"dlr_targeted", or "ce_targeted" on fewer than 4 classes (``apgd_objective``)."""
+        return apgd_objective("dlr_targeted", num_classes)
+
+
+__all__ = ["APGD", "APGDTargeted", "DEFAULT_TARGETS", "apgd_run", "checkpoints", "dlr",
+           "dlr_targeted", "objective", "point_normal", "point_uniform", "warn_if_capped"]

@@ -16,7 +16,31 @@ version        attacks                                     budgets
                                                            (for stochastic defenses)
 =============  ==========================================  =================================
 
-in Linf or L2. Every random draw of a component depends only on the seed and
+in Linf or L2. Objectives: APGD-CE cross-entropy, APGD-T the targeted DLR
+loss (Eq. 4), APGD-DLR the DLR loss (Eq. 3), FAB-T the linearized
+z_y − z_t, Square the margin z_y − max_{j≠y} z_j.
+
+Fewer than 4 classes (e.g. a binary attribute): APGD-T and FAB-T run at most
+classes − 1 targets (a version's 9 or 3 is capped silently, an explicit
+``n_target_classes`` above it with a warning), and where a DLR loss needs
+more classes than the model has (targeted: 4, untargeted: 3) APGD runs the
+targeted cross-entropy −CE(z, t) instead (``losses.apgd_objective``, which
+cites what the official fra31/auto-attack code does: it only warns, in
+``checks.check_n_classes``, and its DLR losses then fail; ``ce_loss_targeted``
+is the targeted objective it defines beside them):
+
+=========  ==============================  =====================================
+classes    APGD-T (targets)                rand's APGD-DLR
+=========  ==============================  =====================================
+>= 4       targeted DLR (min(n, C − 1))    DLR
+3          −CE(z, t) (<= 2)                DLR
+2          −CE(z, t) (1: the other class)  −CE(z, t), t the other class
+=========  ==============================  =====================================
+
+APGD-CE, FAB-T (<= C − 1 targets) and Square are unchanged. The run records
+what ran (``AutoAttackRun.objectives``, ``.targets``, ``.objectives_text()``).
+
+Every random draw of a component depends only on the seed and
 the point's index in the data (see ``apgd``), so on every point the ensemble
 is at least as strong as each component run alone with the same seed and
 batch size. ``AutoAttack.run`` returns an ``AutoAttackRun``: the examples,
@@ -36,6 +60,10 @@ Example:
     >>> aa = get_attack("autoattack", eps=0.3, version="quick")
     >>> list(aa.components())
     ['apgd_ce', 'apgd_t', 'fab_t', 'square']
+    >>> aa.objectives(2)
+    {'apgd_ce': 'ce', 'apgd_t': 'ce_targeted', 'fab_t': 'logit_difference', 'square': 'margin'}
+    >>> aa.targets(2), aa.targets(10)
+    ({'apgd_t': 1, 'fab_t': 1}, {'apgd_t': 3, 'fab_t': 3})
 """
 
 from __future__ import annotations
@@ -49,9 +77,10 @@ import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
-from tfdefense.attacks.apgd import APGD, APGDTargeted
+from tfdefense.attacks.apgd import APGD, APGDTargeted, warn_if_capped
 from tfdefense.attacks.base import Attack, register, replica_strategy
 from tfdefense.attacks.fab import FAB
+from tfdefense.attacks.losses import MIN_CLASSES
 from tfdefense.attacks.square import Square
 from tfdefense.defend.base import REJECTED
 from tfdefense.validation import check_positive_int
@@ -63,6 +92,37 @@ _BUDGETS = {  # version -> (steps, n_target_classes, queries, eot_iter)
     "quick": (20, 3, 1000, 1),
     "rand": (100, 9, 5000, 20),
 }
+
+
+#: the objectives components run (``_Ensembled.loss_for``), in words
+OBJECTIVE_TEXT = {
+    "ce": "cross-entropy",
+    "ce_targeted": "targeted cross-entropy −CE(z, t)",
+    "dlr": "DLR loss (Eq. 3)",
+    "dlr_targeted": "targeted DLR loss (Eq. 4)",
+    "logit_difference": "linearized z_y − z_t",
+    "margin": "margin z_y − max_{j≠y} z_j",
+}
+#: the paper's objective of the components that fall back on too few classes
+PAPER_OBJECTIVES = {"apgd_t": "dlr_targeted", "apgd_dlr": "dlr"}
+
+
+def objectives_text(objectives: dict[str, str], targets: dict[str, int],
+                    num_classes: int | None) -> str:
+    """One line saying which objective each component ran (and against how many targets),
+    and which replaced the paper's because the model has too few classes."""
+    parts = []
+    for name, loss in objectives.items():
+        text = f"{name}: {OBJECTIVE_TEXT.get(loss, loss)}"
+        if name in targets:
+            text += f", {targets[name]} target class{'es' if targets[name] != 1 else ''}"
+        paper = PAPER_OBJECTIVES.get(name)
+        if paper is not None and loss != paper:
+            text += (f" (the {OBJECTIVE_TEXT[paper]} needs at least {MIN_CLASSES[paper]} "
+                     f"classes, the model has {num_classes}; the objective of the official "
+                     "AutoAttack code's ce_loss_targeted)")
+        parts.append(text)
+    return "; ".join(parts)
 
 
 def square_only_count(components: list[str], broken_by: np.ndarray) -> int:
@@ -90,6 +150,24 @@ class AutoAttackRun:
     #: index into ``components`` of the attack that fooled the point, -1 if none
     broken_by: np.ndarray
     seconds: list[float] = field(default_factory=list)
+    #: classes of the attacked model
+    num_classes: int | None = None
+    #: per component, the objective it ran (``OBJECTIVE_TEXT``; on fewer than 4 classes
+    #: APGD's DLR losses are replaced by "ce_targeted", see the module docstring)
+    objectives: dict[str, str] = field(default_factory=dict)
+    #: per targeted component, the target classes it ran (at most num_classes − 1)
+    targets: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def fallbacks(self) -> dict[str, str]:
+        """Components that ran another objective than the paper's (too few classes): name ->
+        the objective that ran."""
+        return {k: v for k, v in self.objectives.items()
+                if k in PAPER_OBJECTIVES and v != PAPER_OBJECTIVES[k]}
+
+    def objectives_text(self) -> str:
+        """Which objective each component ran, for a report."""
+        return objectives_text(self.objectives, self.targets, self.num_classes)
 
     @property
     def clean_accuracy(self) -> float:
@@ -126,6 +204,8 @@ class AutoAttackRun:
         for i, name in enumerate(self.components):
             lines.append(f"| {name} | {pct(self.accuracy_after(i))} | "
                          f"{int(np.sum(self.broken_by == i))} | {self.seconds[i]:.1f} |")
+        if self.objectives:
+            lines += ["", f"Objectives ({self.num_classes} classes): {self.objectives_text()}."]
         if self.gradient_masking:
             lines += ["", f"**Gradient masking suspected**: Square broke {self.square_only} "
                           "point(s) that every gradient attack failed on."]
@@ -141,9 +221,15 @@ class AutoAttack(Attack):
         norm: "linf" or "l2".
         version: "standard", "quick" or "rand" (see the module docstring).
         steps, n_target_classes, queries, eot_iter: override the version's
-            budgets (None keeps them).
+            budgets (None keeps them). Targets are capped at classes − 1 (an
+            explicit ``n_target_classes`` above that with a warning).
         restarts: restarts of every component; default 1 (AutoAttack standard).
         batch_size, seed, verbose: as every attack; component i uses seed + i.
+
+    On 2 or 3 classes APGD-T (and on 2 the "rand" version's APGD-DLR) runs
+    the targeted cross-entropy −CE(z, t) in place of the DLR loss that needs
+    more classes (module docstring); ``objectives(num_classes)`` and the
+    run's ``AutoAttackRun.objectives`` say which objective each component ran.
     """
 
     supported_norms = ("linf", "l2")
@@ -213,14 +299,25 @@ class AutoAttack(Attack):
         """The component attacks, in the order they run."""
         return dict(self._components)
 
+    def objectives(self, num_classes: int) -> dict[str, str]:
+        """Per component, the objective it runs on a model with ``num_classes`` classes
+        (keys of ``OBJECTIVE_TEXT``)."""
+        return {name: a.loss_for(num_classes) for name, a in self._components.items()}
+
+    def targets(self, num_classes: int) -> dict[str, int]:
+        """Per targeted component, the target classes it runs on ``num_classes`` classes."""
+        return {name: a.targets_for(num_classes) for name, a in self._components.items()
+                if a.targeted_runs}
+
+    def objectives_text(self, num_classes: int) -> str:
+        """``objectives`` and ``targets`` in words, with the fallbacks named (for notes)."""
+        return objectives_text(self.objectives(num_classes), self.targets(num_classes),
+                               num_classes)
+
     def prepare(self, x, y=None, model=None):
         model, x, y, num_classes = super().prepare(x, y, model)
-        for attack in self._components.values():
-            if getattr(attack, "n_target_classes", 0) > num_classes - 1:
-                raise ValueError(
-                    f"n_target_classes: the model has {num_classes} classes, so at most "
-                    f"{num_classes - 1} target classes, got {attack.n_target_classes}"
-                )
+        self.components()  # re-checks the parameters
+        warn_if_capped(self.n_target_classes, num_classes, "autoattack")
         return model, x, y, num_classes
 
     def run(self, x, y=None, model=None, labels_of: Callable | None = None,
@@ -238,7 +335,7 @@ class AutoAttack(Attack):
                 (default the current one, if any); same result for any number.
         """
         strategy = replica_strategy(strategy)
-        model, x, y, _ = self.prepare(x, y, model)
+        model, x, y, num_classes = self.prepare(x, y, model)
         verbose = self.verbose if verbose is None else verbose
         if labels_of is None:
             labels_of = lambda images: self.predict_labels(model, images, strategy)  # noqa: E731
@@ -248,7 +345,9 @@ class AutoAttack(Attack):
         x_adv = x.copy()
         broken_by = np.full(len(x), -1)
         out = AutoAttackRun(self.version, self.norm, float(self.eps), list(self._components),
-                            x_adv, y, clean, [], broken_by)
+                            x_adv, y, clean, [], broken_by, num_classes=num_classes,
+                            objectives=self.objectives(num_classes),
+                            targets=self.targets(num_classes))
         for j, (name, attack) in enumerate(self._components.items()):
             start = time.perf_counter()
             idx = np.flatnonzero(pred == y)  # still correct (rejected points are not attacked)

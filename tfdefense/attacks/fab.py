@@ -13,7 +13,10 @@ x^(i+1) = clip((1 − α)(x^(i) + η δ^(i)) + α(x + η δ_orig)),
 α_max = 0.1; on reaching the other side it steps back towards x by β = 0.9
 (x^(i+1) ← x + β(x^(i+1) − x)) and remembers the smallest adversarial point.
 Targets are the 2nd ... (n_target_classes+1)-th most likely classes of the
-clean image, as in AutoAttack. A point counts as broken only within ``eps``.
+clean image, as in AutoAttack, at most classes − 1 of them (1 on a binary
+task, where FAB-T is FAB against the other class). f = z_y − z_t needs no
+more than 2 classes, so FAB-T runs unchanged on any model. A point counts as
+broken only within ``eps``.
 
 The projection onto {δ : w·δ = c, 0 <= x + δ <= 1} with minimal Linf or L2 norm
 is solved exactly here by one sort per image: with a_i the room of pixel i in
@@ -151,14 +154,16 @@ class FAB(_Ensembled):
         steps: iterations per target and restart; default 100 (AutoAttack standard).
         restarts: starts per target (the first at x, later ones at random);
             default 1 (AutoAttack standard).
-        n_target_classes: default 9 (AutoAttack standard; at most classes − 1).
+        n_target_classes: default None: 9 (AutoAttack standard), capped at
+            classes − 1 (1 on 2 classes, 2 on 3); a number above classes − 1
+            is capped with a warning.
         alpha_max, eta, beta: 0.1, 1.05, 0.9 (the paper's §3 and AutoAttack's values).
     """
 
     params = ("eps", "norm", "steps", "restarts", "n_target_classes", "alpha_max", "eta", "beta")
 
     def __init__(self, model=None, *, eps=None, norm="linf", steps=100, restarts=1,
-                 n_target_classes=9, alpha_max=0.1, eta=1.05, beta=0.9, **kwargs):
+                 n_target_classes=None, alpha_max=0.1, eta=1.05, beta=0.9, **kwargs):
         super().__init__(model, **kwargs)
         self.norm = norm
         self.eps = _DEFAULT_EPS.get(norm, 8 / 255) if eps is None else eps
@@ -173,14 +178,20 @@ class FAB(_Ensembled):
     def _check_params(self):
         super()._check_params()
         check_positive_int(self.restarts, "restarts")
-        check_positive_int(self.n_target_classes, "n_target_classes")
+        if self.n_target_classes is not None:
+            check_positive_int(self.n_target_classes, "n_target_classes")
         check_number(self.alpha_max, "alpha_max", low=0.0, high=1.0)
         check_number(self.eta, "eta", low=1.0)
         check_number(self.beta, "beta", low=0.0, high=1.0, low_inclusive=False, high_inclusive=False)
 
     _restarts_differ = True
+    targeted_runs = True
 
-    def _run(self, model, x, y, target, ids, key, first):
+    def loss_for(self, num_classes: int) -> str:
+        """"logit_difference": FAB-T linearizes z_y − z_t (any number of classes >= 2)."""
+        return "logit_difference"
+
+    def _run(self, model, x, y, target, ids, key, first, loss):
         return fab_run(model, x, y, target, ids, key, eps=float(self.eps), norm=self.norm,
                        steps=self.steps, alpha_max=float(self.alpha_max), eta=float(self.eta),
                        beta=float(self.beta), random_start=not first)

@@ -212,6 +212,10 @@ class Square(_Ensembled):
         check_positive_int(self.restarts, "restarts")
         check_number(self.p_init, "p_init", low=0.0, high=1.0, low_inclusive=False)
 
-    def _run(self, model, x, y, target, ids, key, first):
+    def loss_for(self, num_classes: int) -> str:
+        """"margin": z_y − max_{j≠y} z_j, to minimize (any number of classes >= 2)."""
+        return "margin"
+
+    def _run(self, model, x, y, target, ids, key, first, loss):
         return square_run(model, x, y, ids, key, eps=float(self.eps), norm=self.norm, steps=self.steps,
                           p_init=float(self.p_init))
