@@ -19,15 +19,13 @@ TESTS = Path(__file__).resolve().parent
 #: files that train for a minute or more on 2 cores, longest first: handed out first, so that
 #: the two workers finish together instead of one waiting on a long file picked up last
 LONG_FILES = (
-    "experiments/test_cdvae_table7.py",
+    "attacks/test_autoattack.py",
+    "test_export.py",
     "models/test_cdvae.py",
     "models/test_adversarial.py",
-    "attacks/test_autoattack.py",
+    "attacks/test_autoattack_few_classes.py",
+    "fm/test_fm_morphs.py",
     "experiments/test_fm_table2.py",
-    "test_export.py",
-    "experiments/test_cdvae_vq.py",
-    "experiments/test_cdvae_greybox.py",
-    "fm/test_fm_dgmm.py",
 )
 
 

@@ -44,17 +44,3 @@ def test_real_settings_follow_the_lookup_order_of_the_experiments():
     assert real_setting("paper", "fm_codes", role="mnist") == 20
     assert real_setting("paper", "no_such_setting") is None
     assert DRY_RUN_SETTINGS["cdvae_epochs"] == 1
-
-
-@pytest.mark.slow
-def test_the_paper_dry_run_of_table_1_trains_the_real_architectures_on_cifar_shaped_mock_data(
-        tmp_path):
-    from tfdefense.experiments.dry_run import dry_run
-
-    run = dry_run("paper", str(tmp_path), only=["cdvae_table1"], log=lambda *_: None)
-    assert run.reproduction.failed == []
-    # the preset's WRN-28-10 D (36.5 M parameters), inside the CD-VAE and alone
-    assert sorted(f.params > 36e6 for f in run.fits) == [True, True]
-    assert {f.epochs_key for f in run.fits} == {"cdvae_epochs", "classifier_epochs"}
-    assert {r["dataset"] for r in run.plan} == {"cifar10"}
-    assert (tmp_path / "dry_run.json").exists() and (tmp_path / "report.md").exists()
