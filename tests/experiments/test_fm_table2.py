@@ -31,6 +31,7 @@ def test_registered_in_report_order():
 
 def test_table_has_every_row_and_the_paper_beside_ours(tiny):
     _, r = tiny
+    assert r.name == "fm_table2"  # not a row's name (run_table2 once shadowed it)
     names = [row["attack"] for row in r.rows]
     assert names[0] == "clean (no attack)"
     for attack in ("FGSM", "C&W-L2", "DeepFool"):

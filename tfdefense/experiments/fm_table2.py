@@ -336,8 +336,8 @@ def run_table2(ctx, name: str, paper: dict) -> Result:
     n_aa_dg = min(aa_setting(ctx, "fm_autoattack_dgan_images"), n_dg)
     aa, aa_rows = _autoattack_rows(ctx, ev, fm_logits, x, y, clean, n_aa, n_aa_dg, {
         "none": x_pgd, "fm": xf, "magnet": xm, "dgan": xg})
-    for name, cells in aa_rows.items():
-        row(name, cells)
+    for row_name, cells in aa_rows.items():
+        row(row_name, cells)
     meas["autoattack"] = aa
     timings["autoattack"] = time.perf_counter() - aa_start
     timings["autoattack_total"] = time.perf_counter() - t0
