@@ -75,6 +75,9 @@ DRY_RUN_SETTINGS: dict[str, Any] = {
     # MagNet's rate r rejects floor(n r) of n clean validation images: 0.001 needs 1,000, the
     # mock split has 24
     "fm_magnet_rejection_rate": 0.05,
+    # FM Table II's AutoAttack rows (the standard version under paper, 1,000 images)
+    "fm_autoattack_images": 4, "fm_autoattack_dgan_images": 2, "fm_autoattack_steps": 2,
+    "fm_autoattack_queries": 10, "fm_autoattack_dgan_queries": 10,
     "verbose": 0, "fm_verbose": 0,
 }
 
