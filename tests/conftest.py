@@ -25,7 +25,6 @@ LONG_FILES = (
     "models/test_adversarial.py",
     "attacks/test_autoattack_few_classes.py",
     "fm/test_fm_morphs.py",
-    "experiments/test_fm_table2.py",
 )
 
 

@@ -29,6 +29,7 @@ def test_registered_in_report_order():
     assert "fm_table2" in available()
 
 
+@pytest.mark.slow  # the tiny Table II run: ~45 s on 2 cores, kept out of the default suite
 def test_table_has_every_row_and_the_paper_beside_ours(tiny):
     _, r = tiny
     assert r.name == "fm_table2"  # not a row's name (run_table2 once shadowed it)
@@ -47,6 +48,7 @@ def test_table_has_every_row_and_the_paper_beside_ours(tiny):
     assert "ρ =" in " ".join(r.notes) and "⌈1/r⌉" in " ".join(r.notes)
 
 
+@pytest.mark.slow  # the tiny Table II run: ~45 s on 2 cores, kept out of the default suite
 def test_autoattack_rows_in_range_and_worst_case_below_pgd_and_autoattack(tiny):
     from tfdefense.experiments.fm_table2 import AA_ROW, WORST_ROW
 
@@ -70,6 +72,7 @@ def test_autoattack_rows_in_range_and_worst_case_below_pgd_and_autoattack(tiny):
     assert "AutoAttack rows" in notes and "first 8 test images" in notes and "masking" in notes
 
 
+@pytest.mark.slow  # the tiny Table II run: ~45 s on 2 cores, kept out of the default suite
 def test_quick_skips_only_expensive_defense_gan_cells(tiny):
     _, r = tiny
     cw = r.measurements["C&W-L2 (adaptive)"]
@@ -77,6 +80,7 @@ def test_quick_skips_only_expensive_defense_gan_cells(tiny):
     assert r.measurements["FGSM ε=0.3 (adaptive)"]["dgan"] is not None
 
 
+@pytest.mark.slow  # the tiny Table II run: ~45 s on 2 cores, kept out of the default suite
 def test_figures_and_curves(tiny):
     _, r = tiny
     assert len(r.figures) == 2 and all(os.path.exists(p) for p in r.figures.values())
@@ -85,6 +89,7 @@ def test_figures_and_curves(tiny):
     assert all(v["adv"][0] == 0.0 for v in c["unified"].values() if isinstance(v, dict))
 
 
+@pytest.mark.slow  # the tiny Table II run: ~45 s on 2 cores, kept out of the default suite
 def test_rerun_reuses_the_cache(tiny):
     out, r = tiny
     cache = os.path.join(out, "cache")

@@ -114,10 +114,9 @@ CHECKS = {
 }
 
 
-# 01 stays in the default suite; the longer walkthroughs (35-50 s each) run with the slow tests,
-# which CI runs after the default suite, so the default suite keeps its 20-minute budget
-_PARAMS = [n if n == "01_cdvae_quickstart.ipynb" else pytest.param(n, marks=pytest.mark.slow)
-           for n in SETTINGS]
+# Every walkthrough (20-50 s each) runs with the slow tests, which CI runs after the default suite,
+# so the default suite keeps its 20-minute budget on a slow host
+_PARAMS = [pytest.param(n, marks=pytest.mark.slow) for n in SETTINGS]
 
 
 @pytest.mark.parametrize("name", _PARAMS)
