@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from tfdefense import data
 from tfdefense.experiments.context import PRESETS, Context
 
 #: fake examples per split of every dataset (restricted ImageNet keeps ~20% of ImageNet's
@@ -196,9 +197,9 @@ def record_fits(ctx: Context) -> Iterator[list[Fit]]:
         reads = ctx.settings.reads[mark[0]:] if isinstance(ctx.settings, _ReadLog) else []
         mark[0] += len(reads)
         timer = _StepTimer()
-        resumable = any(isinstance(c, keras.callbacks.BackupAndRestore)
-                        for c in kwargs.get("callbacks") or [])
-        kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), timer]
+        callbacks = list(kwargs.get("callbacks") or [])
+        resumable = any(isinstance(c, keras.callbacks.BackupAndRestore) for c in callbacks)
+        kwargs["callbacks"] = [*callbacks, timer]
         start = time.perf_counter()
         history = original(model, x, y, *args, **kwargs)
         seconds = time.perf_counter() - start
@@ -268,8 +269,6 @@ class MockContext(Context):
     """
 
     def arrays(self, split: str, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        from tfdefense import data
-
         x, y = super().arrays(split, limit)
         classes = data.spec(self.dataset).num_classes
         return x, (np.arange(len(y)) % classes).astype(y.dtype)
