@@ -120,12 +120,50 @@ def test_an_interrupted_experiment_training_resumes_from_its_last_epoch(tmp_path
     assert os.path.exists(tmp_path / "cache" / "cdvae_gamma2.keras")
 
 
+def _backup_dirs(ctx: Context, key: str, stages=(None,), inner: str | None = None) -> list[str]:
+    """The backup folders ``ctx.backup(stage)`` names inside ``key``'s trainer (and, with
+    ``inner``, inside a nested trainer), in call order; the trainers fail so nothing is cached."""
+    dirs: list[str] = []
+
+    def train():
+        dirs.extend(ctx.backup(stage).backup_dir for stage in stages)
+        if inner:
+            try:
+                ctx.cached_model(inner, lambda: dirs.append(ctx.backup().backup_dir) or _stop())
+            except _Preempted:
+                pass
+            dirs.append(ctx.backup().backup_dir)  # the outer trainer's again
+        _stop()
+
+    with pytest.raises(_Preempted):
+        ctx.cached_model(key, train, depends_on={"epochs": ctx.settings.get("cdvae_epochs")}
+                         if key == "dep" else None)
+    return dirs
+
+
+def _stop():
+    raise _Preempted
+
+
 def test_a_backup_made_under_other_settings_is_not_resumed(tmp_path):
-    a = Context("quick", str(tmp_path), {"cdvae_epochs": 3}).backup("m")
-    b = Context("quick", str(tmp_path), {"cdvae_epochs": 4}).backup("m")
-    c = Context("quick", str(tmp_path), {"cdvae_epochs": 3, "verbose": 2}).backup("m")
-    assert a.backup_dir != b.backup_dir and a.backup_dir == c.backup_dir
-    assert os.path.dirname(a.backup_dir) == os.path.join(str(tmp_path), "cache", "backup")
+    a, = _backup_dirs(Context("quick", str(tmp_path), {"cdvae_epochs": 3}), "m")
+    b, = _backup_dirs(Context("quick", str(tmp_path), {"cdvae_epochs": 4}), "m")
+    c, = _backup_dirs(Context("quick", str(tmp_path), {"cdvae_epochs": 3, "verbose": 2}), "m")
+    assert a != b and a == c
+    assert os.path.dirname(a) == os.path.join(str(tmp_path), "cache", "backup")
+    # a trainer that declares what it depends on ignores every other setting
+    d, = _backup_dirs(Context("quick", str(tmp_path), {"cdvae_epochs": 3, "latent_dim": 8}), "dep")
+    e, = _backup_dirs(Context("quick", str(tmp_path), {"cdvae_epochs": 3, "latent_dim": 9}), "dep")
+    assert d == e and os.path.basename(d).startswith("dep-")
+
+
+def test_backup_names_the_model_being_trained_its_stage_and_nested_trainers(tmp_path):
+    ctx = Context("quick", str(tmp_path))
+    whole, stage, inner, outer_again = _backup_dirs(ctx, "at", stages=(None, "warmup"), inner="clf")
+    names = [os.path.basename(d).rsplit("-", 1)[0] for d in (whole, stage, inner, outer_again)]
+    assert names == ["at", "at__warmup", "clf", "at"]
+    with pytest.raises(RuntimeError, match="inside a cached_model trainer"):
+        ctx.backup()  # outside every trainer: no model owns the folder
 
 
 def test_the_combo_vae_resumes_with_both_optimizers_state(tmp_path, monkeypatch):

@@ -180,9 +180,9 @@ def _classifier_kind(ctx) -> str:
     return kind
 
 
-def train_classifier(ctx, x: np.ndarray, y: np.ndarray, name: str, key: str) -> keras.Model:
-    """A classifier (logits) trained with Adam on (x, y) for ``classifier_epochs``; ``key`` is
-    its ``cached_model`` key (its training backs up under it: ``Context.backup``)."""
+def train_classifier(ctx, x: np.ndarray, y: np.ndarray, name: str) -> keras.Model:
+    """A classifier (logits) trained with Adam on (x, y) for ``classifier_epochs``, inside a
+    ``cached_model`` trainer (its training backs up under that model: ``Context.backup``)."""
     keras.utils.set_random_seed(ctx.settings["seed"])
     model = new_classifier(ctx, name)
     model.compile(
@@ -191,14 +191,14 @@ def train_classifier(ctx, x: np.ndarray, y: np.ndarray, name: str, key: str) -> 
         metrics=["accuracy"],
     )
     model.fit(x, y, batch_size=ctx.settings["batch_size"], epochs=ctx.settings["classifier_epochs"],
-              shuffle=True, verbose=fit_verbose(ctx), callbacks=[ctx.backup(key)])
+              shuffle=True, verbose=fit_verbose(ctx), callbacks=[ctx.backup()])
     return model
 
 
 def reference_classifier(ctx) -> keras.Model:
     """D̂: the classifier pre-trained on clean x (the grey-box attacker's target)."""
     return ctx.cached_model("classifier_x", lambda: train_classifier(
-        ctx, *train_arrays(ctx), name="classifier_x", key="classifier_x"))
+        ctx, *train_arrays(ctx), name="classifier_x"))
 
 
 # ---------------------------------------------------------------------- CD-VAE
@@ -248,7 +248,7 @@ def cdvae(ctx, gamma: float | None = None) -> CDVAE:
         model = build_cdvae(ctx, gamma)
         model.fit(*train_arrays(ctx), batch_size=ctx.settings["batch_size"],
                   epochs=ctx.settings["cdvae_epochs"], shuffle=True, verbose=fit_verbose(ctx),
-                  callbacks=[ctx.backup(key)])
+                  callbacks=[ctx.backup()])
         return model
 
     return ctx.cached_model(key, train)
@@ -285,7 +285,7 @@ def part_classifier(ctx, gamma: float, part: str) -> keras.Model:
         x, y = train_arrays(ctx)
         parts = decompose_arrays(model, x)
         inputs = np.clip(parts["g"], 0.0, 1.0) if part == "g" else parts["r"]
-        return train_classifier(ctx, inputs, y, name=f"classifier_{part}", key=key)
+        return train_classifier(ctx, inputs, y, name=f"classifier_{part}")
 
     key = f"classifier_{part}_gamma{gamma_key(gamma)}"
     return ctx.cached_model(key, train)

@@ -206,8 +206,6 @@ def train_models(ctx) -> tuple[dict[str, keras.Model], dict[str, float]]:
     bs, verbose, seed = setting(ctx, "at_batch_size"), setting(ctx, "verbose"), ctx.settings["seed"]
     seconds: dict[str, float] = {}
 
-    def resume(name):  # a preempted training resumes from its last epoch (Context.backup)
-        return [ctx.backup(_key(ctx, name), training_settings(ctx))]
 
     def timed(name, build):
         start = time.perf_counter()
@@ -221,7 +219,7 @@ def train_models(ctx) -> tuple[dict[str, keras.Model], dict[str, float]]:
         model.compile(optimizer=keras.optimizers.Adam(1e-3), metrics=["accuracy"],
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         model.fit(x, y, batch_size=bs, epochs=setting(ctx, "clean_epochs"), shuffle=True,
-                  verbose=verbose, callbacks=resume("normal"))
+                  verbose=verbose, callbacks=[ctx.backup()])
         return model
 
     def cdvae():
@@ -231,7 +229,7 @@ def train_models(ctx) -> tuple[dict[str, keras.Model], dict[str, float]]:
                                   classifier=_new_classifier(ctx, "classifier"), seed=seed)
         model.compile()
         model.fit(x, y, batch_size=bs, epochs=setting(ctx, "pretrain_epochs"), shuffle=True,
-                  verbose=verbose, callbacks=resume("cdvae"))
+                  verbose=verbose, callbacks=[ctx.backup()])
         return model
 
     clf = timed("normal", normal)
@@ -246,7 +244,7 @@ def train_models(ctx) -> tuple[dict[str, keras.Model], dict[str, float]]:
         model.compile(optimizer=keras.optimizers.Adam(1e-3), metrics=["accuracy"],
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         model.fit(g, y, batch_size=bs, epochs=setting(ctx, "d_g_epochs"), shuffle=True,
-                  verbose=verbose, callbacks=resume("d_g"))
+                  verbose=verbose, callbacks=[ctx.backup()])
         return model
 
     d_g = timed("d_g", generated_classifier) if setting(ctx, "d_g_epochs") else _copy(clf)
@@ -262,7 +260,7 @@ def train_models(ctx) -> tuple[dict[str, keras.Model], dict[str, float]]:
                                             margin=setting(ctx, "margin"), **common)
         model.compile(_optimizer(ctx))
         model.fit(x, y, batch_size=bs, epochs=setting(ctx, "at_epochs"), shuffle=True,
-                  verbose=verbose, callbacks=resume(key))
+                  verbose=verbose, callbacks=[ctx.backup()])
         return model
 
     def pgd_at():
@@ -270,7 +268,7 @@ def train_models(ctx) -> tuple[dict[str, keras.Model], dict[str, float]]:
         model = PGDAdversarialTraining(_copy(clf), seed=seed, **common)
         model.compile(_optimizer(ctx))
         model.fit(x, y, batch_size=bs, epochs=setting(ctx, "at_epochs"), shuffle=True,
-                  verbose=verbose, callbacks=resume("pgd_at"))
+                  verbose=verbose, callbacks=[ctx.backup()])
         return model
 
     target = setting(ctx, "reconstruction_target")

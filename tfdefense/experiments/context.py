@@ -8,7 +8,7 @@ it recording the library version, the preset and the settings it depends on
 (all of them unless the experiment declares which); a file made under other
 settings (``--set at_epochs=12`` into the folder of an earlier run) is
 recomputed, never silently reused. Training inside an experiment passes
-``ctx.backup(key)`` to ``fit``: a ``BackupAndRestore`` under
+``ctx.backup()`` to ``fit``: a ``BackupAndRestore`` under
 ``out/cache/backup/``, so a preempted paper-scale run resumes from its last
 finished epoch, not from the start of the model (the folder is keyed by the
 same fingerprint, so a backup made under other settings is never resumed, and
@@ -139,6 +139,7 @@ class Context:
         self._memory: dict[str, Any] = {}
         self._experiment: tuple[str, tuple[str, ...]] | None = None  # (name, declared roles)
         self._role: str | None = None
+        self._training: list[tuple[str, Any]] = []  # (key, depends_on) of cached_model trainers
 
     # ------------------------------------------------------------------ datasets
     def named_roles(self, roles: Sequence[str] | None = None) -> list[str]:
@@ -262,28 +263,43 @@ class Context:
         self._memory[key] = value
         return value
 
-    def backup(self, key: str, depends_on: Any = None) -> keras.callbacks.Callback:
-        """A ``BackupAndRestore`` for one ``fit`` of the model cached as ``key``.
+    def backup(self, stage: str | None = None) -> keras.callbacks.Callback:
+        """A ``BackupAndRestore`` for one ``fit`` of the model ``cached_model`` is training.
 
-        Pass it in ``callbacks=`` of every ``fit`` inside a ``cached_model`` trainer
-        (a model trained in stages gives each stage its own ``key``, e.g.
-        ``"cdvae_at/pretrain"``), with the ``depends_on`` of its ``cached_model``.
-        The folder, ``cache/backup/<key>-<fingerprint hash>``, is written after
-        every epoch and deleted at the end of training; an interrupted run resumes
-        from it (the model must be built before ``fit``). ``verbose`` and other
-        cosmetic settings do not change the folder, other settings do.
+        Pass it in ``callbacks=`` of every ``fit`` inside a ``cached_model`` trainer; it
+        takes the trainer's key and ``depends_on`` from the cache, so a trainer cannot
+        name a mismatched one (a model trained in several fits names each ``stage``).
+        The folder, ``cache/backup/<key>[__stage]-<fingerprint hash>``, is written after
+        every epoch and deleted at the end of training; an interrupted run resumes from
+        it (the model must be built before ``fit``). ``verbose`` and other cosmetic
+        settings do not change the folder, other settings do.
+
+        Raises:
+            RuntimeError: outside a ``cached_model`` trainer (nothing would own the folder).
         """
+        if not self._training:
+            raise RuntimeError("Context.backup() is for a fit inside a cached_model trainer")
+        key, depends_on = self._training[-1]
+        name = key if stage is None else f"{key}/{stage}"
         digest = hashlib.sha256(self.fingerprint(depends_on).encode()).hexdigest()[:12]
-        folder = os.path.join(self.cache_dir, "backup", f"{key.replace('/', '__')}-{digest}")
+        folder = os.path.join(self.cache_dir, "backup", f"{name.replace('/', '__')}-{digest}")
         return CheckedBackupAndRestore(folder)
 
     def cached_model(self, key: str, build_and_train: Callable[[], keras.Model],
                      depends_on: Any = None) -> keras.Model:
         """Load ``cache/<key>.keras`` if it was made with the same ``fingerprint(depends_on)``
-        (``depends_on``: any JSON-able value), else build, train, save and return it."""
+        (``depends_on``: any JSON-able value), else build, train, save and return it.
+        While ``build_and_train`` runs, ``backup()`` is this model's (trainers nest)."""
+
+        def train() -> keras.Model:
+            self._training.append((key, depends_on))
+            try:
+                return build_and_train()
+            finally:
+                self._training.pop()
+
         return self._cached(key, os.path.join(self.cache_dir, f"{key}.keras"), depends_on,
-                            keras.models.load_model, build_and_train,
-                            lambda model, tmp: model.save(tmp))
+                            keras.models.load_model, train, lambda model, tmp: model.save(tmp))
 
     def cached_arrays(self, key: str, compute: Callable[[], dict[str, np.ndarray]],
                       depends_on: Any = None) -> dict[str, np.ndarray]:

@@ -278,7 +278,7 @@ def classifier(ctx) -> keras.Model:
         model.compile(optimizer=keras.optimizers.Adam(1e-3),
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         model.fit(x, y, epochs=setting(ctx, "fm_classifier_epochs"), batch_size=64,
-                  verbose=_verbose(ctx), callbacks=[ctx.backup(key)])
+                  verbose=_verbose(ctx), callbacks=[ctx.backup()])
         return model
 
     key = cache_key(ctx, "classifier")
@@ -295,7 +295,7 @@ def combo_vae(ctx) -> ComboVAE:
                                 seed=ctx.settings["seed"])
         dgmm.compile(optimizer=keras.optimizers.Adam(1e-3))
         dgmm.fit(x, y, epochs=setting(ctx, "fm_dgmm_epochs"), batch_size=64,
-                 verbose=_verbose(ctx), callbacks=[ctx.backup(cache_key(ctx, "dgmm"))])
+                 verbose=_verbose(ctx), callbacks=[ctx.backup()])
         return dgmm
 
     def build_vae():
@@ -309,7 +309,7 @@ def combo_vae(ctx) -> ComboVAE:
                     discriminator_optimizer=keras.optimizers.Adam(1e-4, beta_1=0.5, beta_2=0.9)
                     if disc is not None else None)
         vae.fit(x, epochs=setting(ctx, "fm_vae_epochs"), batch_size=64, verbose=_verbose(ctx),
-                callbacks=[ctx.backup(cache_key(ctx, "combo_vae"))])
+                callbacks=[ctx.backup()])
         return vae
 
     return ctx.cached_model(cache_key(ctx, "combo_vae"), build_vae)
@@ -347,7 +347,7 @@ def magnet(ctx) -> MagNet:
             dae.compile(optimizer=keras.optimizers.Adam(setting(ctx, "fm_magnet_lr")))
             dae.fit(x, epochs=setting(ctx, "fm_magnet_epochs"),
                     batch_size=setting(ctx, "fm_magnet_batch"), verbose=_verbose(ctx),
-                    callbacks=[ctx.backup(key)])
+                    callbacks=[ctx.backup()])
             return dae.autoencoder
 
         return ctx.cached_model(key, train)
@@ -382,7 +382,7 @@ def defense_gan(ctx) -> DefenseGAN:
         # each batch feeds the critic_steps critic updates, fm_gan_batch real images each
         gan.fit(x, epochs=setting(ctx, "fm_gan_epochs"),
                 batch_size=gan.critic_steps * setting(ctx, "fm_gan_batch"),
-                verbose=_verbose(ctx), callbacks=[ctx.backup(cache_key(ctx, "wgan_generator"))])
+                verbose=_verbose(ctx), callbacks=[ctx.backup()])
         return gan.generator
 
     generator = ctx.cached_model(cache_key(ctx, "wgan_generator"), train)
