@@ -4,7 +4,9 @@ CI rejects a run past 90 minutes, whatever the host. ``.ci/run`` runs the defaul
 calls this script with the moment it started and the seconds the default suite took. Each slow
 test's expected time comes from ``.ci/durations.json``: the seconds it took on the host that
 recorded it and that host's default-suite time, so the expectation is scaled by how much slower
-or faster this host ran the same default suite. Tests run cheapest first; a test whose expected
+or faster this host ran the same default suite. Files with a test marked ``ci_first`` (what an open
+issue requires CI to show, e.g. the presets' dry runs) run before all others; within each group
+tests run cheapest first; a test whose expected
 time does not fit before the deadline (its file's, as a file's tests run in one process and share
 its fixtures) is printed by name as ``not run: time`` (never a silent
 pass), a test still running at the deadline is stopped and printed the same way, and a failing
@@ -42,11 +44,12 @@ class Plan:
     nodeids: list[str]
     expected: float  # seconds on this host
     known: bool
+    first: bool = False  # holds a ``ci_first`` test: runs before every file without one
 
 
-def collect(python: str, pytest_args: list[str], cwd: Path) -> list[str]:
-    """Node ids of the slow tests, in pytest's collection order."""
-    cmd = [python, "-m", "pytest", "-m", "slow", "--collect-only", "-q", "-p", "no:cacheprovider",
+def collect(python: str, pytest_args: list[str], cwd: Path, marks: str = "slow") -> list[str]:
+    """Node ids of the tests ``-m marks`` selects, in pytest's collection order."""
+    cmd = [python, "-m", "pytest", "-m", marks, "--collect-only", "-q", "-p", "no:cacheprovider",
            *pytest_args]
     out = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
     if out.returncode not in (0, 5):
@@ -76,8 +79,10 @@ def speed_scale(entry_suite: float | None, suite_now: float | None) -> float:
     return min(hi, max(lo, suite_now / entry_suite))
 
 
-def plan(nodeids: list[str], table: dict, suite_now: float | None) -> list[Plan]:
-    """Per test file, its slow tests and their expected seconds on this host; cheapest first.
+def plan(nodeids: list[str], table: dict, suite_now: float | None,
+         first: frozenset[str] = frozenset()) -> list[Plan]:
+    """Per test file, its slow tests and their expected seconds on this host: files holding a
+    test of ``first`` (the ``ci_first`` ones) before the others, each group cheapest first.
 
     A file's expectation is the sum of its tests' recorded times (fixtures included: the first
     test of a file pays for the models it trains), each scaled by this host's speed.
@@ -92,8 +97,8 @@ def plan(nodeids: list[str], table: dict, suite_now: float | None) -> list[Plan]
         expected = sum(UNKNOWN_SECONDS if e is None else
                        e["seconds"] * speed_scale(e.get("default_suite_seconds"), suite_now)
                        for e in entries)
-        plans.append(Plan(path, ids, expected, known))
-    return sorted(plans, key=lambda p: (p.expected, p.path))
+        plans.append(Plan(path, ids, expected, known, any(i in first for i in ids)))
+    return sorted(plans, key=lambda p: (not p.first, p.expected, p.path))
 
 
 def run_file(python: str, p: Plan, pytest_args: list[str], cwd: Path,
@@ -160,8 +165,10 @@ def main(argv: list[str] | None = None) -> int:
               f"{time.time() - args.start:.0f} s with the install", flush=True)
     table = load_durations(args.durations)
     nodeids = collect(args.python, args.pytest_args, args.cwd)
-    plans = plan(nodeids, table, suite)
-    print(f"ci: {len(nodeids)} slow tests in {len(plans)} files; "
+    plans = plan(nodeids, table, suite, frozenset(collect(args.python, args.pytest_args, args.cwd,
+                                                          "slow and ci_first")))
+    print(f"ci: {len(nodeids)} slow tests in {len(plans)} files "
+          f"({sum(p.first for p in plans)} first: ci_first); "
           f"{args.deadline - (time.time() - args.start):.0f} s left "
           f"before the {args.deadline / 60:.0f}-minute deadline", flush=True)
     outcome: dict[str, list[str]] = {"passed": [], "failed": [], "skipped": [], "not run": []}
@@ -174,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
                       f"{max(left, 0):.0f} s left)", flush=True)
             outcome["not run"] += p.nodeids
             continue
-        print(f"ci: running {p.path}: {len(p.nodeids)} slow tests (expected {p.expected:.0f} s{guess})",
+        print(f"ci: running {p.path}: {len(p.nodeids)} slow tests (expected {p.expected:.0f} s{guess}"
+              f"{', ci_first' if p.first else ''})",
               flush=True)
         t0 = time.monotonic()
         results = run_file(args.python, p, args.pytest_args, args.cwd, left)

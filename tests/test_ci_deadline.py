@@ -94,6 +94,25 @@ def test_cheapest_first_and_the_rest_not_run_when_time_runs_out(tmp_path):
     assert lines[-1] == "ci: 1 of 2 slow tests ran (1 passed, 0 failed), 1 not run: time"
 
 
+def test_ci_first_tests_run_before_cheaper_ones_and_take_the_time(tmp_path):
+    # test_c (ci_first, 60 s recorded) runs before test_a (0.5 s) although it costs more
+    tests = {**TESTS, "test_c.py": ("import pytest\n\n@pytest.mark.slow\n@pytest.mark.ci_first\n"
+                                    "def test_first():\n    assert True\n")}
+    first = "tests/test_c.py::test_first"
+    project = _project(tmp_path, {PASSING: {"seconds": 0.5, "default_suite_seconds": None},
+                                  FAILING: {"seconds": 5000.0, "default_suite_seconds": None},
+                                  first: {"seconds": 60.0, "default_suite_seconds": None}}, tests)
+    (project / "pyproject.toml").write_text(
+        '[tool.pytest.ini_options]\nmarkers = ["slow: slow", "ci_first: first"]\n')
+    out = _ci(project, deadline=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = out.stdout.splitlines()
+    order = [next(i for i, line in enumerate(lines) if line.startswith(f"ci: passed {t}"))
+             for t in (first, PASSING)]
+    assert order == sorted(order)
+    assert lines[-1] == "ci: 2 of 3 slow tests ran (2 passed, 0 failed), 1 not run: time"
+
+
 def test_a_completed_run_refreshes_the_durations_table(tmp_path):
     project = _project(tmp_path, {})  # nothing recorded: each test is expected to take UNKNOWN_SECONDS
     out = _ci(project)
@@ -124,6 +143,10 @@ def test_a_slower_host_scales_the_recorded_times():
     assert [(p.path, p.nodeids, p.expected, p.known) for p in plans] == [
         ("b.py", ["b.py::t"], 150.0, True), ("a.py", ["a.py::t1", "a.py::t2"], 200.0, True),
         ("c.py", ["c.py::t"], slow_tests.UNKNOWN_SECONDS, False)]
+    # a file holding a ci_first test goes before every other file, however long it takes
+    first = slow_tests.plan(["a.py::t1", "a.py::t2", "b.py::t", "c.py::t"], table, 1200.0,
+                            frozenset({"c.py::t", "a.py::t2"}))
+    assert [(p.path, p.first) for p in first] == [("a.py", True), ("c.py", True), ("b.py", False)]
 
 
 def _slow_tests_module():

@@ -9,6 +9,7 @@ STUDY = ["cdvae_table1", "cdvae_table2", "cdvae_fig3_pearson", "cdvae_table3", "
 
 
 @pytest.mark.slow
+@pytest.mark.ci_first
 def test_paper_dry_run_of_the_study_and_detection_trains_the_wrn_28_10(tmp_path):
     out = check_dry_run("paper", STUDY, tmp_path)
     fits = out["run"].fits

@@ -8,6 +8,7 @@ FM = ["fm_table2", "fm_table2_celeb_a", "fm_fig4", "fm_fig4_fashion_mnist", "fm_
 
 
 @pytest.mark.slow
+@pytest.mark.ci_first
 def test_paper_dry_run_of_fm_defense_on_every_dataset(tmp_path):
     out = check_dry_run("paper", FM, tmp_path)
     datasets = {r["dataset"] for r in out["run"].plan}

@@ -6,6 +6,7 @@ from dry_run_check import check_dry_run
 
 
 @pytest.mark.slow
+@pytest.mark.ci_first
 def test_paper_dry_run_of_table_6_and_the_gamma_sweep(tmp_path):
     # the γ sweep's CD-VAEs train inside keras-tuner trials: resumed per finished trial
     out = check_dry_run("paper", ["cdvae_table6", "cdvae_fig4_gamma"], tmp_path,

@@ -9,6 +9,7 @@ from tfdefense.experiments.registry import datasets_of
 
 
 @pytest.mark.slow
+@pytest.mark.ci_first
 def test_paper_imagenet_dry_run_trains_the_vq_cdvae_and_resnet_50(tmp_path):
     names = [n for n in available() if "restricted_imagenet" in datasets_of(n)]
     out = check_dry_run("paper_imagenet", names, tmp_path)

@@ -6,6 +6,7 @@ from dry_run_check import check_dry_run
 
 
 @pytest.mark.slow
+@pytest.mark.ci_first
 def test_paper_dry_run_of_table_7_fills_the_four_unseen_columns(tmp_path):
     table7 = check_dry_run("paper", ["cdvae_table7"], tmp_path)["results"]["cdvae_table7"]
     rows = [r for r in table7.rows if r["evaluation"].startswith(("white-box", "adaptive"))
