@@ -16,6 +16,7 @@ from tfdefense._version import __version__
 
 _SUBMODULES = (
     "attacks",
+    "augment",
     "baselines",
     "data",
     "defend",
@@ -25,7 +26,10 @@ _SUBMODULES = (
     "export",
     "models",
     "nets",
+    "optimizers",
+    "recipes",
     "report",
+    "schedules",
     "tune",
     "validation",
 )

@@ -18,3 +18,7 @@ __all__ += ["PGDAdversarialTraining"]
 from tfdefense.models.vq import VectorQuantizer, VQCDVAE  # noqa: E402, I001  (CD-VAE ImageNet VQ-VAE)
 
 __all__ += ["VQCDVAE", "VectorQuantizer"]
+# the recipes' schedules and PyTorch-style SGD register with Keras here, so a saved model whose
+# optimizer uses them loads in a fresh process that imports only tfdefense.models
+import tfdefense.optimizers  # noqa: E402, F401, I001
+import tfdefense.schedules  # noqa: E402, F401, I001
