@@ -64,6 +64,27 @@ def test_log_range_and_fixed_values():
     assert hp._hps["gamma"][0].sampling == "log"
 
 
+def test_a_builder_makes_each_trials_model_with_the_trials_gamma_and_beta():
+    import keras_tuner
+
+    from tfdefense.models import VQCDVAE
+
+    calls = []
+
+    def builder(gamma, beta):  # a variant for_dataset cannot build: a VQ-VAE G
+        calls.append((gamma, beta))
+        model = VQCDVAE.for_dataset("mnist_5k", gamma=gamma, beta=beta, width=8, num_codes=4,
+                                    classifier="small_cnn")
+        model.compile()
+        return model
+
+    hp = keras_tuner.HyperParameters()
+    model = CDVAEHyperModel("mnist_5k", gamma=[0.5, 2.0], beta=0.1, builder=builder).build(hp)
+    assert calls == [(0.5, 0.1)] and isinstance(model, VQCDVAE) and model.built
+    with pytest.raises(ValueError, match="builder"):
+        CDVAEHyperModel("mnist_5k", builder="vq")
+
+
 def test_probe_metrics_in_range(probe):
     from tfdefense.models import CDVAE
 

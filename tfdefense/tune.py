@@ -32,7 +32,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -184,6 +184,9 @@ class CDVAEHyperModel(keras_tuner.HyperModel):
             (2e-4, 20), the range of CD-VAE Fig 4) or a list of choices.
         beta: the same for β (default 0.2 fixed, CD-VAE §5).
         latent_dim, width, classifier: passed to ``CDVAE.for_dataset``.
+        builder: instead of ``CDVAE.for_dataset``, a callable ``(gamma, beta) -> CDVAE`` (any
+            variant, e.g. a ``VQCDVAE`` with a ResNet-50 D, as an experiment's preset builds
+            it); ``dataset`` still checks the data, the other architecture arguments are unused.
         probe: a ``GreyBoxProbe`` for the probe metrics.
         probe_metrics: which of ``PROBE_METRICS`` to log every epoch (needs ``probe``).
         seed: the model seed.
@@ -192,7 +195,8 @@ class CDVAEHyperModel(keras_tuner.HyperModel):
     def __init__(self, dataset: str = "mnist_5k", gamma=(2e-4, 20.0), beta=0.2,
                  latent_dim: int | None = None, width: int | None = None, classifier: str = "auto",
                  probe: GreyBoxProbe | None = None, probe_metrics: Sequence[str] = (), seed: int = 0,
-                 name: str = "cdvae", tunable: bool = True):
+                 name: str = "cdvae", tunable: bool = True,
+                 builder: Callable[[float, float], CDVAE] | None = None):
         super().__init__(name=name, tunable=tunable)
         data_lib.spec(dataset)
         _check_spec(gamma, "gamma")
@@ -205,14 +209,19 @@ class CDVAEHyperModel(keras_tuner.HyperModel):
             raise ValueError(f"probe: metrics {self.probe_metrics} need a GreyBoxProbe, got None")
         self.dataset, self.gamma, self.beta = dataset, gamma, beta
         self.latent_dim, self.width, self.classifier = latent_dim, width, classifier
-        self.probe, self.seed = probe, seed
+        self.probe, self.seed, self.builder = probe, seed, builder
+        if builder is not None and not callable(builder):
+            raise ValueError(f"builder: expected a callable (gamma, beta) -> CDVAE, got {builder!r}")
 
     def build(self, hp) -> CDVAE:
         gamma = _hp_value(hp, "gamma", self.gamma)
         beta = _hp_value(hp, "beta", self.beta)
-        model = CDVAE.for_dataset(self.dataset, gamma=gamma, beta=beta, latent_dim=self.latent_dim,
-                                  width=self.width, classifier=self.classifier, seed=self.seed)
-        model.compile()
+        if self.builder is not None:
+            model = self.builder(gamma, beta)
+        else:
+            model = CDVAE.for_dataset(self.dataset, gamma=gamma, beta=beta, latent_dim=self.latent_dim,
+                                      width=self.width, classifier=self.classifier, seed=self.seed)
+            model.compile()
         model(tf.zeros((1, *model.input_shape_)))  # built, so the tuner reloads best models
         return model
 

@@ -45,8 +45,10 @@ def sweep(ctx) -> list[dict]:
         steps=cm.setting(ctx, "pgd_steps"), seed=ctx.settings["seed"]).x_adv})
     probe = GreyBoxProbe(reference, x_val, y_val, adv["x_adv"], x_train[:n_fit], y_train[:n_fit])
     grid = [float(g) for g in cm.setting(ctx, "gamma_grid")]
-    hypermodel = CDVAEHyperModel(ctx.dataset, gamma=grid, beta=0.2, latent_dim=cm.setting(ctx, "latent_dim"),
-                                 width=cm.setting(ctx, "width"), classifier=cm.setting(ctx, "classifier"),
+    # each trial's CD-VAE is the preset's (build_cdvae: the VQ-VAE G and ResNet-50 D on
+    # restricted ImageNet, the Gaussian VAE and WRN on CIFAR-10) at the trial's γ
+    hypermodel = CDVAEHyperModel(ctx.dataset, gamma=grid, beta=cm.latent_weight(ctx),
+                                 builder=lambda gamma, beta: cm.build_cdvae(ctx, gamma, beta),
                                  probe=probe, probe_metrics=PROBE_METRICS, seed=ctx.settings["seed"])
     def tuner_for(overwrite: bool):
         return make_tuner(hypermodel, "accuracy", "grid", directory=os.path.join(ctx.cache_dir, "tuner"),

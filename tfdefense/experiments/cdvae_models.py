@@ -206,6 +206,18 @@ def gamma_key(gamma: float) -> str:
     return f"{gamma:g}".replace("+", "")
 
 
+def latent_weight(ctx) -> float:
+    """β, the latent loss weight: the ``beta`` setting, else the generator's default (0.2 for
+    the Gaussian VAE's KL, CD-VAE §5; 0.1 for the VQ-VAE's codebook + commitment loss)."""
+    generator = setting(ctx, "generator")
+    if generator not in GENERATORS:
+        raise ValueError(f"generator setting: expected one of {GENERATORS}, got {generator!r}")
+    beta = setting(ctx, "beta")
+    if beta is not None:
+        return float(beta)
+    return PAPER_VQ_WEIGHT if generator == "vq" else 0.2
+
+
 def build_cdvae(ctx, gamma: float, beta: float | None = None) -> CDVAE:
     """An untrained, compiled CD-VAE with the preset's architecture.
 
@@ -216,22 +228,21 @@ def build_cdvae(ctx, gamma: float, beta: float | None = None) -> CDVAE:
     ``beta`` (else the ``beta`` setting, else the generator's default) weights
     the latent loss; D is the ``classifier`` setting's network.
     """
+    default_beta = latent_weight(ctx)  # also checks the generator setting
     generator = setting(ctx, "generator")
-    if generator not in GENERATORS:
-        raise ValueError(f"generator setting: expected one of {GENERATORS}, got {generator!r}")
-    beta = setting(ctx, "beta") if beta is None else beta
+    beta = default_beta if beta is None else beta
     kind = _classifier_kind(ctx)
     common = {"gamma": gamma, "latent_dim": setting(ctx, "latent_dim"), "width": setting(ctx, "width"),
               "wrn_depth": setting(ctx, "wrn_depth"), "wrn_width": setting(ctx, "wrn_width"),
               "seed": ctx.settings["seed"]}
     if generator == "vq":
-        model = VQCDVAE.for_dataset(ctx.dataset, beta=PAPER_VQ_WEIGHT if beta is None else beta,
+        model = VQCDVAE.for_dataset(ctx.dataset, beta=beta,
                                     classifier=kind, num_codes=setting(ctx, "num_codes"),
                                     ema=bool(setting(ctx, "vq_ema")),
                                     resnet_weights=setting(ctx, "resnet_weights"), **common)
     else:
         classifier = new_classifier(ctx, "classifier") if kind == "resnet50" else kind
-        model = CDVAE.for_dataset(ctx.dataset, beta=0.2 if beta is None else beta,
+        model = CDVAE.for_dataset(ctx.dataset, beta=beta,
                                   classifier=classifier, **common)
     model.compile()
     return model
