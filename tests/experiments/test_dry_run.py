@@ -44,3 +44,31 @@ def test_real_settings_follow_the_lookup_order_of_the_experiments():
     assert real_setting("paper", "fm_codes", role="mnist") == 20
     assert real_setting("paper", "no_such_setting") is None
     assert DRY_RUN_SETTINGS["cdvae_epochs"] == 1
+
+
+def test_a_repeated_fit_without_new_reads_keeps_the_settings_of_the_fit_it_repeats(tmp_path):
+    """keras-tuner trials read epochs and batch once, before the search: every trial's fit is
+    planned with them, not only the first (the second trial was planned as 1 epoch of batch 8)."""
+    import keras
+    import numpy as np
+
+    from tfdefense.experiments.context import Context
+    from tfdefense.experiments.dry_run import _ReadLog, record_fits
+
+    ctx = Context("quick", str(tmp_path))
+    ctx.settings = _ReadLog(ctx.settings)
+    x, y = np.zeros((8, 2), "float32"), np.zeros((8, 1), "float32")
+
+    def model(name):
+        m = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)], name=name)
+        m.compile("sgd", "mse")
+        return m
+
+    with record_fits(ctx) as fits:
+        ctx.settings["cdvae_epochs"], ctx.settings["batch_size"]  # read once, as a search does
+        for _ in range(2):  # two trials of one search
+            model("trial").fit(x, y, epochs=1, batch_size=4, verbose=0)
+        model("other").fit(x, y, epochs=1, batch_size=4, verbose=0)  # another model, no reads
+    keys = [(f.model, f.epochs_key, f.batch_key) for f in fits]
+    assert keys == [("trial", "cdvae_epochs", "batch_size"), ("trial", "cdvae_epochs", "batch_size"),
+                    ("other", None, None)]

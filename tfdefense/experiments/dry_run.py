@@ -189,6 +189,7 @@ def record_fits(ctx: Context) -> Iterator[list[Fit]]:
     fits: list[Fit] = []
     original = keras.Model.fit
     mark = [0]
+    settings_of: dict[tuple, tuple] = {}  # (experiment, role, model) -> its last fit's setting keys
 
     def last(reads: list[str], test) -> str | None:
         return next((k for k in reversed(reads) if test(k)), None)
@@ -205,15 +206,23 @@ def record_fits(ctx: Context) -> Iterator[list[Fit]]:
         seconds = time.perf_counter() - start
         durations = timer.durations[1:] or timer.durations
         samples = len(x) if hasattr(x, "__len__") and not isinstance(x, dict) else None
+        experiment = ctx._experiment[0] if ctx._experiment else None
+        keys = (last(reads, lambda k: k.endswith("epochs")),
+                last(reads, lambda k: k.endswith("train_images")),
+                last(reads, lambda k: "batch" in k))
+        same = (experiment, ctx.role, _model_name(model))
+        if keys == (None, None, None):
+            # no setting read since the last fit: a repeat of it with the same settings (the
+            # trials of a keras-tuner search read them once, before the search)
+            keys = settings_of.get(same, keys)
+        settings_of[same] = keys
         fits.append(Fit(
-            experiment=ctx._experiment[0] if ctx._experiment else None, role=ctx.role,
+            experiment=experiment, role=ctx.role,
             model=_model_name(model), params=int(model.count_params()), samples=samples,
             batch=kwargs.get("batch_size"), epochs=int(kwargs.get("epochs", 1)),
             steps=len(timer.durations), step_seconds=float(np.median(durations or [0.0])),
-            seconds=seconds,
-            epochs_key=last(reads, lambda k: k.endswith("epochs")),
-            images_key=last(reads, lambda k: k.endswith("train_images")),
-            batch_key=last(reads, lambda k: "batch" in k), resumable=resumable))
+            seconds=seconds, epochs_key=keys[0], images_key=keys[1], batch_key=keys[2],
+            resumable=resumable))
         return history
 
     keras.Model.fit = fit
