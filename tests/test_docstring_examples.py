@@ -25,6 +25,9 @@ MODULES = [
     "tfdefense.experiments.result",
     "tfdefense.experiments.context",
     "tfdefense.experiments.registry",
+    "tfdefense.experiments.reference_recipes",
+    "tfdefense.experiments.recipe_deviations",
+    "tfdefense.experiments.training_recipes",
 ]
 
 

@@ -24,7 +24,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -50,7 +50,7 @@ OPTIMIZERS: dict[str, type[keras.optimizers.Optimizer]] = {
     "sgd": keras.optimizers.SGD,
     "torch_sgd": TorchSGD,
 }
-SCHEDULES = ("constant", "torch_cosine", "warmup_step")
+SCHEDULES = ("constant", "torch_cosine", "warmup_step", "inverse_time")
 
 #: model attribute a curriculum of each loss weight is written to (CDVAE's names)
 DEFAULT_WEIGHT_ATTRS = {"re": "reconstruction_weight", "ce": "gamma", "kl": "beta"}
@@ -64,8 +64,10 @@ class Recipe:
     """How one model is trained. Mappings are read-only by convention (the dataclass is frozen).
 
     ``curricula[name]`` multiplies ``loss_weights[name]`` by epoch; ``lr_schedule`` is one of
-    ``"constant"``, ``"torch_cosine"`` (:class:`TorchCosineAnnealing`) or ``"warmup_step"``
-    (:class:`WarmupStepDecay`, with ``warmup_epochs``), parameterised by ``lr_schedule_kwargs``.
+    ``"constant"``, ``"torch_cosine"`` (:class:`TorchCosineAnnealing`), ``"warmup_step"``
+    (:class:`WarmupStepDecay`, with ``warmup_epochs``) or ``"inverse_time"`` (Keras 1's
+    ``SGD(decay=d)``: ``lr / (1 + d·step)``, ``lr_schedule_kwargs={"decay_rate": d}``),
+    parameterised by ``lr_schedule_kwargs``.
     ``model`` and ``attack`` hold architecture and training-attack settings for the table.
     """
 
@@ -118,6 +120,9 @@ class Recipe:
                 warmup_epochs=self.warmup_epochs,
                 **kwargs,
             )
+        if self.lr_schedule == "inverse_time":
+            return keras.optimizers.schedules.InverseTimeDecay(
+                self.learning_rate, decay_steps=1, decay_rate=kwargs["decay_rate"])
         return self.learning_rate
 
     def build_optimizer(self, steps_per_epoch: int) -> keras.optimizers.Optimizer:
@@ -317,17 +322,37 @@ def recipe_fields(recipe: Recipe) -> dict[str, Any]:
     return out
 
 
+def _reason(deviations: Mapping[str, str], key: str) -> str | None:
+    """``deviations[key]``, else the reason of its nearest prefix (``"augmentation"`` covers
+    ``"augmentation.cutout"``)."""
+    parts = key.split(".")
+    for n in range(len(parts), 0, -1):
+        reason = deviations.get(".".join(parts[:n]))
+        if reason:
+            return reason
+    return None
+
+
+def _is_unstated(key: str, unstated: Collection[str]) -> bool:
+    parts = key.split(".")
+    return any(".".join(parts[:n]) in unstated for n in range(1, len(parts) + 1))
+
+
 def recipe_table(
     ours: Recipe,
     official: Recipe,
     deviations: Mapping[str, str] | None = None,
     sources: Mapping[str, str] | None = None,
+    unstated: Collection[str] = (),
 ) -> list[RecipeRow]:
     """Rows (field, official value, source, ours, why) over the fields of both recipes.
 
-    ``why`` is ``deviations[field]`` where the values differ ("" where they agree, and
-    "UNMARKED" for a difference nobody explained). ``sources`` defaults to the
-    :data:`SOURCES` entry of the :data:`OFFICIAL` recipe equal to ``official``.
+    ``why`` is the reason ``deviations`` gives the field (or its nearest prefix, e.g.
+    ``"augmentation"`` for every augmentation field) where the values differ ("" where they
+    agree, and "UNMARKED" for a difference nobody explained). ``unstated`` names fields (or
+    prefixes) the source does not state: their official value is ``None``, so ours always
+    needs a reason. ``sources`` defaults to the :data:`SOURCES` entry of the
+    :data:`OFFICIAL` recipe equal to ``official``.
 
     Example:
         >>> official = OFFICIAL["cdvae_cifar10"]
@@ -335,6 +360,9 @@ def recipe_table(
         >>> row = recipe_table(ours, official, {"epochs": "quick preset"})
         >>> [(r.official, r.source, r.ours, r.why) for r in row if r.field == "epochs"]
         [(300, 'tools/disentangle_cifar.py:238 --epochs default 300', 3, 'quick preset')]
+        >>> row = recipe_table(ours, official, {"epochs": "paper silent"}, unstated=("epochs",))
+        >>> [(r.official, r.why) for r in row if r.field == "epochs"]
+        [(None, 'paper silent')]
     """
     deviations = deviations or {}
     if sources is None:
@@ -343,15 +371,20 @@ def recipe_table(
     a, b = recipe_fields(official), recipe_fields(ours)
     rows = []
     for key in list(a) + [k for k in b if k not in a]:
-        off, our = a.get(key), b.get(key)
-        why = "" if off == our else deviations.get(key, "UNMARKED")
+        off = None if _is_unstated(key, unstated) else a.get(key)
+        our = b.get(key)
+        why = "" if off == our and not _is_unstated(key, unstated) else _reason(deviations, key) or "UNMARKED"
         rows.append(RecipeRow(key, off, sources.get(key, ""), our, why))
     return rows
 
 
-def unmarked_deviations(ours: Recipe, official: Recipe, deviations: Mapping[str, str]) -> list[str]:
-    """Fields where ``ours`` differs from ``official`` without a reason in ``deviations``."""
-    return [r.field for r in recipe_table(ours, official, deviations, sources={}) if r.why == "UNMARKED"]
+def unmarked_deviations(
+    ours: Recipe, official: Recipe, deviations: Mapping[str, str], unstated: Collection[str] = ()
+) -> list[str]:
+    """Fields where ``ours`` differs from ``official`` (or the source is silent) without a
+    reason in ``deviations``."""
+    rows = recipe_table(ours, official, deviations, sources={}, unstated=unstated)
+    return [r.field for r in rows if r.why == "UNMARKED"]
 
 
 def to_markdown(rows: list[RecipeRow]) -> str:

@@ -5,8 +5,10 @@ Every experiment in the registry (or those named) runs with one shared
 interrupted run resumes from what it finished. A failing experiment is
 written into the report as FAILED with its error and traceback, and the
 others still run. The report puts the paper's numbers beside ours (each
-experiment's own table) and lists the data, settings and library versions
-used.
+experiment's own table), lists the data, settings and library versions
+used, and shows the training recipe of every model the run trained or
+loaded: per field the reference value and its source, ours, and why they
+differ (``training_recipes``).
 
 Example:
     >>> import tempfile
@@ -32,7 +34,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tfdefense.experiments import Context, Result, available, get
+from tfdefense.experiments import training_recipes as tr
 from tfdefense.experiments.registry import datasets_of
+from tfdefense.recipes import to_markdown
 
 
 @dataclass
@@ -125,15 +129,48 @@ def write_report(ctx: Context, results: list[Result], failed: list[str], seconds
     lines.append("")
     for r in results:
         lines.append(_relative(r, ctx.out).to_markdown())
+    lines += recipe_section(ctx)
     report = os.path.join(ctx.out, "report.md")
     _atomic_write(report, "\n".join(lines))
     payload: dict[str, Any] = {
         "preset": ctx.preset, "datasets": ctx.datasets, "settings": ctx.settings, "versions": versions,
         "seconds": seconds, "failed": failed, "experiments": [r.to_json() for r in results],
+        "recipes": {label: [row._asdict() for row in _recipe_rows(ctx, entry)]
+                    for label, entry in ctx.recipes.items()},
     }
     results_json = os.path.join(ctx.out, "results.json")
     _atomic_write(results_json, json.dumps(payload, indent=2, default=str))
     return {"report": report, "results": results_json}
+
+
+def _recipe_rows(ctx: Context, entry: dict[str, Any]) -> list:
+    return tr.table(ctx.preset, entry["model"], entry["recipe"], entry["overridden"])
+
+
+def recipe_section(ctx: Context) -> list[str]:
+    """Markdown lines: per model this run trained (or loaded), its recipe table against the
+    reference it follows, every difference with its reason (empty if no model was trained).
+
+    Example:
+        >>> import tempfile
+        >>> ctx = Context("paper", tempfile.mkdtemp())
+        >>> _ = tr.recipe_for(ctx, "table7_cdvae_at")
+        >>> lines = recipe_section(ctx)
+        >>> lines[0], any(line.startswith("| epochs | 150 |") for line in lines)
+        ('## Training recipes', True)
+    """
+    if not ctx.recipes:
+        return []
+    lines = ["## Training recipes", "",
+             "Per model: each field of its recipe, the reference value and where it comes from, "
+             "ours, and why ours differs (`—`: the reference has no such field or does not state "
+             "it). `tfdefense.experiments.training_recipes` holds the recipes.", ""]
+    for label, entry in ctx.recipes.items():
+        model = entry["model"]
+        lines += [f"### `{label}`: {tr.MODELS[model].title}", "",
+                  f"Reference: {tr.reference_title(ctx.preset, model)}.", "",
+                  to_markdown(_recipe_rows(ctx, entry)), ""]
+    return lines
 
 
 def _data_line(ctx: Context) -> str:

@@ -15,7 +15,11 @@ the same few things, cached in the ``Context`` (``out/cache``) so a
   (the empirical study of §3.2).
 
 Per-preset sizes live in ``SETTINGS``; any key can be overridden through the
-Context (``Context("quick", out, {"eval_images": 32, "latent_dim": 8})``).
+Context (``Context("quick", out, {"eval_images": 32, "latent_dim": 8})``). How each
+model trains (optimizer, schedule, augmentation, mixup, curriculum, batch, epochs) is
+its recipe, ``training_recipes.RECIPES[preset]["classifier" | "part_classifier" |
+"cdvae"]``; ``classifier_epochs``, ``cdvae_epochs``, ``batch_size`` (and, under
+``paper``, ``classifier_batch_size``) set in the run replace the recipe's values.
 The quick preset scales the paper's CIFAR-10 settings to MNIST: ``small_cnn``
 instead of WRN-28-10, the 28x28 VAE variant, PGD-Linf eps 0.3 instead of 8/255.
 Experiments read a CD-VAE's latent z through ``model.latent(x)[0]``, the hook
@@ -41,8 +45,10 @@ import tensorflow as tf
 
 from tfdefense import data as data_lib
 from tfdefense import data_imagenet, nets
+from tfdefense.experiments import training_recipes as tr
 from tfdefense.models import CDVAE, VQCDVAE
 from tfdefense.models.vq import PAPER_VQ_WEIGHT
+from tfdefense.recipes import Recipe
 
 #: what a table says in place of our number for an ImageNet row that could not run
 NEEDS_IMAGENET = "needs the data and a GPU"
@@ -76,6 +82,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
         "latent_dim": None,  # the 28x28 VAE's default (64)
         "width": None,  # d = 32
         "classifier": "small_cnn",
+        "classifier_batch_size": None,  # None: batch_size (the classifier recipe binds batch_size)
         "gamma": 2.0,  # CD-VAE §4.1 sweet spot (Tables 1–4)
         "defense_gamma": 2e-3,  # CD-VAE §4.3 grey-box setting on CIFAR-10
         "pgd_eps": 0.3,  # Madry et al.'s MNIST Linf budget (8/255 on CIFAR-10)
@@ -98,6 +105,8 @@ SETTINGS: dict[str, dict[str, Any]] = {
         "latent_dim": None,  # official CIFAR VAE: 2048
         "width": None,
         "classifier": "wrn",  # WRN-28-10
+        # D̂'s and the part classifiers' batch (bmsookim/wide-resnet.pytorch's 128; training_recipes)
+        "classifier_batch_size": 128,
         "gamma": 2.0,
         "defense_gamma": 2e-3,
         "pgd_eps": 8 / 255,
@@ -180,23 +189,27 @@ def _classifier_kind(ctx) -> str:
     return kind
 
 
-def train_classifier(ctx, x: np.ndarray, y: np.ndarray, name: str) -> keras.Model:
-    """A classifier (logits) trained with Adam on (x, y) for ``classifier_epochs``, inside a
-    ``cached_model`` trainer (its training backs up under that model: ``Context.backup``)."""
+def train_classifier(ctx, x: np.ndarray, y: np.ndarray, name: str,
+                     model_recipe: str = "classifier") -> keras.Model:
+    """A classifier (logits) trained on (x, y) by its recipe (``training_recipes``; quick:
+    Adam 1e-3 for ``classifier_epochs``), inside a ``cached_model`` trainer (its training
+    backs up under that model: ``Context.backup``)."""
     keras.utils.set_random_seed(ctx.settings["seed"])
+    recipe = tr.recipe_for(ctx, model_recipe)
     model = new_classifier(ctx, name)
     model.compile(
-        optimizer=keras.optimizers.Adam(1e-3),
+        optimizer=recipe.build_optimizer(tr.steps_per_epoch(len(x), recipe)),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
-    model.fit(x, y, batch_size=ctx.settings["batch_size"], epochs=ctx.settings["classifier_epochs"],
-              shuffle=True, verbose=fit_verbose(ctx), callbacks=[ctx.backup()])
+    tr.fit(model, x, y, recipe, seed=ctx.settings["seed"], verbose=fit_verbose(ctx),
+           callbacks=[ctx.backup()], model_key=model_recipe)
     return model
 
 
 def reference_classifier(ctx) -> keras.Model:
     """D̂: the classifier pre-trained on clean x (the grey-box attacker's target)."""
+    tr.recipe_for(ctx, "classifier")  # recorded for the report, also when the model is cached
     return ctx.cached_model("classifier_x", lambda: train_classifier(
         ctx, *train_arrays(ctx), name="classifier_x"))
 
@@ -207,18 +220,21 @@ def gamma_key(gamma: float) -> str:
 
 
 def latent_weight(ctx) -> float:
-    """β, the latent loss weight: the ``beta`` setting, else the generator's default (0.2 for
-    the Gaussian VAE's KL, CD-VAE §5; 0.1 for the VQ-VAE's codebook + commitment loss)."""
+    """β, the latent loss weight: the ``beta`` setting, else the generator's default: for the
+    Gaussian VAE the ``cdvae`` recipe's KL weight (quick 0.2, CD-VAE §4; paper 0.2/3, the
+    official ``--kl 0.2`` on our per-latent mean KL), for the VQ-VAE 0.1 (codebook +
+    commitment loss)."""
     generator = setting(ctx, "generator")
     if generator not in GENERATORS:
         raise ValueError(f"generator setting: expected one of {GENERATORS}, got {generator!r}")
     beta = setting(ctx, "beta")
     if beta is not None:
         return float(beta)
-    return PAPER_VQ_WEIGHT if generator == "vq" else 0.2
+    return PAPER_VQ_WEIGHT if generator == "vq" else float(tr.recipe(ctx.preset, "cdvae").loss_weights["kl"])
 
 
-def build_cdvae(ctx, gamma: float, beta: float | None = None) -> CDVAE:
+def build_cdvae(ctx, gamma: float, beta: float | None = None, recipe: Recipe | None = None,
+                steps_per_epoch: int = 1) -> CDVAE:
     """An untrained, compiled CD-VAE with the preset's architecture.
 
     The ``generator`` setting picks G: ``"vae"``, the Gaussian VAE (β = 0.2,
@@ -226,7 +242,10 @@ def build_cdvae(ctx, gamma: float, beta: float | None = None) -> CDVAE:
     (``VQCDVAE``: k = ``num_codes`` codes of dimension ``width``, latent loss
     codebook + 0.5·commitment weighted by 0.1, the CD-VAE authors' setting).
     ``beta`` (else the ``beta`` setting, else the generator's default) weights
-    the latent loss; D is the ``classifier`` setting's network.
+    the latent loss; D is the ``classifier`` setting's network. With a ``recipe``
+    the model takes its mixup α and reconstruction weight and compiles with its
+    optimizer (schedules need ``steps_per_epoch``); without one, the model's
+    defaults (no mixup, AdamW 1e-3, the γ sweep's CD-VAEs).
     """
     default_beta = latent_weight(ctx)  # also checks the generator setting
     generator = setting(ctx, "generator")
@@ -235,6 +254,9 @@ def build_cdvae(ctx, gamma: float, beta: float | None = None) -> CDVAE:
     common = {"gamma": gamma, "latent_dim": setting(ctx, "latent_dim"), "width": setting(ctx, "width"),
               "wrn_depth": setting(ctx, "wrn_depth"), "wrn_width": setting(ctx, "wrn_width"),
               "seed": ctx.settings["seed"]}
+    if recipe is not None:
+        common.update(mixup_alpha=recipe.mixup_alpha,
+                      reconstruction_weight=recipe.loss_weights.get("re", 1.0))
     if generator == "vq":
         model = VQCDVAE.for_dataset(ctx.dataset, beta=beta,
                                     classifier=kind, num_codes=setting(ctx, "num_codes"),
@@ -244,22 +266,28 @@ def build_cdvae(ctx, gamma: float, beta: float | None = None) -> CDVAE:
         classifier = new_classifier(ctx, "classifier") if kind == "resnet50" else kind
         model = CDVAE.for_dataset(ctx.dataset, beta=beta,
                                   classifier=classifier, **common)
-    model.compile()
+    model.compile(None if recipe is None else recipe.build_optimizer(steps_per_epoch))
     return model
 
 
 def cdvae(ctx, gamma: float | None = None) -> CDVAE:
-    """The CD-VAE trained at ``gamma`` (default the preset's γ = 2) for ``cdvae_epochs``."""
+    """The CD-VAE trained at ``gamma`` (default the preset's γ = 2) by the ``cdvae`` recipe
+    (quick: AdamW 1e-3 for ``cdvae_epochs``; paper: the official augmentation, mixup,
+    curriculum and cosine schedule)."""
     gamma = setting(ctx, "gamma") if gamma is None else gamma
 
     key = f"cdvae_gamma{gamma_key(gamma)}"
+    label = "cdvae" if gamma == setting(ctx, "gamma") else f"cdvae at γ = {gamma:g}"
+    tr.recipe_for(ctx, "cdvae", label=label, ce=gamma)  # for the report, also when cached
 
     def train() -> CDVAE:
         keras.utils.set_random_seed(ctx.settings["seed"])
-        model = build_cdvae(ctx, gamma)
-        model.fit(*train_arrays(ctx), batch_size=ctx.settings["batch_size"],
-                  epochs=ctx.settings["cdvae_epochs"], shuffle=True, verbose=fit_verbose(ctx),
-                  callbacks=[ctx.backup()])
+        x, y = train_arrays(ctx)
+        recipe = tr.recipe_for(ctx, "cdvae", label=label, ce=gamma)
+        # β: the beta setting, else the recipe's KL weight (or the VQ weight): latent_weight
+        model = build_cdvae(ctx, gamma, recipe=recipe, steps_per_epoch=tr.steps_per_epoch(len(x), recipe))
+        tr.fit(model, x, y, recipe, seed=ctx.settings["seed"], verbose=fit_verbose(ctx),
+               callbacks=[ctx.backup()], model_key="cdvae")
         return model
 
     return ctx.cached_model(key, train)
@@ -296,8 +324,10 @@ def part_classifier(ctx, gamma: float, part: str) -> keras.Model:
         x, y = train_arrays(ctx)
         parts = decompose_arrays(model, x)
         inputs = np.clip(parts["g"], 0.0, 1.0) if part == "g" else parts["r"]
-        return train_classifier(ctx, inputs, y, name=f"classifier_{part}")
+        return train_classifier(ctx, inputs, y, name=f"classifier_{part}",
+                                model_recipe="part_classifier")
 
+    tr.recipe_for(ctx, "part_classifier")  # for the report, also when cached
     key = f"classifier_{part}_gamma{gamma_key(gamma)}"
     return ctx.cached_model(key, train)
 
@@ -353,19 +383,36 @@ def architecture_note(ctx) -> str:
     classifier = {"wrn": f"WRN-{setting(ctx, 'wrn_depth')}-{setting(ctx, 'wrn_width')}",
                   "resnet50": "ResNet-50" + (" (ImageNet weights)" if setting(ctx, "resnet_weights")
                                              else "")}.get(kind, kind)
-    beta = setting(ctx, "beta")
+    beta = latent_weight(ctx)
     if setting(ctx, "generator") == "vq":
         d = setting(ctx, "width") or setting(ctx, "latent_dim") or 64
         ema = ", EMA codebook" if setting(ctx, "vq_ema") else ""
         generator = (f"VQ-VAE G (official ImageNet VQ-VAE, d {d}, k = {setting(ctx, 'num_codes')} "
-                     f"codes{ema}), latent loss codebook + 0.5·commitment weighted "
-                     f"{PAPER_VQ_WEIGHT if beta is None else beta:g}")
+                     f"codes{ema}), latent loss codebook + 0.5·commitment weighted {beta:g}")
     else:
         vae = "official CIFAR VAE" if spec.shape[-1] == 3 else "28x28 variant of the official VAE"
         generator = (f"{vae} (latent {setting(ctx, 'latent_dim') or 'default'}, "
-                     f"d {setting(ctx, 'width') or 'default'}), β = {0.2 if beta is None else beta:g}")
+                     f"d {setting(ctx, 'width') or 'default'}), β = {beta:.3g} on the per-latent "
+                     "mean KL")
     paper = ("ResNet-50 + VQ-VAE, 60 restricted-ImageNet epochs" if is_imagenet(ctx)
              else "WRN-28-10, 300 CIFAR-10 epochs")
+    clf, vae_recipe = tr.recipe(ctx.preset, "classifier"), tr.recipe(ctx.preset, "cdvae")
     return (f"Data {ctx.dataset} {spec.shape}; classifier {classifier} "
-            f"({ctx.settings['classifier_epochs']} epochs, Adam 1e-3), CD-VAE {generator}, "
-            f"AdamW 1e-3 / wd 1e-6, {ctx.settings['cdvae_epochs']} epochs (paper: {paper}).")
+            f"({ctx.settings['classifier_epochs']} epochs, {_optimizer_note(clf)}), CD-VAE "
+            f"{generator}, {_optimizer_note(vae_recipe)}, {ctx.settings['cdvae_epochs']} epochs "
+            f"(paper: {paper}); each model's full recipe is in the report's recipe tables.")
+
+
+def _optimizer_note(recipe: Recipe) -> str:
+    """'Adam 1e-3' / 'AdamW 1e-3 / wd 1e-06, torch_cosine schedule, augmentation, mixup 2'."""
+    name = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD", "torch_sgd": "SGD"}[recipe.optimizer]
+    text = f"{name} {recipe.learning_rate:g}"
+    if "weight_decay" in recipe.optimizer_kwargs:
+        text += f" / wd {recipe.optimizer_kwargs['weight_decay']:g}"
+    if recipe.lr_schedule != "constant":
+        text += f", {recipe.lr_schedule} schedule"
+    if recipe.augmentation is not None:
+        text += ", augmented"
+    if recipe.mixup_alpha:
+        text += f", mixup α {recipe.mixup_alpha:g}"
+    return text

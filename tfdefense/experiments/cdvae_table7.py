@@ -57,6 +57,7 @@ from tfdefense import data as data_lib
 from tfdefense import nets
 from tfdefense.attacks import eot, get_attack
 from tfdefense.experiments import autoattack_cells
+from tfdefense.experiments import training_recipes as tr
 from tfdefense.experiments.registry import register
 from tfdefense.experiments.result import Result, beside_paper
 from tfdefense.models import CDVAE, AdversarialCDVAE, PGDAdversarialTraining
@@ -107,6 +108,8 @@ SETTINGS: dict[str, dict[str, Any]] = {
         # (it adds ~3 minutes): --set target_ablation=true
         "target_ablation": False,
         "train_eps": 0.3, "train_steps": 5, "kappa": 10.0, "margin": 8.0,
+        # CD-VAE-AT's optimizer, as its recipe says (training_recipes: every model's optimizer,
+        # schedule, augmentation, batch and epochs); here for the cache fingerprint
         "optimizer": "adamw",
         "attack_images": 200, "linf": 0.3, "l2": 2.0, "stadv_bound": 0.05, "eval_steps": 20,
         # JPEG-ℓ∞: the paper's 0.125 (see "paper") times the MNIST scaling of the ℓ∞ budget,
@@ -124,15 +127,18 @@ SETTINGS: dict[str, dict[str, Any]] = {
         "autoattack_steps": None, "autoattack_queries": None, "autoattack_sampling": True,
     },
     # Official CIFAR-10 setting (README "Part 3", adv_train_cifar.py): WRN-28-10 D and D_G,
-    # VAE d 32 / latent 2048, SGD lr 0.1 momentum 0.9 wd 2e-4, grad clip 1, batch 100,
-    # γ (cr = cg) 0.1, 10-step margin PGD at 8/255, κ 10, c 8; checkpoint at epoch 82.
+    # VAE d 32 / latent 2048, SGD lr 0.1 momentum 0.9 wd 2e-4 (PyTorch's coupled decay:
+    # TorchSGD), warm-up and step decay, grad clip 1, batch 100, the official augmentation,
+    # γ (cr = cg) 0.1, 10-step margin PGD at 8/255, κ 10, c 8; checkpoint at epoch 82. Every
+    # model's full recipe (and PGD-AT's source, Laidlaw et al.) is in training_recipes; the
+    # epochs and batch settings here replace a recipe's only when a run sets them.
     "paper": {
         "train_images": None,
         "latent_dim": None, "width": None, "classifier_width": None, "dense_units": None,
         "pretrain_epochs": 300, "clean_epochs": 200, "d_g_epochs": 0, "at_epochs": 82, "at_batch_size": 100,
         "gamma": 2e-3, "at_gamma": 0.1, "at_beta": 0.01 / 3, "reconstruction_target": "clean",
         "target_ablation": False, "train_eps": 8 / 255, "train_steps": 10, "kappa": 10.0, "margin": 8.0,
-        "optimizer": "sgd",
+        "optimizer": "torch_sgd",
         "attack_images": 10000, "linf": 8 / 255, "l2": 1.0, "stadv_bound": 0.05, "eval_steps": 100,
         # the unseen attacks as the official evaluation runs them (kai-wen-yang/CD-VAE README,
         # tools/adv_test_cifar.py): JPEGLinfAttack(cd_vae, 'cifar', bound=0.125,
@@ -157,12 +163,6 @@ def setting(ctx, key: str) -> Any:
     Context's shared presets (``cdvae_epochs``, ``eval_images``) do not change Table 7.
     """
     return ctx.settings[key] if key in ctx.settings else SETTINGS[ctx.preset][key]
-
-
-def _optimizer(ctx):
-    if setting(ctx, "optimizer") == "sgd":  # official adv_train_cifar.py
-        return keras.optimizers.SGD(0.1, momentum=0.9, weight_decay=2e-4, clipvalue=1.0)
-    return None  # the models' defaults (AdamW / Adam, lr 1e-3)
 
 
 def _new_classifier(ctx, name: str) -> keras.Model:
@@ -192,9 +192,14 @@ TRAINING_SETTINGS = (
 
 
 def training_settings(ctx) -> dict[str, Any]:
-    """The Table 7 training settings as this run uses them (``TRAINING_SETTINGS``)."""
-    return {"dataset": ctx.dataset, "seed": ctx.settings["seed"],
-            **{key: setting(ctx, key) for key in TRAINING_SETTINGS}}
+    """The Table 7 training settings as this run uses them (``TRAINING_SETTINGS``) and, under
+    presets other than ``quick`` (whose recipes tests pin to its training before the recipes
+    existed), the training recipes, so a changed recipe retrains."""
+    out = {"dataset": ctx.dataset, "seed": ctx.settings["seed"],
+           **{key: setting(ctx, key) for key in TRAINING_SETTINGS}}
+    if ctx.preset != "quick":
+        out["recipes"] = tr.recipes_fingerprint(ctx.preset, "cdvae")
+    return out
 
 
 # ----------------------------------------------------------------- the models
@@ -203,9 +208,16 @@ def train_models(ctx) -> tuple[dict[str, keras.Model], dict[str, float]]:
     x, y = ctx.arrays("train")
     limit = setting(ctx, "train_images")
     x, y = (x[:limit], y[:limit]) if limit else (x, y)
-    bs, verbose, seed = setting(ctx, "at_batch_size"), setting(ctx, "verbose"), ctx.settings["seed"]
+    verbose, seed = setting(ctx, "verbose"), ctx.settings["seed"]
     seconds: dict[str, float] = {}
-
+    at_weights = {"cr": setting(ctx, "at_gamma"), "cg": setting(ctx, "at_gamma"),
+                  "kl": setting(ctx, "at_beta")}
+    # the recipes this run trains with, for the report (also when the models come from the cache)
+    for name in ("table7_normal", "table7_cdvae", "table7_pgd_at"):
+        tr.recipe_for(ctx, name, **({"ce": setting(ctx, "gamma")} if name == "table7_cdvae" else {}))
+    tr.recipe_for(ctx, "table7_cdvae_at", **at_weights)
+    if setting(ctx, "d_g_epochs"):
+        tr.recipe_for(ctx, "table7_d_g")
 
     def timed(name, build):
         start = time.perf_counter()
@@ -213,24 +225,33 @@ def train_models(ctx) -> tuple[dict[str, keras.Model], dict[str, float]]:
         seconds[name] = time.perf_counter() - start
         return model
 
+    def train(model, inputs, recipe, model_key: str):
+        tr.fit(model, inputs, y, recipe, seed=seed, verbose=verbose, callbacks=[ctx.backup()],
+               model_key=model_key)
+        return model
+
+    def classifier_compile(model, recipe, n):
+        model.compile(optimizer=recipe.build_optimizer(tr.steps_per_epoch(n, recipe)), metrics=["accuracy"],
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        return model
+
     def normal():
         keras.utils.set_random_seed(seed)
-        model = _new_classifier(ctx, "classifier_x")
-        model.compile(optimizer=keras.optimizers.Adam(1e-3), metrics=["accuracy"],
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-        model.fit(x, y, batch_size=bs, epochs=setting(ctx, "clean_epochs"), shuffle=True,
-                  verbose=verbose, callbacks=[ctx.backup()])
-        return model
+        recipe = tr.recipe_for(ctx, "table7_normal")
+        model = classifier_compile(_new_classifier(ctx, "classifier_x"), recipe, len(x))
+        return train(model, x, recipe, "table7_normal")
 
     def cdvae():
         keras.utils.set_random_seed(seed)
+        recipe = tr.recipe_for(ctx, "table7_cdvae", ce=setting(ctx, "gamma"))
+        weights = recipe.loss_weights
         model = CDVAE.for_dataset(ctx.dataset, latent_dim=setting(ctx, "latent_dim"),
-                                  width=setting(ctx, "width"), gamma=setting(ctx, "gamma"),
-                                  classifier=_new_classifier(ctx, "classifier"), seed=seed)
-        model.compile()
-        model.fit(x, y, batch_size=bs, epochs=setting(ctx, "pretrain_epochs"), shuffle=True,
-                  verbose=verbose, callbacks=[ctx.backup()])
-        return model
+                                  width=setting(ctx, "width"), gamma=weights["ce"],
+                                  classifier=_new_classifier(ctx, "classifier"), seed=seed,
+                                  beta=weights["kl"], reconstruction_weight=weights["re"],
+                                  mixup_alpha=recipe.mixup_alpha)
+        model.compile(recipe.build_optimizer(tr.steps_per_epoch(len(x), recipe)))
+        return train(model, x, recipe, "table7_cdvae")
 
     clf = timed("normal", normal)
     base = timed("cdvae", cdvae)
@@ -240,36 +261,38 @@ def train_models(ctx) -> tuple[dict[str, keras.Model], dict[str, float]]:
         keras.utils.set_random_seed(seed)
         g = np.concatenate([base.generate(tf.constant(x[i:i + 500])).numpy()
                             for i in range(0, len(x), 500)])
-        model = _copy(clf)
-        model.compile(optimizer=keras.optimizers.Adam(1e-3), metrics=["accuracy"],
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-        model.fit(g, y, batch_size=bs, epochs=setting(ctx, "d_g_epochs"), shuffle=True,
-                  verbose=verbose, callbacks=[ctx.backup()])
-        return model
+        recipe = tr.recipe_for(ctx, "table7_d_g")
+        return train(classifier_compile(_copy(clf), recipe, len(g)), g, recipe, "table7_d_g")
 
     d_g = timed("d_g", generated_classifier) if setting(ctx, "d_g_epochs") else _copy(clf)
     common = {"eps": setting(ctx, "train_eps"), "attack_steps": setting(ctx, "train_steps")}
 
     def cdvae_at(target: str, key: str):
         keras.utils.set_random_seed(seed)
+        recipe = tr.recipe_for(ctx, "table7_cdvae_at", label=f"table7_{key}", **at_weights)
+        weights = recipe.loss_weights
+        if weights["cr"] != weights["cg"]:
+            raise ValueError(f"table7_cdvae_at recipe: AdversarialCDVAE weighs both cross-entropies "
+                             f"by one γ, got cr {weights['cr']} and cg {weights['cg']}")
         model = AdversarialCDVAE.from_cdvae(base, _copy(d_g),
                                             kappa=setting(ctx, "kappa"),
-                                            gamma=setting(ctx, "at_gamma"),
-                                            beta=setting(ctx, "at_beta"),
+                                            gamma=weights["cr"], beta=weights["kl"],
                                             reconstruction_target=target,
-                                            margin=setting(ctx, "margin"), **common)
-        model.compile(_optimizer(ctx))
-        model.fit(x, y, batch_size=bs, epochs=setting(ctx, "at_epochs"), shuffle=True,
-                  verbose=verbose, callbacks=[ctx.backup()])
-        return model
+                                            margin=setting(ctx, "margin"),
+                                            reconstruction_weight=weights["re"],
+                                            clean_weight=weights["clean"],
+                                            mixup_alpha=recipe.mixup_alpha, **common)
+        model.compile(recipe.build_optimizer(tr.steps_per_epoch(len(x), recipe)))
+        return train(model, x, recipe, "table7_cdvae_at")
 
     def pgd_at():
         keras.utils.set_random_seed(seed)
-        model = PGDAdversarialTraining(_copy(clf), seed=seed, **common)
-        model.compile(_optimizer(ctx))
-        model.fit(x, y, batch_size=bs, epochs=setting(ctx, "at_epochs"), shuffle=True,
-                  verbose=verbose, callbacks=[ctx.backup()])
-        return model
+        recipe = tr.recipe_for(ctx, "table7_pgd_at")
+        start = _copy(clf) if recipe.model.get("init") == "Normal" else \
+            _new_classifier(ctx, "classifier_pgd_at")
+        model = PGDAdversarialTraining(start, seed=seed, **common)
+        model.compile(recipe.build_optimizer(tr.steps_per_epoch(len(x), recipe)))
+        return train(model, x, recipe, "table7_pgd_at")
 
     target = setting(ctx, "reconstruction_target")
     models = {"Normal": clf, "PGD-AT": timed("pgd_at", pgd_at),
@@ -648,8 +671,15 @@ def _verdict(m: dict) -> str:
     )
 
 
+def _trained_recipe(ctx, model: str):
+    """The recipe ``model`` trained with in this run (the preset's if it was not recorded)."""
+    entry = ctx.recipes.get(model)
+    return entry["recipe"] if entry else tr.recipe(ctx.preset, model)
+
+
 def _notes(ctx, m: dict) -> list[str]:
     s = lambda k: setting(ctx, k)  # noqa: E731
+    pre, at_r, pgd_r = (_trained_recipe(ctx, f"table7_{k}") for k in ("cdvae", "cdvae_at", "pgd_at"))
     at, pgd = m["CD-VAE-AT"], m["PGD-AT"]
     verdict = f"Verdict: {_verdict(m)}"
     notes = [
@@ -658,18 +688,22 @@ def _notes(ctx, m: dict) -> list[str]:
         f"Budgets: ℓ∞ {s('linf'):.3g}, ℓ2 {s('l2'):.3g}, StAdv flow bound {s('stadv_bound')}; "
         f"white-box attacks run {s('eval_steps')} steps (paper 100). The MNIST budgets are the "
         "attacks layer's MNIST scaling of 8/255 and 1.0 (attacks.presets).",
-        f"Training: CD-VAE pre-trained {s('pretrain_epochs')} epochs (γ {s('gamma'):g}, β 0.2, "
-        f"latent {s('latent_dim')}), then {s('at_epochs')} epochs of Eq. 7–10 (γ "
+        f"Training: CD-VAE pre-trained {pre.epochs} epochs (γ {s('gamma'):g}, β "
+        f"{pre.loss_weights['kl']:.3g}, latent {s('latent_dim')}), then {at_r.epochs} epochs of "
+        "Eq. 7–10 (γ "
         f"{s('at_gamma'):g}, β {s('at_beta'):.2g} (official --kl 0.01); C&W-ℓ∞ margin PGD, "
         f"eps {s('train_eps'):.3g}, "
         f"{s('train_steps')} steps of eps/√steps, κ {s('kappa')}, c {s('margin')}; L_G "
         + ("pulls G(x′) to the clean x as the official code does, where Eq. 9 reconstructs x′"
            if s("reconstruction_target") == "clean" else "reconstructs x′ (Eq. 9)")
-        + "; clean CD-VAE loss mixed in with weight 1); PGD-AT starts from the clean classifier "
-        f"({s('clean_epochs')} epochs), D_G from it too (official) but, in the quick preset, "
-        f"fine-tuned {s('d_g_epochs')} epoch(s) on G(x) first (so the few AT epochs do not spend "
-        "themselves on the x → G(x) shift); both train with the same attack budget. Paper: 300 + 82 epochs "
-        "of WRN-28-10 on CIFAR-10 with 10 attack steps.",
+        + "; clean CD-VAE loss mixed in with weight 1); PGD-AT trains "
+        f"{pgd_r.epochs} epochs from "
+        + ("the clean classifier" if pgd_r.model.get("init") == "Normal" else "scratch (Laidlaw et al.)")
+        + f"; D_G starts from the clean classifier ({s('clean_epochs')} epochs; official) but, in "
+        f"the quick preset, fine-tuned {s('d_g_epochs')} epoch(s) on G(x) first (so the few AT "
+        "epochs do not spend themselves on the x → G(x) shift); both train with the same attack "
+        "budget. Paper: 300 + 82 epochs of WRN-28-10 on CIFAR-10 with 10 attack steps. Optimizers, "
+        "schedules, augmentation and batches: the report's recipe tables.",
         "Paper's ℓ∞ and ℓ2 columns are AutoAttack (perceptual_advex AutoLinfAttack / "
         "AutoL2Attack in the official evaluation); both our ℓ∞ attacks stand beside its ℓ∞ "
         "number in the white-box rows, and our own AutoAttack rows stand beside its ℓ∞ and ℓ2 "

@@ -66,6 +66,8 @@ COSMETIC_SETTINGS = ("verbose",)
 #: the papers' datasets, as experiments name them (CD-VAE: CIFAR-10, restricted ImageNet;
 #: FM-Defense: MNIST, Fashion-MNIST, CelebA)
 ROLES = ("cifar10", "restricted_imagenet", "mnist", "fashion_mnist", "celeb_a")
+#: the roles of FM-Defense's experiments (their caches depend on FM-Defense's recipes)
+FM_ROLES = ("mnist", "fashion_mnist", "celeb_a")
 
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": {
@@ -140,6 +142,9 @@ class Context:
         self._experiment: tuple[str, tuple[str, ...]] | None = None  # (name, declared roles)
         self._role: str | None = None
         self._training: list[tuple[str, Any]] = []  # (key, depends_on) of cached_model trainers
+        #: label -> {"model", "recipe", "overridden"} of every recipe this run trained or loaded
+        #: a model by (``training_recipes.recipe_for``), for the report's recipe tables
+        self.recipes: dict[str, dict[str, Any]] = {}
 
     # ------------------------------------------------------------------ datasets
     def named_roles(self, roles: Sequence[str] | None = None) -> list[str]:
@@ -216,9 +221,20 @@ class Context:
     def fingerprint(self, depends_on: Any = None) -> str:
         """What a cached file was made from: library version, preset and either
         ``depends_on`` (what the experiment declares the file depends on, e.g. the
-        settings its training reads) or, if ``None``, every setting but ``verbose``."""
+        settings its training reads) or, if ``None``, every setting but ``verbose`` and,
+        under presets other than ``quick``, the training recipes of the active dataset's
+        paper (``training_recipes.recipes_fingerprint``): a changed recipe retrains the
+        models and recomputes what was made from them. ``quick``'s recipes are pinned by
+        tests to its training before the recipes existed, so its caches keep their
+        fingerprints."""
         if depends_on is None:
             depends_on = {k: v for k, v in self.settings.items() if k not in COSMETIC_SETTINGS}
+            if self.preset != "quick":
+                from tfdefense.experiments import training_recipes
+
+                family = "fm" if self.role in FM_ROLES else "cdvae"
+                depends_on = {"settings": depends_on,
+                              "recipes": training_recipes.recipes_fingerprint(self.preset, family)}
         return json.dumps({"tfdefense": __version__, "preset": self.preset,
                            "dataset": self.dataset, "depends_on": depends_on},
                           sort_keys=True, default=repr)

@@ -16,6 +16,9 @@ Everything is cached in the ``Context`` (``out/cache/fm/...``), so an interrupte
 * ``fm_adaptive_logits``, ``magnet_aware_pgd``: the adaptive attackers'
   differentiable paths (not in the paper; see ``fm_table2``).
 
+How each model trains (optimizer, learning rate, batch, epochs; the paper's sources where
+fm-defense.txt is silent) is its recipe, ``training_recipes.RECIPES[preset]["fm_..."]``; the
+``fm_*_epochs``, ``fm_*_batch`` and ``fm_*_lr`` settings set in a run replace the recipe's.
 All keys start with ``fm_`` so they never collide with the CD-VAE settings;
 ``Context(..., overrides={"fm_vae_epochs": 1, ...})`` shrinks any of them. A
 preset's settings hold for each of FM-Defense's datasets (``DATASETS``) unless
@@ -54,6 +57,7 @@ from tfdefense.baselines import (
 from tfdefense.baselines.losses import reconstruction_error
 from tfdefense.detect import MorphEngine, ResistanceDetector
 from tfdefense.detect.morphs import most_active_codes
+from tfdefense.experiments import training_recipes as tr
 from tfdefense.models import DGMM, ComboVAE
 
 #: the datasets FM-Defense's experiments reproduce (fm-defense.txt §IV-A)
@@ -66,6 +70,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
         "fm_validation_images": None,  # all 500 (paper: 2,000)
         "fm_classifier_width": 16,
         "fm_classifier_epochs": 5,
+        "fm_classifier_batch": 64,
         "fm_dgmm_epochs": 10,
         "fm_feature_dim": 10,  # K, width of z_u
         "fm_vae_epochs": 15,
@@ -131,7 +136,8 @@ SETTINGS: dict[str, dict[str, Any]] = {
         "fm_train_images": 20000,  # fm-defense.txt §IV-A: 20,000 train, 2,000 validation,
         "fm_validation_images": 2000,  # 5,000 clean + 5,000 adversarial test images
         "fm_classifier_width": 32,
-        "fm_classifier_epochs": 50,
+        "fm_classifier_epochs": 50,  # C&W's (fm-defense.txt's [19]): SGD 0.01 Nesterov, batch 16
+        "fm_classifier_batch": 16,
         "fm_dgmm_epochs": 50,
         "fm_feature_dim": 10,
         "fm_vae_epochs": 100,
@@ -265,53 +271,69 @@ def combo_vae_nets(ctx, dgmm: DGMM) -> tuple[keras.Model, keras.Model, keras.Mod
     return encoder, decoder, disc
 
 
+def _fit(ctx, model: keras.Model, x, y, recipe, model_key: str, batch_size: int | None = None):
+    return tr.fit(model, x, y, recipe, seed=ctx.settings["seed"], verbose=_verbose(ctx),
+                  callbacks=[ctx.backup()], batch_size=batch_size, model_key=model_key)
+
+
+def _optimizer(recipe, n: int, batch_size: int | None = None) -> keras.optimizers.Optimizer:
+    batch = recipe.batch_size if batch_size is None else batch_size
+    return recipe.build_optimizer(max(1, math.ceil(n / batch)))
+
+
 def classifier(ctx) -> keras.Model:
-    """C: ``small_cnn`` trained with Adam(1e-3) on the training split."""
+    """C: ``small_cnn`` trained by the ``fm_classifier`` recipe (quick: Adam 1e-3, batch 64;
+    paper: C&W's SGD 0.01 with Nesterov momentum, batch 16, fm-defense.txt's [19])."""
 
     def build():
         keras.utils.set_random_seed(ctx.settings["seed"])
         x, y = train_arrays(ctx)
+        recipe = tr.recipe_for(ctx, "fm_classifier")
         model = nets.small_cnn(x.shape[1:], num_classes(ctx),
                                width=setting(ctx, "fm_classifier_width"),
                                dense_units=4 * setting(ctx, "fm_classifier_width"),
                                name="fm_classifier")
-        model.compile(optimizer=keras.optimizers.Adam(1e-3),
+        model.compile(optimizer=_optimizer(recipe, len(x)),
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-        model.fit(x, y, epochs=setting(ctx, "fm_classifier_epochs"), batch_size=64,
-                  verbose=_verbose(ctx), callbacks=[ctx.backup()])
+        _fit(ctx, model, x, y, recipe, "fm_classifier")
         return model
 
     key = cache_key(ctx, "classifier")
+    tr.recipe_for(ctx, "fm_classifier")  # for the report, also when cached
     return ctx.cached_model(key, build)
 
 
 def combo_vae(ctx) -> ComboVAE:
-    """The two-stage combo-VAE: DGMM (L-GM, λ_lkd = 0.1), then encoder/decoder/TC (γ = 40)."""
+    """The two-stage combo-VAE: DGMM (L-GM, λ_lkd = 0.1), then encoder/decoder/TC (γ = 40),
+    each by its recipe (``fm_dgmm``, ``fm_combo_vae``)."""
 
     def build_dgmm():
         keras.utils.set_random_seed(ctx.settings["seed"])
         x, y = train_arrays(ctx)
+        recipe = tr.recipe_for(ctx, "fm_dgmm")
         dgmm = DGMM.for_dataset(ctx.dataset, feature_dim=setting(ctx, "fm_feature_dim"),
-                                seed=ctx.settings["seed"])
-        dgmm.compile(optimizer=keras.optimizers.Adam(1e-3))
-        dgmm.fit(x, y, epochs=setting(ctx, "fm_dgmm_epochs"), batch_size=64,
-                 verbose=_verbose(ctx), callbacks=[ctx.backup()])
+                                lambda_lkd=recipe.loss_weights["lkd"], seed=ctx.settings["seed"])
+        dgmm.compile(optimizer=_optimizer(recipe, len(x)))
+        _fit(ctx, dgmm, x, y, recipe, "fm_dgmm")
         return dgmm
 
     def build_vae():
         dgmm = ctx.cached_model(cache_key(ctx, "dgmm"), build_dgmm)
         keras.utils.set_random_seed(ctx.settings["seed"])
         x, _ = train_arrays(ctx)
+        recipe = tr.recipe_for(ctx, "fm_combo_vae")
         encoder, decoder, disc = combo_vae_nets(ctx, dgmm)
-        vae = ComboVAE(encoder, decoder, dgmm, disc,
+        vae = ComboVAE(encoder, decoder, dgmm, disc, gamma=recipe.loss_weights["tc"],
+                       beta=recipe.loss_weights["kl"],
                        reconstruction=setting(ctx, "fm_reconstruction"), seed=ctx.settings["seed"])
-        vae.compile(optimizer=keras.optimizers.Adam(1e-3),
+        vae.compile(optimizer=_optimizer(recipe, len(x)),
                     discriminator_optimizer=keras.optimizers.Adam(1e-4, beta_1=0.5, beta_2=0.9)
                     if disc is not None else None)
-        vae.fit(x, epochs=setting(ctx, "fm_vae_epochs"), batch_size=64, verbose=_verbose(ctx),
-                callbacks=[ctx.backup()])
+        _fit(ctx, vae, x, None, recipe, "fm_combo_vae")
         return vae
 
+    tr.recipe_for(ctx, "fm_dgmm")  # for the report, also when cached
+    tr.recipe_for(ctx, "fm_combo_vae")
     return ctx.cached_model(cache_key(ctx, "combo_vae"), build_vae)
 
 
@@ -341,16 +363,17 @@ def magnet(ctx) -> MagNet:
         def train():
             keras.utils.set_random_seed(ctx.settings["seed"])
             x, _ = train_arrays(ctx)
+            recipe = tr.recipe_for(ctx, "fm_magnet")
             dae = DenoisingAutoEncoder(magnet_autoencoder(structure, image_shape(ctx)),
-                                       noise_std=0.1,
+                                       noise_std=recipe.model["noise_std"],
                                        seed=ctx.settings["seed"])
-            dae.compile(optimizer=keras.optimizers.Adam(setting(ctx, "fm_magnet_lr")))
-            dae.fit(x, epochs=setting(ctx, "fm_magnet_epochs"),
-                    batch_size=setting(ctx, "fm_magnet_batch"), verbose=_verbose(ctx),
-                    callbacks=[ctx.backup()])
+            dae.compile(optimizer=_optimizer(recipe, len(x)))
+            _fit(ctx, dae, x, None, recipe, "fm_magnet")
             return dae.autoencoder
 
         return ctx.cached_model(key, train)
+
+    tr.recipe_for(ctx, "fm_magnet")  # for the report, also when cached
 
     mag = MagNet(classifier(ctx), build(MNIST_STRUCTURE_I, cache_key(ctx, "magnet_ae_i")),
                  build(MNIST_STRUCTURE_II, cache_key(ctx, "magnet_ae_ii")),
@@ -369,22 +392,20 @@ def defense_gan(ctx) -> DefenseGAN:
     def train():
         keras.utils.set_random_seed(ctx.settings["seed"])
         x, _ = train_arrays(ctx)
-        width = setting(ctx, "fm_gan_width")
-        gan = WGANGP(defense_gan_generator(128, width, image_shape(ctx)),
+        recipe = tr.recipe_for(ctx, "fm_wgan_gp")
+        width = recipe.model["width"]
+        gan = WGANGP(defense_gan_generator(recipe.model["latent_dim"], width, image_shape(ctx)),
                      defense_gan_critic(width, image_shape(ctx)),
+                     critic_steps=recipe.model["critic_steps"], gp_weight=recipe.loss_weights["gp"],
                      seed=ctx.settings["seed"])
-
-        def adam():
-            return keras.optimizers.Adam(setting(ctx, "fm_gan_lr"),
-                                         beta_1=setting(ctx, "fm_gan_beta_1"), beta_2=0.9)
-
-        gan.compile(optimizer=adam(), critic_optimizer=adam())
-        # each batch feeds the critic_steps critic updates, fm_gan_batch real images each
-        gan.fit(x, epochs=setting(ctx, "fm_gan_epochs"),
-                batch_size=gan.critic_steps * setting(ctx, "fm_gan_batch"),
-                verbose=_verbose(ctx), callbacks=[ctx.backup()])
+        # each batch feeds the critic_steps critic updates, the recipe's batch of real images each
+        batch = gan.critic_steps * recipe.batch_size
+        gan.compile(optimizer=_optimizer(recipe, len(x), batch),
+                    critic_optimizer=_optimizer(recipe, len(x), batch))
+        _fit(ctx, gan, x, None, recipe, "fm_wgan_gp", batch_size=batch)
         return gan.generator
 
+    tr.recipe_for(ctx, "fm_wgan_gp")  # for the report, also when cached
     generator = ctx.cached_model(cache_key(ctx, "wgan_generator"), train)
     save_sample_grid(generator, ctx.figure_path(cache_key(ctx, "wgan_samples")), seed=ctx.settings["seed"])
     return DefenseGAN(generator, classifier(ctx), iterations=setting(ctx, "fm_dgan_iterations"),

@@ -62,7 +62,10 @@ class CDVAE(input_checks.CheckedInputs, keras.Model):
         gamma: cross-entropy weight γ (Eq. 1; 2 is the paper's sweet spot,
             2e-3 its grey-box defense setting on CIFAR-10).
         reconstruction_weight: weight of the reconstruction term (official
-            ``--re``, 1).
+            ``--re``, 1). Held in a non-trainable variable (``model.reconstruction_weight``)
+            so a ``schedules.CurriculumCallback`` can change it between epochs of a
+            compiled ``fit`` (the official 10x / 5x / 1x curriculum); the config keeps
+            the constructor's value.
         classifier_input: what D sees: ``"residual"`` R(x) (the paper),
             ``"input"`` x or ``"generated"`` G(x) (Table 3's variants).
         mixup_alpha: Beta(α, α) input mixup as the official code trains
@@ -93,13 +96,18 @@ class CDVAE(input_checks.CheckedInputs, keras.Model):
         self.classifier = classifier
         self.beta = beta
         self.gamma = gamma
-        self.reconstruction_weight = reconstruction_weight
+        self.reconstruction_weight = reconstruction_weight  # checked, then made a variable
         self.classifier_input = classifier_input
         self.mixup_alpha = mixup_alpha
         self.normalization_mean = tuple(float(v) for v in normalization_mean)
         self.normalization_std = tuple(float(v) for v in normalization_std)
         self.seed = seed
         self._check_params()
+        self._initial_reconstruction_weight = float(reconstruction_weight)
+        # a variable, not a Python number: a traced train_step would freeze a number
+        self.reconstruction_weight = keras.Variable(
+            self._initial_reconstruction_weight, trainable=False, dtype="float32",
+            autocast=False, name="reconstruction_weight")
         self.seed_generator = keras.random.SeedGenerator(seed)
         self._mean = tf.constant(self.normalization_mean, tf.float32)
         self._std = tf.constant(self.normalization_std, tf.float32)
@@ -351,7 +359,7 @@ class CDVAE(input_checks.CheckedInputs, keras.Model):
                 "classifier": keras.saving.serialize_keras_object(self.classifier),
                 "beta": self.beta,
                 "gamma": self.gamma,
-                "reconstruction_weight": self.reconstruction_weight,
+                "reconstruction_weight": self._initial_reconstruction_weight,
                 "classifier_input": self.classifier_input,
                 "mixup_alpha": self.mixup_alpha,
                 "normalization_mean": list(self.normalization_mean),
@@ -360,6 +368,13 @@ class CDVAE(input_checks.CheckedInputs, keras.Model):
             }
         )
         return config
+
+    def load_own_variables(self, store) -> None:
+        """Load the reconstruction-weight variable; a file saved before it existed (no
+        variables of the model's own) keeps the config's weight."""
+        if len(store.keys()) == 0:
+            return
+        super().load_own_variables(store)
 
     @classmethod
     def from_config(cls, config: dict[str, Any], custom_objects=None) -> CDVAE:
