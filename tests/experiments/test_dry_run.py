@@ -72,3 +72,40 @@ def test_a_repeated_fit_without_new_reads_keeps_the_settings_of_the_fit_it_repea
     keys = [(f.model, f.epochs_key, f.batch_key) for f in fits]
     assert keys == [("trial", "cdvae_epochs", "batch_size"), ("trial", "cdvae_epochs", "batch_size"),
                     ("other", None, None)]
+
+
+def test_a_recipe_fit_is_planned_with_its_recipes_epochs_and_batch():
+    # PGD-AT reads at_epochs (82 in paper's settings) but its recipe trains 100 epochs of batch 100
+    # (Laidlaw et al.'s adv_train.py); the CD-VAE's recipe 300 epochs of batch 256 (official)
+    pgd, vae = plan("paper", [_fit(recipe_model="table7_pgd_at"),
+                              _fit(recipe_model="cdvae", epochs_key="cdvae_epochs",
+                                   batch_key="batch_size", model="CDVAE")], mock_examples=24)
+    assert (pgd["epochs"], pgd["batch"], pgd["steps"]) == (100, 100, 100 * 500)
+    assert (vae["epochs"], vae["batch"], vae["steps"]) == (300, 256, 300 * 196)  # ceil(50000/256)
+
+
+def test_an_augmented_fit_records_its_images_and_its_recipe_model(tmp_path):
+    """An augmented fit passes a tf.data pipeline whose len() counts batches (24 images in
+    batches of 8: 3); the recorder must see 24 images and the model the recipe trains."""
+    import dataclasses
+
+    import keras
+    import numpy as np
+
+    from tfdefense.experiments import training_recipes as tr
+    from tfdefense.experiments.context import Context
+    from tfdefense.experiments.dry_run import _ReadLog, record_fits
+
+    ctx = Context("quick", str(tmp_path))
+    ctx.settings = _ReadLog(ctx.settings)
+    recipe = dataclasses.replace(tr.RECIPES["paper"]["table7_normal"], epochs=1, batch_size=8)
+    assert recipe.augmentation is not None  # the pipeline path, not the array one
+    x = np.random.default_rng(0).uniform(size=(24, 32, 32, 3)).astype("float32")
+    y = np.arange(24) % 10
+    model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Flatten(), keras.layers.Dense(10)])
+    model.compile(recipe.build_optimizer(steps_per_epoch=3),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    with record_fits(ctx) as fits:
+        tr.fit(model, x, y, recipe, seed=0, verbose=0, callbacks=[], model_key="table7_normal")
+    (f,) = fits
+    assert (f.samples, f.batch, f.steps, f.recipe_model) == (24, 8, 3, "table7_normal")

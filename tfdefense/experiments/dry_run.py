@@ -148,6 +148,9 @@ class Fit:
     #: whether the fit had a ``BackupAndRestore`` (``Context.backup``): a preempted real run
     #: resumes it from its last epoch instead of from the start
     resumable: bool = False
+    #: the ``training_recipes.MODELS`` key of a fit run by ``training_recipes.fit``: the real
+    #: run's epochs and batch are then that model's recipe under the preset
+    recipe_model: str | None = None
 
 
 class _StepTimer:
@@ -185,6 +188,9 @@ def record_fits(ctx: Context) -> Iterator[list[Fit]]:
     directly and the dry run must see every training without changing them.
     """
     import keras
+    import tensorflow as tf
+
+    from tfdefense.experiments import training_recipes
 
     fits: list[Fit] = []
     original = keras.Model.fit
@@ -205,8 +211,13 @@ def record_fits(ctx: Context) -> Iterator[list[Fit]]:
         history = original(model, x, y, *args, **kwargs)
         seconds = time.perf_counter() - start
         durations = timer.durations[1:] or timer.durations
-        samples = len(x) if hasattr(x, "__len__") and not isinstance(x, dict) else None
+        # an augmented fit passes a tf.data pipeline, whose len() counts batches; the
+        # pipeline of training_recipes.training_dataset carries its images as num_examples
+        samples = getattr(x, "num_examples", None)
+        if samples is None and hasattr(x, "__len__") and not isinstance(x, (dict, tf.data.Dataset)):
+            samples = len(x)
         experiment = ctx._experiment[0] if ctx._experiment else None
+        current = training_recipes.fitting()
         keys = (last(reads, lambda k: k.endswith("epochs")),
                 last(reads, lambda k: k.endswith("train_images")),
                 last(reads, lambda k: "batch" in k))
@@ -222,7 +233,7 @@ def record_fits(ctx: Context) -> Iterator[list[Fit]]:
             batch=kwargs.get("batch_size"), epochs=int(kwargs.get("epochs", 1)),
             steps=len(timer.durations), step_seconds=float(np.median(durations or [0.0])),
             seconds=seconds, epochs_key=keys[0], images_key=keys[1], batch_key=keys[2],
-            resumable=resumable))
+            resumable=resumable, recipe_model=current[0] if current else None))
         return history
 
     keras.Model.fit = fit
@@ -300,12 +311,25 @@ class DryRun:
                 "estimated_training_hours": total_hours(self.plan)}
 
 
+def real_recipe(preset: str, model: str):
+    """The recipe ``model`` (a ``training_recipes.MODELS`` key) trains with in the real run of
+    ``preset``: its recipe with the fields the preset's own settings bind (``recipe_for`` on
+    the preset's settings, without the dry run's)."""
+    from types import SimpleNamespace
+
+    from tfdefense.experiments.training_recipes import recipe_for
+
+    return recipe_for(SimpleNamespace(preset=preset, settings=dict(PRESETS[preset])), model)
+
+
 def plan(preset: str, fits: Sequence[Fit], mock_examples: int) -> list[dict]:
     """Per recorded fit, what the real run of ``preset`` trains and its estimated time.
 
     Real images: the fit's share of the dry split (``samples / min(limit, mock)``)
     times ``min(limit, real split)``, ``limit`` the real value of the images
-    setting the experiment read (None: the whole split). Steps: real epochs ×
+    setting the experiment read (None: the whole split). Epochs and batch: the
+    model's recipe (``real_recipe``) for a fit run by ``training_recipes.fit``,
+    else the real values of the settings the fit read. Steps: real epochs ×
     ⌈images / batch⌉. Seconds: steps × the dry run's median step time × real
     batch / dry batch (linear in the batch: a CPU approximation).
     """
@@ -316,6 +340,9 @@ def plan(preset: str, fits: Sequence[Fit], mock_examples: int) -> list[dict]:
         limit = real_setting(preset, f.images_key, f.role) if f.images_key else None
         epochs = real_setting(preset, f.epochs_key, f.role) if f.epochs_key else f.epochs
         batch = (real_setting(preset, f.batch_key, f.role) if f.batch_key else f.batch) or f.batch
+        if f.recipe_model:  # trained by its recipe: the real run's epochs and batch are the recipe's
+            real = real_recipe(preset, f.recipe_model)
+            epochs, batch = real.epochs, real.batch_size
         row = {"experiment": f.experiment, "dataset": dataset, "model": f.model,
                "params": f.params, "epochs": epochs, "epochs_setting": f.epochs_key,
                "batch": batch, "images": None, "steps": None, "hours": None,
