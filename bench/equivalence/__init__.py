@@ -1,0 +1,1 @@
+"""Helpers of bench/equivalence_official.py (official PyTorch half, weight mapping, Keras half)."""
