@@ -10,7 +10,7 @@ on one fixed batch with the same random draws: forward outputs, every loss term 
 Eq. 7-10 (given the same x′), gradients, the weights after one AdamW step (pre-training) and
 one clipped SGD step (adversarial training), and the attack itself.
 
-Run (from the repository root; about a minute with the defaults):
+Run (from the repository root; one to two minutes with the defaults on 2 cores):
 
     python3.11 -m venv /tmp/torchvenv
     /tmp/torchvenv/bin/pip install numpy torch --index-url https://download.pytorch.org/whl/cpu
@@ -24,12 +24,18 @@ The adversarial-training step clips gradients at ``--clip`` 0.01 on both sides i
 official 1.0, which no gradient of this batch reaches, so that the clipping is exercised.
 
 Rows: ``A.*`` the pre-training step of ``tools/disentangle_cifar.py`` (mixup, curriculum weight
-10, AdamW); ``B.*`` D_G(G(x)), the margin loss and the attack; ``B2.*`` Table 7's configuration
-(clean_weight 1, γ = cr = cg 0.1, β 0.01/3, L_G towards the clean x) against ``run_iter`` on the
-official x′, term by term; ``B3.*`` a matched case (clean_weight 0, BN statistics set to x′'s so
-that eval and train mode agree, labels each sample's least likely class so every sample is in the
-margin and argmax = argmax_{y'≠y}) where the two objectives are one function, so the gradients
-and the clipped SGD step must agree; ``config.*`` settings that differ.
+10, AdamW); ``B.*`` D_G(G(x)), the margin loss and the attack; ``B2.*`` Table 7's quick
+configuration (``AdversarialCDVAE(objective="paper")``, clean_weight 1, γ = cr = cg 0.1, β 0.01/3,
+L_G towards the clean x) against ``run_iter`` on the official x′, term by term: every term agrees,
+the composition differs (explained); ``B2o.*`` the same batch with ``objective="official"``: the
+joint loss equals ``run_iter``'s; ``B2m.*`` the same with labels D_G gets right on half the batch
+and c between the eval-mode margins, so the margin set is partial and the official target is y
+where D_G is right (``B2m.paper.*``: what ``"paper"`` selects there); ``B3.*`` a matched case
+(clean_weight 0, BN statistics set to x′'s so that eval and train mode agree, labels each sample's
+least likely class so every sample is in the margin and argmax = argmax_{y'≠y}) where the two
+objectives are one function, so the gradients and the clipped SGD step must agree; ``B3o.*`` that
+step with ``objective="official"``, whose clean batch runs in inference mode, so the BN moving
+statistics agree too; ``config.*`` settings that differ.
 
 Prints one JSON line per term: ``{"term", "max_abs_diff", "rel", "tolerance", "ok", "note"}``
 plus ``"explained"`` on a term that differs for a reason this script names (a known difference
@@ -64,25 +70,29 @@ EXPLAIN = {
              "(advex/attacks.py AttackV2.forward); ours projects the start into [0, 1] "
              "(tfdefense/attacks/iterative.py random_start -> project). Only the first gradient, only "
              "pixels within eps of 0 or 1",
-    "mask": "Eq. 8 selection: official Incorrect_Logits(adv_logits_g) < margin on EVAL-mode logits of a "
-            "second no-grad pass (tools/adv_train_cifar.py:173-178: posterior sampled, running BN stats, "
-            "no dropout); ours <= margin on the TRAIN-mode logits of the loss pass "
-            "(tfdefense/models/adversarial.py:274: batch BN stats, dropout 0.3 live in D_G)",
-    "target": "Eq. 10's D(R(x')) target: official adv_logits_g.argmax(1) over ALL classes of the "
-              "eval-mode pass (tools/adv_train_cifar.py:191), so where D_G(G(x')) is still right R(x') "
-              "is trained towards the true y; ours argmax_{y'!=y} (the paper's Eq. 10) of the train-mode "
-              "logits (tfdefense/models/adversarial.py:83 most_likely_wrong_class): always a wrong class",
-    "objective": "combination: official loss = re*mse(all) + cr*CE_r(all) + cg*CE_g(in-margin, mean over "
-                 "the in-margin count) + kl*KL(all) (tools/adv_train_cifar.py:189-197), no clean term; "
-                 "ours = mean_i[clean_weight*L_clean(x_i) + m_i*(rec + beta*KL + gamma*(CE_g + CE_r))] "
-                 "(tfdefense/models/adversarial.py:276-279, 291-293): every x' term masked and divided "
-                 "by N, so CE_g weighs gamma*(in-margin fraction) and rec/KL/CE_r vanish outside the "
-                 "margin, plus the clean CD-VAE loss (Table 7 clean_weight 1, its CE weighted by the AT "
-                 "gamma 0.1). One gamma for cr and cg",
-    "clean_pass_bn": "ours runs the clean batch through G and D in training mode inside joint_losses "
-                     "even at clean_weight 0 (tfdefense/models/adversarial.py:291), so their BN moving "
-                     "stats take a second (clean) update per step; official updates them once, on x' "
-                     "(tools/adv_train_cifar.py:181-187)",
+    "mask": "Eq. 8 selection under objective='paper' (the paper as written; quick's Table 7): official "
+            "Incorrect_Logits(adv_logits_g) < margin on EVAL-mode logits of a second no-grad pass "
+            "(tools/adv_train_cifar.py:173-178: posterior sampled, running BN stats, no dropout); ours <= "
+            "margin on the TRAIN-mode logits of the loss pass (tfdefense/models/adversarial.py:298: batch "
+            "BN stats, dropout 0.3 live in D_G). objective='official' selects as the script (B2o, B2m)",
+    "target": "Eq. 10's D(R(x')) target under objective='paper': official adv_logits_g.argmax(1) over ALL "
+              "classes of the eval-mode pass (tools/adv_train_cifar.py:191), so where D_G(G(x')) is still "
+              "right R(x') is trained towards the true y; ours argmax_{y'!=y} (the paper's Eq. 10) of the "
+              "train-mode logits (tfdefense/models/adversarial_losses.py:39 most_likely_wrong_class): "
+              "always a wrong class. objective='official' takes the script's target (B2o, B2m)",
+    "objective": "combination under objective='paper': official loss = re*mse(all) + cr*CE_r(all) + "
+                 "cg*CE_g(in-margin, mean over the in-margin count) + kl*KL(all) "
+                 "(tools/adv_train_cifar.py:189-197), no clean term; ours = mean_i[clean_weight*L_clean(x_i) "
+                 "+ m_i*(rec + beta*KL + gamma*(CE_g + CE_r))] (tfdefense/models/adversarial.py:298-303, "
+                 "352-354): every x' term masked and divided by N, so CE_g weighs gamma*(in-margin "
+                 "fraction) and rec/KL/CE_r vanish outside the margin, plus the clean CD-VAE loss (quick "
+                 "Table 7: clean_weight 1, its CE weighted by the AT gamma 0.1). One gamma for cr and cg. "
+                 "objective='official' is the script's composition: B2o.joint_loss equals it",
+    "clean_pass_bn": "under objective='paper' ours runs the clean batch through G and D in training mode "
+                     "inside joint_losses even at clean_weight 0 (tfdefense/models/adversarial.py:352), so "
+                     "their BN moving stats take a second (clean) update per step; official updates them "
+                     "once, on x' (tools/adv_train_cifar.py:181-187). objective='official' with clean_weight "
+                     "0 runs the clean batch in inference mode (B3o.step.bn_moving_stats agree)",
     "bn_momentum": "BN running-stat momentum: official 0.1 (PyTorch convention), and 0.9 for "
                    "Wide_ResNet.bn1 (networks/adv_vae.py:93); ours Keras 0.99 = 0.01 in PyTorch's "
                    "convention everywhere: running stats average ~100 steps instead of ~10 (and ~1 for "

@@ -22,12 +22,19 @@ MODULES = [
     "tfdefense.models.vae_losses",
     "tfdefense.models.input_checks",
     "tfdefense.models.cdvae",
+    "tfdefense.models.adversarial_losses",
+    "tfdefense.models.adversarial",
     "tfdefense.experiments.result",
     "tfdefense.experiments.context",
     "tfdefense.experiments.registry",
     "tfdefense.experiments.reference_recipes",
     "tfdefense.experiments.recipe_deviations",
     "tfdefense.experiments.training_recipes",
+    "tfdefense.experiments.cdvae_models",
+    "tfdefense.experiments.cdvae_empirical",
+    "tfdefense.experiments.cdvae_mixup_ablation",
+    "tfdefense.report",
+    "tfdefense.report_seeds",
 ]
 
 

@@ -80,6 +80,7 @@ CDVAE_AT = {
     "attack.eps": 8 / 255,  # advex/attacks.py AttackV2(eps_max=8/255)
     "attack.steps": 10,  # :147 num_iterations=10
     "attack.margin": 8.0,  # :66 --margin
+    "model.objective": "official",  # :173-197 run_iter's composition (AdversarialCDVAE objective)
 }
 
 

@@ -135,6 +135,9 @@ def _add_reproduce(sub) -> None:
                    help="run every experiment of the preset on tfds mock data with tiny sizes but "
                         "the preset's architectures, and print what the real run trains and "
                         "its estimated cost (tfdefense.experiments.dry_run)")
+    p.add_argument("--seeds", type=int, default=None, metavar="N",
+                   help="run under seeds 0..N-1 (N >= 2), each in OUT/seed<k>/, and write OUT/report.md "
+                        "with every number as mean ± std (min–max) over them (tfdefense.report_seeds)")
     _add_scale_options(p, strategy_default="auto")
     p.set_defaults(func=_run_reproduce)
 
@@ -147,6 +150,9 @@ def _run_reproduce(args: argparse.Namespace) -> int:
         print("\n".join(available()))
         return 0
     overrides = dict(args.overrides)
+    if args.seeds is not None and args.dry_run:
+        raise ValueError("--seeds and --dry-run: a dry run's numbers are of random images; run one "
+                         "or the other")
     if args.precision is not None:  # a model trained under another policy is another model
         overrides["precision"] = args.precision
     strategy = _strategy(args)
@@ -160,6 +166,10 @@ def _run_reproduce(args: argparse.Namespace) -> int:
             from tfdefense.experiments.dry_run import dry_run
 
             run = dry_run(args.preset, args.out, only=args.only, overrides=overrides).reproduction
+        elif args.seeds is not None:
+            from tfdefense.report_seeds import reproduce_seeds
+
+            run = reproduce_seeds(args.preset, args.out, args.seeds, only=args.only, overrides=overrides)
         else:
             run = reproduce(args.preset, args.out, only=args.only, overrides=overrides)
     print(json.dumps({"report": run.files, "failed": run.failed, "seconds": round(run.seconds)}, indent=2))

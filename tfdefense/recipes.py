@@ -186,8 +186,10 @@ OFFICIAL: dict[str, Recipe] = {
         loss_weights={"re": 1.0, "kl": 0.01, "cr": 0.1, "cg": 0.1},
         loss_reductions={"re": "mean; target is the clean input, G sees the adversarial one",
                          "kl": "sum / (batch*3*latent)",
-                         "cr": "mean CE of D(R(x')) against argmax G-classifier(G(x'))",
-                         "cg": "mean CE of G-classifier(G(x')) over examples with margin < 8"},
+                         "cr": "mean CE of D(R(x')) against argmax G-classifier(G(x')) over all "
+                               "classes, every sample (argmax from a no-grad eval-mode pass)",
+                         "cg": "mean CE of G-classifier(G(x')) over examples with margin < 8 "
+                               "(margin from that eval-mode pass)"},
         optimizer="torch_sgd",
         optimizer_kwargs={"momentum": 0.9, "l2": 2e-4},
         learning_rate=0.1,
@@ -198,7 +200,8 @@ OFFICIAL: dict[str, Recipe] = {
         clipvalue=1.0,
         batch_size=100,
         epochs=150,
-        model={"latent_dim": 2048, "feature_width": 32, "classifiers": "Wide_ResNet(28, 10, dropout 0.3)"},
+        model={"latent_dim": 2048, "feature_width": 32, "classifiers": "Wide_ResNet(28, 10, dropout 0.3)",
+               "objective": "official"},
         attack={"norm": "linf", "eps": 8 / 255, "steps": 10, "step_size": "eps / sqrt(steps)",
                 "loss": "margin (kappa 10)", "random_init": True, "only_correct": True, "margin": 8.0},
     ),
@@ -257,7 +260,8 @@ SOURCES: dict[str, dict[str, str]] = {
         "loss_reductions.re": f"{_AT}:189 l1 = F.mse_loss(gx, normalize(inputs)), "
         "gx = vae(normalize(adv_inputs)) (:185)",
         "loss_reductions.kl": f"{_AT}:194-195 -0.5*torch.sum(...); l3 /= bs * 3 * args.dim",
-        "loss_reductions.cr": f"{_AT}:191 F.cross_entropy(logits_r, adv_logits_g.argmax(1))",
+        "loss_reductions.cr": f"{_AT}:191 F.cross_entropy(logits_r, adv_logits_g.argmax(1)); "
+        "adv_logits_g from the no-grad eval-mode pass (:173-178)",
         "loss_reductions.cg": f"{_AT}:178,192 F.cross_entropy(logits_g[incorrect], labels[incorrect]), "
         "Incorrect_Logits(..., args.margin)",
         "optimizer": f"{_AT}:137-141 optim.SGD (coupled weight decay)",
@@ -277,6 +281,12 @@ SOURCES: dict[str, dict[str, str]] = {
         "model.latent_dim": f"{_AT}:64 --dim default 2048",
         "model.feature_width": f"{_AT}:65 --fdim default 32",
         "model.classifiers": f"{_AT}:105-106 Wide_ResNet(28, 10, 0.3, 10)",
+        "model.objective": f"{_AT}:173-197 run_iter: margin set (< c) and D(R(x'))'s target (argmax over "
+        "all classes) from a no-grad eval-mode pass, rec, KL and CE_r over every sample, CE_g over the "
+        "margin set, no clean term (AdversarialCDVAE objective='official'; CD-VAE §3.4 instead masks "
+        "every x' term to Eq. 8's set (<= c), targets argmax_{y'!=y} and mixes in the clean CD-VAE loss: "
+        "objective='paper'. Not one objective under another normalisation: they weigh different samples; "
+        "bench/equivalence_official.py B2o shows 'official' equals this loss)",
         "attack.norm": f"{_AT}:147 AttackV2(model_g, vae, num_iterations=10, loss='margin'); "
         "advex/attacks.py AttackV2(norm='linf') default",
         "attack.eps": "advex/attacks.py AttackV2(eps_max=8/255) default",

@@ -6,9 +6,11 @@ interrupted run resumes from what it finished. A failing experiment is
 written into the report as FAILED with its error and traceback, and the
 others still run. The report puts the paper's numbers beside ours (each
 experiment's own table), lists the data, settings and library versions
-used, and shows the training recipe of every model the run trained or
-loaded: per field the reference value and its source, ours, and why they
-differ (``training_recipes``).
+used and the CPU (model and instruction sets: AVX-512, bf16, AMX), and
+shows the training recipe of every model the run trained or loaded: per
+field the reference value and its source, ours, and why they differ
+(``training_recipes``). ``tfdefense.report_seeds`` runs it under several
+seeds and combines the reports.
 
 Example:
     >>> import tempfile
@@ -17,7 +19,7 @@ Example:
     >>> @register("demo_report", order=999)
     ... def demo(ctx):
     ...     return Result("demo_report", "Demo", ctx.preset, ctx.dataset)
-    >>> run = reproduce("quick", tempfile.mkdtemp(), only=["demo_report"])
+    >>> run = reproduce("quick", tempfile.mkdtemp(), only=["demo_report"], log=lambda *_: None)
     >>> [r.name for r in run.results], run.failed
     (['demo_report'], [])
 """
@@ -100,6 +102,63 @@ def _versions() -> dict[str, str]:
             "numpy": np.__version__, "python": platform.python_version()}
 
 
+#: instruction sets the report names: the vector and matrix units whose presence changes the
+#: kernels TensorFlow (oneDNN) picks, and so the last bits of a float result
+CPU_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16",
+             "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8", "amx_fp16")
+#: the ones whose absence the report states too (AVX-512, its bf16 dot products, AMX)
+CPU_FLAGS_ABSENT = ("avx512f", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
+
+
+def cpu_info(text: str | None = None) -> dict[str, Any]:
+    r"""The CPU model, logical CPU count and instruction sets (of :data:`CPU_FLAGS`) of
+    ``/proc/cpuinfo`` (or of ``text``, its contents); ``flags`` is ``None`` where the file is
+    unreadable (not Linux).
+
+    Example:
+        >>> block = "processor\t: {}\nmodel name\t: AMD EPYC 7B13\nflags\t\t: fpu avx avx2 fma\n"
+        >>> info = cpu_info(block.format(0) + block.format(1))
+        >>> info["model"], info["logical_cpus"], info["flags"]
+        ('AMD EPYC 7B13', 2, ['avx', 'avx2', 'fma'])
+        >>> info["absent"]
+        ['avx512f', 'avx512_bf16', 'amx_tile', 'amx_bf16', 'amx_int8']
+        >>> cpu_line(info)  # doctest: +ELLIPSIS
+        'AMD EPYC 7B13 (2 logical CPUs); avx, avx2, fma; no avx512f, avx512_bf16, amx_tile, ...'
+    """
+    if text is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8") as fh:
+                text = fh.read()
+        except OSError:
+            return {"model": platform.processor() or platform.machine() or "unknown",
+                    "logical_cpus": os.cpu_count(), "flags": None, "absent": None}
+    fields: dict[str, str] = {}
+    count = 0
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        key = key.strip().lower()
+        if not sep:
+            continue
+        if key == "processor":
+            count += 1
+        fields.setdefault(key, value.strip())
+    # x86: "model name" and "flags"; ARM: "Features" (and no model name unless the kernel names it)
+    model = fields.get("model name") or fields.get("hardware") or platform.processor() or "unknown"
+    present = set((fields.get("flags") or fields.get("features") or "").split())
+    return {"model": model, "logical_cpus": count or os.cpu_count(),
+            "flags": [f for f in CPU_FLAGS if f in present],
+            "absent": [f for f in CPU_FLAGS_ABSENT if f not in present]}
+
+
+def cpu_line(info: dict[str, Any]) -> str:
+    """The report's one line of :func:`cpu_info` (example there)."""
+    line = f"{info['model']} ({info['logical_cpus']} logical CPUs)"
+    if info["flags"] is None:
+        return line + "; instruction sets unknown (no /proc/cpuinfo)"
+    line += "; " + (", ".join(info["flags"]) or f"none of {', '.join(CPU_FLAGS)}")
+    return line + (f"; no {', '.join(info['absent'])}" if info["absent"] else "")
+
+
 def _relative(result: Result, out: str) -> Result:
     figures = {k: os.path.relpath(v, out) if os.path.isabs(v) or os.path.exists(v) else v
                for k, v in result.figures.items()}
@@ -109,7 +168,7 @@ def _relative(result: Result, out: str) -> Result:
 def write_report(ctx: Context, results: list[Result], failed: list[str], seconds: float) -> dict[str, str]:
     """Write ``report.md`` and ``results.json`` into ``ctx.out``; return their paths."""
     os.makedirs(ctx.out, exist_ok=True)
-    versions = _versions()
+    versions, cpu = _versions(), cpu_info()
     lines = [
         "# tfdefense reproduction report", "",
         f"Preset `{ctx.preset}` on {_data_line(ctx)}, {len(results)} experiment(s), "
@@ -120,6 +179,10 @@ def write_report(ctx: Context, results: list[Result], failed: list[str], seconds
         "**Settings**: " + ", ".join(f"`{k}={v}`" for k, v in ctx.settings.items()
                                      if k != "datasets"), "",
         "**Versions**: " + ", ".join(f"{k} {v}" for k, v in versions.items()), "",
+        f"**CPU**: {cpu_line(cpu)} (the same versions, settings and seed repeat bit for bit on "
+        "one kind of CPU, but the kernels differ with the instruction sets and training amplifies "
+        "their round-off, so numbers differ across kinds; `tfdefense reproduce --seeds N` gives "
+        "the spread a difference has to exceed)", "",
     ]
     if failed:
         lines += ["**Failed experiments**: " + ", ".join(f"`{n}`" for n in failed), ""]
@@ -134,6 +197,7 @@ def write_report(ctx: Context, results: list[Result], failed: list[str], seconds
     _atomic_write(report, "\n".join(lines))
     payload: dict[str, Any] = {
         "preset": ctx.preset, "datasets": ctx.datasets, "settings": ctx.settings, "versions": versions,
+        "cpu": cpu,
         "seconds": seconds, "failed": failed, "experiments": [r.to_json() for r in results],
         "recipes": {label: [row._asdict() for row in _recipe_rows(ctx, entry)]
                     for label, entry in ctx.recipes.items()},
@@ -144,7 +208,8 @@ def write_report(ctx: Context, results: list[Result], failed: list[str], seconds
 
 
 def _recipe_rows(ctx: Context, entry: dict[str, Any]) -> list:
-    return tr.table(ctx.preset, entry["model"], entry["recipe"], entry["overridden"])
+    return tr.table(ctx.preset, entry["model"], entry["recipe"], entry["overridden"],
+                    entry.get("reasons"))
 
 
 def recipe_section(ctx: Context) -> list[str]:
@@ -156,7 +221,7 @@ def recipe_section(ctx: Context) -> list[str]:
         >>> ctx = Context("paper", tempfile.mkdtemp())
         >>> _ = tr.recipe_for(ctx, "table7_cdvae_at")
         >>> lines = recipe_section(ctx)
-        >>> lines[0], any(line.startswith("| epochs | 150 |") for line in lines)
+        >>> lines[0], any("| epochs | 150 |" in line for line in lines)
         ('## Training recipes', True)
     """
     if not ctx.recipes:

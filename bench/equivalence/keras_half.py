@@ -7,8 +7,10 @@ bench-only pieces are:
 
 * ``Injected``: a subclass hook that takes the posterior noise (z = μ + σ·ε with the PyTorch
   half's ε instead of TFP's draw), mixup's (λ, permutation) and, for ``AdversarialCDVAE``, a given
-  x′ instead of the crafted one. Everything else is the library's own ``compute_losses``,
-  ``adversarial_losses``, ``joint_losses`` and ``train_step``.
+  x′ instead of the crafted one. ``eval_noises`` makes the next inference-mode passes sample too,
+  as the official ``adv_vae.py`` does in ``eval()`` (ours takes the posterior mean there): the
+  selection pass of ``objective="official"`` then sees the official draw. Everything else is the
+  library's own ``compute_losses``, ``adversarial_losses``, ``joint_losses`` and ``train_step``.
 * ``ChannelAffine``: a parameter-free input layer in front of D and D_G. The official D reads
   R(x) on the normalised scale (``normalize(x) − G(x)``) and D_G reads G(x) on it; ours read
   them in pixels (R·std, G·std + mean). With it the same weights give the same function; without
@@ -72,13 +74,16 @@ def wrapped_wrn(depth: int, width: int, scale, offset, name: str):
 class Injected:
     """Replaces the random draws of a CDVAE with given ones (see the module docstring)."""
 
-    def inject(self, noises=(), mixup=None, x_adv=None):
+    def inject(self, noises=(), mixup=None, x_adv=None, eval_noises=()):
         self._noise = [tf.constant(n) for n in noises]
+        self._eval_noise = [tf.constant(n) for n in eval_noises]
         self._mix = mixup
         self._x_adv = x_adv
 
     def latent(self, x, training=False, sample=None):
         q = self.posterior(x, training=training)
+        if sample is None and not training and getattr(self, "_eval_noise", None):
+            return q.mean() + q.stddev() * self._eval_noise.pop(0), vae_losses.kl_to_standard_normal(q)
         sample = training if sample is None else sample
         if not sample:
             return q.mean(), vae_losses.kl_to_standard_normal(q)
@@ -102,7 +107,7 @@ class BenchAdversarialCDVAE(Injected, AdversarialCDVAE):
     def _craft(self, x, y, seed=None):
         if getattr(self, "_x_adv", None) is None:
             return super()._craft(x, y, seed)
-        return tf.constant(self._x_adv), self.defended_logits(x, training=False)
+        return tf.constant(self._x_adv), self.defended_logits(x, training=False, sample=False)
 
 
 # ------------------------------------------------------------------------------ comparisons
@@ -429,6 +434,58 @@ def run(npz_path: str, explain: dict) -> Rows:
              f"0.01·KL {0.01 * float(t[ref + 'l3']):.5f})",
              explain["objective"])
 
+    def official_losses(labels, margin, eval_noise, calibrated=False):
+        """joint_losses with objective="official" (clean_weight 0); the selection pass samples z
+        with ``eval_noise`` as adv_vae.py does in eval mode."""
+        load_b(calibrated=calibrated)
+        adv.objective, adv.clean_weight, adv.margin = "official", 0.0, margin
+        adv.inject([t["eB_train"]], x_adv=x_adv, eval_noises=[eval_noise])
+        return adv.joint_losses(tf.constant(x), tf.constant(x_adv), tf.constant(labels), training=True)
+
+    def official_rows(prefix, ref, labels, adv_terms, total):
+        mask = adv_terms["in_margin"].numpy()
+        rows.count(f"{prefix}.in_margin_mask", mask > 0, t[ref + "incorrect"],
+                   f"strict < c on the eval-mode D_G(G(x′)) pass (running BN stats, z sampled with the "
+                   f"official draw): ours {mask.astype(int).tolist()} vs official "
+                   f"{t[ref + 'incorrect'].astype(int).tolist()}")
+        rows.count(f"{prefix}.residual_target", adv_terms["residual_target"].numpy(), t[ref + "target"],
+                   f"argmax over all classes of that pass: ours "
+                   f"{adv_terms['residual_target'].numpy().tolist()} vs official "
+                   f"{t[ref + 'target'].tolist()} (labels {np.asarray(labels).tolist()})")
+        rows.add(f"{prefix}.reconstruction", np.mean(adv_terms["reconstruction"]), t[ref + "l1"], tol_loss,
+                 "F.mse_loss(gx, normalize(inputs)) over every sample")
+        rows.add(f"{prefix}.kl", np.mean(adv_terms["kl"]) / 3.0, t[ref + "l3"], tol_loss,
+                 "every sample, ours / 3")
+        rows.add(f"{prefix}.ce_residual", np.mean(adv_terms["ce_residual"]), t[ref + "l2r"], tol_loss,
+                 "CE(logits_r, adv_logits_g.argmax(1)) over every sample")
+        ce_g = float(np.sum(mask * adv_terms["ce_generated"].numpy()) / max(mask.sum(), 1.0))
+        rows.add(f"{prefix}.ce_generated", ce_g, t[ref + "l2g"], tol_loss,
+                 f"CE(logits_g[incorrect], labels[incorrect]): mean over the {int(mask.sum())} "
+                 f"in-margin samples")
+        l_ours = float(np.mean(total))
+        rows.add(f"{prefix}.joint_loss", l_ours, t[ref + "loss"], tol_loss,
+                 f"objective='official': ours {l_ours:.6f} vs official {float(t[ref + 'loss']):.6f} "
+                 f"(re·mse + cr·CE_r + cg·CE_g[in margin] + kl·KL, no clean term)")
+
+    # ---- B2o: B2's batch with objective="official": the official loss itself
+    clean, adv_terms, total = official_losses(y, 8.0, t["eB_eval"])
+    official_rows("B2o", "B2/", y, adv_terms, total)
+    # ---- B2m: a partial margin set (labels right on half the batch, c between the eval-mode
+    # margins; official_torch.py B2m), where the selection rule and the target rule both act
+    y_m, c_m = t["B2m/y"].astype(np.int64), float(t["B2m/margin"])
+    clean, adv_terms, total = official_losses(y_m, c_m, t["eB_eval"])
+    official_rows("B2m", "B2m/", y_m, adv_terms, total)
+    load_b()
+    adv.objective, adv.clean_weight, adv.margin = "paper", 1.0, c_m
+    adv.inject([t["eB_clean"], t["eB_train"]], x_adv=x_adv)
+    _, paper_terms, _ = adv.joint_losses(tf.constant(x), tf.constant(x_adv), tf.constant(y_m),
+                                         training=True)
+    adv.margin = 8.0
+    paper_mask = paper_terms["in_margin"].numpy() > 0
+    rows.count("B2m.paper.in_margin_mask", paper_mask, t["B2m/incorrect"],
+               f"objective='paper' on the same case: ours {paper_mask.astype(int).tolist()} vs official "
+               f"{t['B2m/incorrect'].astype(int).tolist()}", explain["mask"])
+
     # ---- B3: matched step (clean_weight 0; BN stats = x′'s batch stats; labels least likely)
     y3 = t["B3/y"].astype(np.int64)
     load_b(calibrated=True)
@@ -524,6 +581,29 @@ def run(npz_path: str, explain: dict) -> Rows:
         sub = [(f"{g}/{k}", v, lay) for k, v, lay in groups[g]]
         _moving_stats(rows, f"B3.step.bn_moving_stats.{g}", sub, t, "B3/after/", before, "B3/bn_n/",
                       k_mom, d, tol_rule, ex)
+
+    # ---- B3o: the matched step with objective="official": the same gradients and step, and
+    # no train-mode clean pass, so the BN moving statistics of G and D agree too
+    with tf.GradientTape() as tape:
+        clean, adv_terms, total = official_losses(y3, 8.0, t["eB_train"], calibrated=True)
+        loss = tf.reduce_mean(total)
+    grads = dict(zip([id(v) for v in adv.trainable_variables],
+                     tape.gradient(loss, adv.trainable_variables)))
+    rows.add("B3o.joint_loss", loss, t["B3/loss"], tol_loss, "objective='official' on the matched case")
+    rows.params("B3o.gradients", [p for p in all_pairs if p[1].trainable], lambda v: grads[id(v)],
+                state("B3/grad/"), tol_grad, "objective='official'; before clipping")
+    load_b(calibrated=True)
+    adv.inject([t["eB_train"]], x_adv=x_adv, eval_noises=[t["eB_train"]])
+    adv.compile(optimizer=TorchSGD(**sgd))
+    adv.train_step((tf.constant(x), tf.constant(y3)))
+    rows.tensors("B3o.step.torch_sgd.end_to_end",
+                 [(k, v.numpy(), after_b[k], before_b[k]) for k, v, _ in train_b], tol_step,
+                 f"objective='official': ours after train_step vs the official step; {what}")
+    for g in ("g", "vae", "r"):
+        sub = [(f"{g}/{k}", v, lay) for k, v, lay in groups[g]]
+        _moving_stats(rows, f"B3o.step.bn_moving_stats.{g}", sub, t, "B3/after/", before, "B3/bn_n/",
+                      k_mom, d, tol_rule, None)
+    adv.objective, adv.clean_weight = "paper", 0.0
 
     # ============================ configuration facts
     rows.fact("config.bn_epsilon", k_eps, 1e-5,

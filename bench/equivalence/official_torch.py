@@ -503,6 +503,33 @@ def main(argv=None) -> None:
     for k, v in terms.items():
         s.put(f"B2/{k}", v)
 
+    # ---- B2m: B2 made to discriminate. On B2's batch every sample is inside c = 8 (random
+    # weights give logits ~0.1 apart), so the selection rule is not exercised. Here the labels
+    # are the eval-mode argmax on the first half (D_G right: argmax over all classes = y, the
+    # official target) and another class on the rest, and c lies between the two positive
+    # eval-mode margins: the set is partial, and train-mode logits (batch BN statistics) would
+    # pick another one.
+    vae, model_r, g = part_b_models()
+    set_mode("aligned", vae, model_r, g)
+    for m in (vae, model_r, g):
+        m.eval()
+    with torch.no_grad():
+        vae.noise = noise["eB_eval"]
+        z_eval = g(vae(normalize(x_adv))[0])
+        vae.noise = None
+    top = z_eval.argmax(1)
+    y_m = top.clone()
+    y_m[bs // 2:] = (top[bs // 2:] + 1 + torch.arange(bs - bs // 2)) % 10
+    margins = -margin_loss(z_eval, y_m, float("inf"))
+    positive = torch.sort(margins[margins > 0]).values
+    c_m = float((positive[0] + positive[1]) / 2) if len(positive) > 1 else float(positive[0]) / 2
+    s.put("B2m/y", y_m)
+    s.put("B2m/margin", c_m)
+    s.put("B2m/eval_margins", margins)
+    _, terms = run_iter_losses(vae, model_r, g, y_m, noise["eB_eval"], noise["eB_train"], margin=c_m)
+    for k, v in terms.items():
+        s.put(f"B2m/{k}", v)
+
     # ---- B3: matched step. BN running stats set to x′'s batch statistics (eval == train mode),
     # one draw for both passes, labels = each sample's least likely class (every sample inside
     # the margin, argmax == argmax_{y'≠y}): the official objective and ours (clean_weight 0)

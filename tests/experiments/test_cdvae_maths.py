@@ -94,8 +94,8 @@ def test_a_detector_that_cannot_be_fitted_becomes_an_error_cell_not_a_crash(monk
 
     monkeypatch.setattr(cm, "train_arrays", lambda ctx: (x, y))
     monkeypatch.setattr(cm, "reference_classifier", lambda ctx: None)
-    monkeypatch.setattr(cm, "cdvae", lambda ctx: None)
-    monkeypatch.setattr(det_exp, "detection_sets", lambda ctx, on: {"pgd_linf": fake_set})
+    monkeypatch.setattr(cm, "cdvae", lambda ctx, **kw: None)
+    monkeypatch.setattr(det_exp, "detection_sets", lambda ctx, on, *args: {"pgd_linf": fake_set})
     monkeypatch.setattr(det_exp, "_detector", lambda ctx, model, feature, on: Unfittable())
     ctx = Context("quick", str(tmp_path), {"detection_min_images": 2})
     out = det_exp.evaluate_detectors(ctx)

@@ -26,9 +26,17 @@ code follows):
   95% TPR and ROC AUC are measured on the second half. As in Ma et al.'s code,
   only images that the attacked model classifies correctly and whose attack
   succeeds are kept.
+
+Each cell's scores are cached (``cache/cdvae/detection_scores_<side>_<feature>_<attack>``),
+so the mixup ablation (``cdvae_mixup_ablation``) reads the cells of the preset's CD-VAE that
+Table 4 computed, and a rerun refits no detector.
 """
 
 from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -65,13 +73,23 @@ PAPER_TABLE5 = {
 }
 
 
-def detection_sets(ctx, on: str) -> dict[str, dict[str, np.ndarray]]:
-    """Per attack: clean images, their adversarial twins, labels and the keep mask."""
-    model = cm.reference_classifier(ctx) if on == "input" else cm.cdvae(ctx)
+def _model(ctx, on: str, mixup_alpha: float | None):
+    return cm.reference_classifier(ctx) if on == "input" else cm.cdvae(ctx, mixup_alpha=mixup_alpha)
+
+
+def detection_sets(ctx, on: str, mixup_alpha: float | None = None,
+                   only: Sequence[str] | None = None) -> dict[str, dict[str, np.ndarray]]:
+    """Per attack: clean images, their adversarial twins, labels and the keep mask.
+
+    ``on="residual"`` attacks the CD-VAE ``cm.cdvae(ctx, mixup_alpha=mixup_alpha)`` (default the
+    preset's; the mixup ablation's others cache under their own keys); ``only`` (attack labels)
+    replaces the ``detection_attacks`` setting.
+    """
+    model = _model(ctx, on, mixup_alpha)
     x, y = cm.eval_arrays(ctx)
     attacks = get_preset("cdvae_detection", data=cm.attack_data(ctx), model=model,
                          seed=ctx.settings["seed"], verbose=True)
-    chosen = cm.setting(ctx, "detection_attacks")
+    chosen = cm.setting(ctx, "detection_attacks") if only is None else only
     if chosen is not None:
         unknown = [a for a in chosen if a not in attacks]
         if unknown:
@@ -79,6 +97,7 @@ def detection_sets(ctx, on: str) -> dict[str, dict[str, np.ndarray]]:
                              f"{list(attacks)}")
         attacks = {k: v for k, v in attacks.items() if k in chosen}
     clean_ok = np.argmax(cm.predict_logits(model, x), 1) == y
+    suffix = cm.mixup_key(ctx, mixup_alpha) if on == "residual" else ""
     sets = {}
     for label, attack in attacks.items():
         def compute(attack=attack):
@@ -86,7 +105,7 @@ def detection_sets(ctx, on: str) -> dict[str, dict[str, np.ndarray]]:
             fooled = np.argmax(cm.predict_logits(model, x_adv), 1) != y
             return {"x": x, "y": y, "x_adv": x_adv, "keep": clean_ok & fooled}
 
-        sets[label] = ctx.cached_arrays(f"cdvae/detection_{on}_{label}", compute)
+        sets[label] = ctx.cached_arrays(f"cdvae/detection_{on}{suffix}_{label}", compute)
     return sets
 
 
@@ -103,6 +122,28 @@ def kd_bandwidth(ctx) -> float:
     return float(value) if value is not None else BANDWIDTHS.get(ctx.dataset, 1.20)
 
 
+def _plain(value):
+    """A JSON value of a detector's selection (numpy scalars and arrays)."""
+    return value.tolist() if hasattr(value, "tolist") else str(value)
+
+
+def _score_cell(ctx, detectors: dict, new_detector, feature: str, train: tuple, s: dict,
+                fit: np.ndarray, test: np.ndarray) -> dict[str, np.ndarray]:
+    """One detection cell: the feature's detector (made by ``new_detector`` once per feature,
+    kept in ``detectors``: its characteristics fit once, the regression per attack) fitted on
+    the ``fit`` images of set ``s`` and scored on the ``test`` ones (clean, noisy, adversarial).
+    Raises the detector's ``ValueError`` when it cannot be fitted (nothing is cached then)."""
+    if feature not in detectors:
+        detectors[feature] = new_detector()
+    det = detectors[feature]
+    det.fit(*train, s["x"][fit], s["x_adv"][fit], refit_characteristics=False)
+    clean, adv = s["x"][test], s["x_adv"][test]
+    noisy = make_noisy(clean, adv, seed=ctx.settings["seed"] + 1)
+    return {"scores": np.concatenate([det.score(clean), det.score(noisy), det.score(adv)]),
+            "labels": np.concatenate([np.zeros(2 * len(test)), np.ones(len(test))]),
+            "selection": np.array(json.dumps(getattr(det, "selection_", {}), default=_plain))}
+
+
 def _detector(ctx, model, feature: str, on: str) -> LogisticDetector:
     return LogisticDetector(
         model, features=[feature], on=on,
@@ -111,18 +152,25 @@ def _detector(ctx, model, feature: str, on: str) -> LogisticDetector:
         md_magnitude=tuple(cm.setting(ctx, "md_magnitudes")), seed=ctx.settings["seed"])
 
 
-def evaluate_detectors(ctx) -> dict[str, dict[str, dict]]:
-    """{method: {attack: {"metrics": DetectionMetrics dict, "labels", "scores", "selection"}}}."""
+def evaluate_detectors(ctx, sides: Sequence[str] = ("input", "residual"),
+                       mixup_alpha: float | None = None,
+                       only: Sequence[str] | None = None) -> dict[str, dict[str, dict]]:
+    """{method: {attack: {"metrics": DetectionMetrics dict, "labels", "scores", "selection"}}}.
+
+    ``sides``: detection on x (``"input"``) and/or on R(x) (``"residual"``); ``mixup_alpha`` and
+    ``only`` as in ``detection_sets`` (the mixup ablation: R(x) of each α's CD-VAE).
+    """
     x_train, y_train = cm.train_arrays(ctx)
     n_fit = cm.setting(ctx, "detection_train_images")
     x_train, y_train = x_train[:n_fit], y_train[:n_fit]
     out: dict[str, dict[str, dict]] = {}
     need = int(cm.setting(ctx, "detection_min_images"))
-    for on in ("input", "residual"):
-        model = cm.reference_classifier(ctx) if on == "input" else cm.cdvae(ctx)
-        sets = detection_sets(ctx, on)
+    for on in sides:
+        model = _model(ctx, on, mixup_alpha)
+        sets = detection_sets(ctx, on, mixup_alpha, only)
         jobs = [(f, a) for f in METHODS for a in sets]
         detectors: dict = {}  # one per feature: its characteristics fit once, the regression per attack
+        suffix = cm.mixup_key(ctx, mixup_alpha) if on == "residual" else ""
         for feature, attack in tqdm(jobs, desc=f"detectors on {on}"):
             method = METHODS[feature] + (" (R(x))" if on == "residual" else "")
             s = sets[attack]
@@ -133,21 +181,20 @@ def evaluate_detectors(ctx) -> dict[str, dict[str, dict]]:
                                   f"{len(test)} test; need {need} each)")
                 out.setdefault(method, {})[attack] = entry
                 continue
-            if feature not in detectors:
-                detectors[feature] = _detector(ctx, model, feature, on)
-            det = detectors[feature]
+
+            # cached per cell: the mixup ablation reads Table 4's cells of the preset's CD-VAE
+            new_detector = functools.partial(_detector, ctx, model, feature, on)
             try:
-                det.fit(x_train, y_train, s["x"][fit], s["x_adv"][fit], refit_characteristics=False)
+                cell = ctx.cached_arrays(
+                    f"cdvae/detection_scores_{on}{suffix}_{feature}_{attack}",
+                    functools.partial(_score_cell, ctx, detectors, new_detector, feature,
+                                      (x_train, y_train), s, fit, test))
             except ValueError as exc:  # e.g. too few images to select its hyperparameters
                 entry["error"] = f"detector not fitted: {exc}"
-                out.setdefault(method, {})[attack] = entry
-                continue
-            clean, adv = s["x"][test], s["x_adv"][test]
-            noisy = make_noisy(clean, adv, seed=ctx.settings["seed"] + 1)
-            scores = np.concatenate([det.score(clean), det.score(noisy), det.score(adv)])
-            labels = np.concatenate([np.zeros(2 * len(test)), np.ones(len(test))])
-            entry.update(metrics=metrics.evaluate(labels, scores).to_dict(), labels=labels,
-                         scores=scores, selection=getattr(det, "selection_", {}))
+            else:
+                labels, scores = cell["labels"], cell["scores"]
+                entry.update(metrics=metrics.evaluate(labels, scores).to_dict(), labels=labels,
+                             scores=scores, selection=json.loads(str(cell["selection"])))
             out.setdefault(method, {})[attack] = entry
     return out
 

@@ -173,17 +173,42 @@ class FrechetFeatures:
 
 
 # ---------------------------------------------------------- shared arrays
-def study_arrays(ctx) -> dict[str, np.ndarray]:
-    """x, y, x′ and the decompositions (g, r, z) of both, cached."""
+def study_arrays(ctx, mixup_alpha: float | None = None) -> dict[str, np.ndarray]:
+    """x, y, x′ and the decompositions (g, r, z) of both, cached; by the CD-VAE of
+    ``cm.cdvae(ctx, mixup_alpha=mixup_alpha)`` (default: the preset's)."""
 
     def compute():
         adv = cm.pgd_examples(ctx)
-        model = cm.cdvae(ctx)
+        model = cm.cdvae(ctx, mixup_alpha=mixup_alpha)
         clean = cm.decompose_arrays(model, adv["x"])
         attacked = cm.decompose_arrays(model, adv["x_adv"])
         return {**adv, **clean, **{f"{k}_adv": v for k, v in attacked.items()}}
 
-    return ctx.cached_arrays(f"cdvae/study_gamma{cm.gamma_key(cm.setting(ctx, 'gamma'))}", compute)
+    key = f"cdvae/study_gamma{cm.gamma_key(cm.setting(ctx, 'gamma'))}{cm.mixup_key(ctx, mixup_alpha)}"
+    return ctx.cached_arrays(key, compute)
+
+
+def part_distances(a: dict[str, np.ndarray], features: FrechetFeatures | None) -> dict[str, dict]:
+    """Table 1's figures of ``study_arrays``: per part "G" and "R", the per-image cosine
+    similarities of clean vs PGD (``cosine``, with their mean and std) and the Fréchet distance
+    of their ``features`` (``frechet``; left out when ``features`` is None).
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> g = rng.uniform(size=(4, 2, 2, 1))
+        >>> a = {"g": g, "g_adv": g, "r": g, "r_adv": -g}
+        >>> d = part_distances(a, None)
+        >>> round(d["G"]["cosine_mean"], 6), round(d["R"]["cosine_mean"], 6), "frechet" in d["G"]
+        (1.0, -1.0, False)
+    """
+    out = {}
+    for part in ("G", "R"):
+        clean, adv = a[part.lower()], a[f"{part.lower()}_adv"]
+        cos = cosine_similarity(clean, adv)
+        out[part] = {"cosine": cos, "cosine_mean": float(cos.mean()), "cosine_std": float(cos.std())}
+        if features is not None:
+            out[part]["frechet"] = frechet_distance(features(clean), features(adv))
+    return out
 
 
 def _study_notes(ctx) -> list[str]:
@@ -250,16 +275,12 @@ def table1(ctx) -> Result:
         return imagenet_absent(ctx, "cdvae_table1", title, columns, _table1_paper_rows(""), exc)
     features = FrechetFeatures(ctx)
     rows, meas = [], {"feature_extractor": features.name}
-    for part in ("G", "R"):
-        clean, adv = a[part.lower()], a[f"{part.lower()}_adv"]
-        cos = cosine_similarity(clean, adv)
-        fd = frechet_distance(features(clean), features(adv))
+    for part, d in part_distances(a, features).items():
         p_mean, p_std, p_fid = PAPER_TABLE1[part]
-        rows.append({"pair": f"{part}(x) vs {part}(x′)", "cosine similarity": _mean_std(cos),
-                     "paper cosine": f"{p_mean:.4f} ± {p_std:.4f}", "Fréchet distance": f"{fd:.4f}",
-                     "paper FID": p_fid})
-        meas[part] = {"cosine_mean": float(cos.mean()), "cosine_std": float(cos.std()),
-                      "frechet": fd}
+        rows.append({"pair": f"{part}(x) vs {part}(x′)", "cosine similarity": _mean_std(d["cosine"]),
+                     "paper cosine": f"{p_mean:.4f} ± {p_std:.4f}",
+                     "Fréchet distance": f"{d['frechet']:.4f}", "paper FID": p_fid})
+        meas[part] = {k: d[k] for k in ("cosine_mean", "cosine_std", "frechet")}
     if not cm.is_imagenet(ctx):
         rows += _table1_paper_rows(IMAGENET_ROW)
     grid = plots.decomposition_grid(

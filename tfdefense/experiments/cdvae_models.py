@@ -97,6 +97,11 @@ SETTINGS: dict[str, dict[str, Any]] = {
         "gamma_grid": (2e-3, 2e-1, 2.0, 20.0),
         "sweep_epochs": 2,
         "sweep_train_images": 1500,  # CD-VAEs of the γ sweep train on the first 1,500 images
+        # the mixup ablation (cdvae_mixup_ablation): one CD-VAE per α; detection AUC and
+        # grey-box accuracy on these attacks (None: all of Table 4's / Table 6's)
+        "mixup_grid": (0.0, 2.0),
+        "mixup_detection_attacks": ("pgd_linf",),
+        "mixup_greybox_attacks": ("pgd_linf",),
         "verbose": 2,
         **_VARIANTS,
     },
@@ -121,6 +126,9 @@ SETTINGS: dict[str, dict[str, Any]] = {
         "gamma_grid": (2e-4, 2e-3, 2e-2, 2e-1, 2.0, 20.0),
         "sweep_epochs": 30,
         "sweep_train_images": None,
+        "mixup_grid": (0.0, 0.2, 1.0, 2.0),  # issue 21: the official α = 2 and three below it
+        "mixup_detection_attacks": None,
+        "mixup_greybox_attacks": None,
         "verbose": 2,
         **_VARIANTS,
     },
@@ -270,23 +278,51 @@ def build_cdvae(ctx, gamma: float, beta: float | None = None, recipe: Recipe | N
     return model
 
 
-def cdvae(ctx, gamma: float | None = None) -> CDVAE:
+def mixup_key(ctx, mixup_alpha: float | None) -> str:
+    """The cache-key suffix of a CD-VAE trained at mixup ``mixup_alpha``: "" for ``None`` or the
+    ``cdvae`` recipe's own α (that model is ``cdvae(ctx)`` itself), else ``_mixup<α>``.
+
+    Example:
+        >>> import tempfile
+        >>> from tfdefense.experiments import Context
+        >>> ctx = Context("quick", tempfile.mkdtemp())
+        >>> mixup_key(ctx, 0.0), mixup_key(ctx, None), mixup_key(ctx, 0.2)
+        ('', '', '_mixup0.2')
+    """
+    if mixup_alpha is None or float(mixup_alpha) == tr.recipe(ctx.preset, "cdvae").mixup_alpha:
+        return ""
+    return f"_mixup{float(mixup_alpha):g}"
+
+
+def cdvae(ctx, gamma: float | None = None, mixup_alpha: float | None = None) -> CDVAE:
     """The CD-VAE trained at ``gamma`` (default the preset's γ = 2) by the ``cdvae`` recipe
     (quick: AdamW 1e-3 for ``cdvae_epochs``; paper: the official augmentation, mixup,
-    curriculum and cosine schedule)."""
+    curriculum and cosine schedule). ``mixup_alpha`` (the mixup ablation,
+    ``cdvae_mixup_ablation``) replaces the recipe's α; at the recipe's own α (or ``None``)
+    it is the same model, under the same cache key."""
     gamma = setting(ctx, "gamma") if gamma is None else gamma
-
-    key = f"cdvae_gamma{gamma_key(gamma)}"
+    suffix = mixup_key(ctx, mixup_alpha)
+    key = f"cdvae_gamma{gamma_key(gamma)}{suffix}"
     label = "cdvae" if gamma == setting(ctx, "gamma") else f"cdvae at γ = {gamma:g}"
-    tr.recipe_for(ctx, "cdvae", label=label, ce=gamma)  # for the report, also when cached
+    fields = {}
+    if suffix:
+        label += f", mixup α = {float(mixup_alpha):g}"
+        fields = {"mixup_alpha": (float(mixup_alpha), "the mixup ablation (`cdvae_mixup_ablation`) "
+                                  f"trains one CD-VAE per α of `mixup_grid`; this one at α = "
+                                  f"{float(mixup_alpha):g}")}
+
+    def recipe() -> Recipe:  # recorded for the report, also when the model is cached
+        return tr.recipe_for(ctx, "cdvae", label=label, fields=fields, ce=gamma)
+
+    recipe()
 
     def train() -> CDVAE:
         keras.utils.set_random_seed(ctx.settings["seed"])
         x, y = train_arrays(ctx)
-        recipe = tr.recipe_for(ctx, "cdvae", label=label, ce=gamma)
+        recipe_ = recipe()
         # β: the beta setting, else the recipe's KL weight (or the VQ weight): latent_weight
-        model = build_cdvae(ctx, gamma, recipe=recipe, steps_per_epoch=tr.steps_per_epoch(len(x), recipe))
-        tr.fit(model, x, y, recipe, seed=ctx.settings["seed"], verbose=fit_verbose(ctx),
+        model = build_cdvae(ctx, gamma, recipe=recipe_, steps_per_epoch=tr.steps_per_epoch(len(x), recipe_))
+        tr.fit(model, x, y, recipe_, seed=ctx.settings["seed"], verbose=fit_verbose(ctx),
                callbacks=[ctx.backup()], model_key="cdvae")
         return model
 

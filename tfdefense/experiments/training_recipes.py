@@ -15,9 +15,11 @@ carries a reason in :data:`DEVIATIONS` (``recipe_deviations``;
   keeps its numbers; its differences share one reason, :data:`QUICK_WHY`.
 * ``paper`` follows the official recipes for the CD-VAE and CD-VAE-AT (augmentation in the
   ``tf.data`` pipeline, mixup α = 2, the reconstruction-weight curriculum, AdamW with
-  PyTorch's cosine annealing; TorchSGD with warm-up and step decay for adversarial
-  training), bmsookim/wide-resnet.pytorch for the WRN classifiers, Laidlaw et al.'s
-  ``adv_train.py`` for PGD-AT and fm-defense.txt (with its sources) for FM-Defense's models.
+  PyTorch's cosine annealing; TorchSGD with warm-up and step decay and the official
+  script's objective, ``AdversarialCDVAE(objective="official")``, for adversarial
+  training; quick keeps the paper's, ``"paper"``), bmsookim/wide-resnet.pytorch for the WRN
+  classifiers, Laidlaw et al.'s ``adv_train.py`` for PGD-AT and fm-defense.txt (with its
+  sources) for FM-Defense's models.
 * ``paper_imagenet`` trains the restricted-ImageNet CD-VAE as before (the paper states
   only AdamW, weight decay 1e-6 and 60 epochs).
 
@@ -109,7 +111,7 @@ MODELS: dict[str, TrainedModel] = {
         "cdvae", {"epochs": "d_g_epochs", **_TABLE7}),
     "table7_cdvae_at": TrainedModel(
         "Table 7 CD-VAE-AT: white-box adversarial training, Eq. 7-10", "cdvae_at_cifar10", "cdvae",
-        {"epochs": "at_epochs", **_TABLE7}),
+        {"epochs": "at_epochs", "model.objective": "at_objective", **_TABLE7}),
     "table7_pgd_at": TrainedModel(
         "Table 7 PGD-AT: the adversarially trained baseline", "pgd_at_cifar10", "cdvae",
         {"epochs": "at_epochs", **_TABLE7}),
@@ -134,14 +136,19 @@ _ADAM = {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7}  # Keras defaults: Ada
 _ADAMW = {**_ADAM, "weight_decay": 1e-6}  # CDVAE.compile()'s paper_optimizer(), as before
 _CDVAE_REDUCTIONS = {"re": "mean over pixels and batch", "ce": "mean over batch, mixed with lambda",
                      "kl": "mean over latent units and batch"}
+#: the reductions of AdversarialCDVAE(objective="paper") (quick): Eq. 8-10 as written
 _AT_REDUCTIONS = {
     "re": "mean over pixels; target the clean x, G sees x' (reconstruction_target='clean'); "
           "in-margin samples only",
     "kl": "mean over latent units; in-margin samples only",
     "cr": "mean CE of D(R(x')) against argmax_{y'!=y} D_G(G(x')) (Eq. 10), in-margin samples",
     "cg": "mean CE of G-classifier(G(x')) over examples with margin <= 8",
-    "clean": "the CD-VAE loss of the clean batch (Eq. 1-3), every sample",
+    "clean": "the CD-VAE loss of the clean batch (Eq. 1-3), every sample, weight 1 (part of "
+             "objective 'paper', model.objective)",
 }
+#: objective="official" (paper): the script's reductions, with our per-latent mean KL
+_AT_OFFICIAL_REDUCTIONS = {**OFFICIAL["cdvae_at_cifar10"].loss_reductions,
+                           "kl": "mean over latent units and every sample"}
 _CDVAE_AT_ATTACK = dict(OFFICIAL["cdvae_at_cifar10"].attack)
 _MNIST_NORMALIZATION = ((0.1307,), (0.3081,))
 
@@ -169,10 +176,11 @@ RECIPES: dict[str, dict[str, Recipe]] = {"quick": {
                                             "init": "Normal"}),
     "table7_cdvae_at": Recipe(
         normalization=_MNIST_NORMALIZATION,
-        loss_weights={"re": 1.0, "kl": 0.01 / 3, "cr": 0.1, "cg": 0.1, "clean": 1.0},
+        loss_weights={"re": 1.0, "kl": 0.01 / 3, "cr": 0.1, "cg": 0.1},
         loss_reductions=_AT_REDUCTIONS, optimizer="adamw", optimizer_kwargs=_ADAMW, learning_rate=1e-3,
         batch_size=64, epochs=8,
-        model={"latent_dim": 128, "feature_width": 32, "classifiers": "small_cnn (width 16, dense 64)"},
+        model={"latent_dim": 128, "feature_width": 32, "classifiers": "small_cnn (width 16, dense 64)",
+               "objective": "paper"},
         attack={**_CDVAE_AT_ATTACK, "eps": 0.3, "steps": 5}),
     "table7_pgd_at": _adam(
         1e-3, 64, 8, model={"architecture": "small_cnn (width 16, dense 64)", "init": "Normal"},
@@ -212,9 +220,9 @@ RECIPES["paper"] = {
     "table7_d_g": dataclasses.replace(_PAPER_WRN, epochs=1, model={"architecture": _WRN, "init": "Normal"}),
     "table7_cdvae_at": dataclasses.replace(
         OFFICIAL["cdvae_at_cifar10"],
-        loss_weights={"re": 1.0, "kl": 0.01 / 3, "cr": 0.1, "cg": 0.1, "clean": 1.0},
-        loss_reductions=_AT_REDUCTIONS, epochs=82,
-        model={"latent_dim": 2048, "feature_width": 32, "classifiers": _WRN}),
+        loss_weights={"re": 1.0, "kl": 0.01 / 3, "cr": 0.1, "cg": 0.1},
+        loss_reductions=_AT_OFFICIAL_REDUCTIONS, epochs=82,
+        model={"latent_dim": 2048, "feature_width": 32, "classifiers": _WRN, "objective": "official"}),
     "table7_pgd_at": dataclasses.replace(
         REFERENCES["pgd_at_cifar10"], normalization=None, model={"architecture": _WRN, "init": "random"}),
     "fm_classifier": dataclasses.replace(
@@ -279,11 +287,14 @@ def _set(recipe_: Recipe, path: str, value: Any) -> Recipe:
     return dataclasses.replace(recipe_, **{head: value})
 
 
-def recipe_for(ctx, model: str, label: str | None = None, **loss_weights: float) -> Recipe:
+def recipe_for(ctx, model: str, label: str | None = None, *,
+               fields: Mapping[str, tuple[Any, str]] | None = None, **loss_weights: float) -> Recipe:
     """The recipe ``model`` trains with in this run: the preset's, with the fields whose
     setting the run sets (``MODELS[model].keys``) taken from ``ctx.settings`` and
-    ``loss_weights`` replaced (e.g. ``ce=gamma``). Recorded in ``ctx.recipes[label or model]``
-    for the report.
+    ``loss_weights`` replaced (e.g. ``ce=gamma``). ``fields`` replaces more fields, each with
+    the reason the report's recipe table gives (``{"mixup_alpha": (0.2, "why")}``: an
+    experiment's variant of the recipe, e.g. the mixup ablation's). Recorded in
+    ``ctx.recipes[label or model]`` for the report.
 
     Example:
         >>> import tempfile
@@ -306,20 +317,29 @@ def recipe_for(ctx, model: str, label: str | None = None, **loss_weights: float)
         if unknown:
             raise ValueError(f"loss_weights: {model} has no loss weight named {sorted(unknown)}")
         out = dataclasses.replace(out, loss_weights={**out.loss_weights, **loss_weights})
+    reasons: dict[str, str] = {}
+    for path, (value, why) in (fields or {}).items():
+        if value != _get(out, path):
+            out = _set(out, path, value)
+            reasons[path] = why
     recorded = getattr(ctx, "recipes", None)
     if recorded is not None:
-        recorded[label or model] = {"model": model, "recipe": out, "overridden": overridden}
+        recorded[label or model] = {"model": model, "recipe": out, "overridden": overridden,
+                                    "reasons": reasons}
     return out
 
 
 def table(preset: str, model: str, ours: Recipe | None = None,
-          overridden: Mapping[str, tuple] | None = None) -> list[RecipeRow]:
+          overridden: Mapping[str, tuple] | None = None,
+          reasons: Mapping[str, str] | None = None) -> list[RecipeRow]:
     """The recipe table of ``model`` (``ours`` default: the preset's recipe): field, reference
-    value, source, ours, why. Fields a run's settings replaced say so."""
+    value, source, ours, why. Fields a run's settings replaced say so; ``reasons`` (path ->
+    why, from ``recipe_for(fields=...)``) explain fields an experiment replaced."""
     ref = MODELS[model].reference_for(preset)
     why = deviations(preset, model)
     for path, (key, value, preset_value) in (overridden or {}).items():
         why[path] = f"`{key}={value}` set for this run (the {preset} recipe: {preset_value!r})"
+    why.update(reasons or {})
     return recipe_table(recipe(preset, model) if ours is None else ours, REFERENCES[ref], why,
                         SOURCES[ref], UNSTATED.get(ref, ()))
 

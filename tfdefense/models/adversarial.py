@@ -10,21 +10,38 @@ in one compiled graph:
    steps of eps/√steps, only on the samples D_G(G(x)) classifies right
    (official ``tools/adv_train_cifar.py``: eps 8/255, 10 steps, κ = 10; the
    networks in inference mode while attacking).
-2. **Select (Eq. 8)** the samples within the margin:
-   m = 1[D_G(G(x′))[y] − max_{y′≠y} D_G(G(x′))[y′] ≤ c] on logits (official
-   ``Incorrect_Logits``; c = 8 there, 20 in its README).
-3. **Adversarial loss (Eq. 9–10)** on those samples:
-   L_G(x′) + γ·L_D with L_D = CE(D_G(G(x′)), y) + CE(D(R(x′)), argmax_{y′≠y} D_G(G(x′))).
-   L_G reconstructs x′ (Eq. 9) or, with ``reconstruction_target="clean"``,
-   pulls G(x′) towards the clean x as the official code does (``F.mse_loss(gx,
-   normalize(inputs))``).
-4. **Mix** with the clean CD-VAE loss (Eq. 1–3, ``CDVAE.compute_losses``), as
-   the paper does ("mix the original CD-VAE training on clean images with the
-   above adversarial training").
+2. **Select (Eq. 8)** the samples within the margin c of D_G(G(x′)) (c = 8, the
+   official ``--margin`` default; its README uses 20).
+3. **Adversarial loss (Eq. 9–10)**: L_G(x′) + γ·L_D with
+   L_D = CE(D_G(G(x′)), y) + CE(D(R(x′)), t). L_G reconstructs x′ (Eq. 9) or, with
+   ``reconstruction_target="clean"``, pulls G(x′) towards the clean x as the official
+   code does (``F.mse_loss(gx, normalize(inputs))``).
 
-Per batch of N: loss = mean_i [clean_weight · L_clean(x_i) + m_i · (L_G(x′_i) + γ L_D(x′_i))],
-i.e. Eq. 8's conditional expectation weighted by the in-margin fraction (the
-form that stays exact under ``tf.distribute``); divided by the replica count.
+Steps 2–3 and the clean term are composed in one of two ways, ``objective``:
+
+* ``"paper"`` (default): CD-VAE §3.4 as written. m = 1[Z_y − max_{y′≠y} Z_{y′} ≤ c] on
+  the D_G(G(x′)) logits of the loss pass itself (Eq. 8), t = argmax_{y′≠y} of those logits
+  (Eq. 10: always a wrong class), every x′ term masked to the margin set, plus the clean
+  CD-VAE loss (Eq. 1–3, ``CDVAE.compute_losses``, ``clean_weight`` 1: "mix the original
+  CD-VAE training on clean images with the above adversarial training"). Per batch of N:
+  loss = mean_i [clean_weight · L_clean(x_i) + m_i · (L_G(x′_i) + γ L_D(x′_i))], i.e.
+  Eq. 8's conditional expectation weighted by the in-margin fraction (the form that
+  stays exact under ``tf.distribute``).
+* ``"official"``: what kai-wen-yang/CD-VAE ``tools/adv_train_cifar.py`` ``run_iter``
+  trains (@0c92c65). A separate no-gradient pass in inference mode (posterior mean
+  here, running BN statistics, no dropout; :173-178) gives D_G(G(x′)) logits Z; the
+  margin set is m = 1[Z_y − max_{y′≠y} Z_{y′} < c] (``Incorrect_Logits``, :26-34, strict)
+  and the target of D(R(x′)) is t = argmax over *all* classes of Z (:191: y itself where
+  D_G is still right). Then, from the training-mode pass (:181-187),
+  loss = re·mean_i rec_i + γ·mean_i CE_r,i + γ·(Σ_i m_i CE_g,i)/(Σ_i m_i) + β·mean_i KL_i
+  (:189-197; cr = cg = γ): reconstruction, KL and CE_r over every sample, CE_g averaged
+  over the in-margin samples only, and no clean term (``clean_weight`` 0). An empty
+  margin set makes the official CE_g a NaN (mean of nothing); here it contributes 0.
+  Under ``tf.distribute`` the in-margin count is summed over replicas, as the official
+  ``DataParallel`` computes the loss on the gathered batch.
+
+``bench/equivalence_official.py`` checks both against a PyTorch rebuild of the official
+script on one batch: ``"official"`` equals its loss, ``"paper"`` differs as explained there.
 
 Start from a pre-trained CD-VAE with ``AdversarialCDVAE.from_cdvae``.
 
@@ -39,6 +56,9 @@ Example:
     >>> history = model.fit(x, np.arange(8) % 10, epochs=1, verbose=0)
     >>> "in_margin" in history.history
     True
+    >>> official = models.AdversarialCDVAE.from_cdvae(base, d_g, objective="official")
+    >>> official.clean_weight
+    0.0
 """
 
 from __future__ import annotations
@@ -49,13 +69,22 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from tfdefense.attacks import losses as attack_losses
 from tfdefense.attacks.iterative import iterative_attack
 from tfdefense.models import vae_losses
+from tfdefense.models.adversarial_losses import (  # noqa: F401 (re-exported)
+    disentangling_loss,
+    global_count,
+    margin_to_wrong_class,
+    most_likely_wrong_class,
+    official_objective,
+    official_selection,
+)
 from tfdefense.models.cdvae import CDVAE
 from tfdefense.validation import check_number, check_positive_int
 
 RECONSTRUCTION_TARGETS = ("adversarial", "clean")
+#: how the adversarial terms and the clean term are composed (module docstring)
+OBJECTIVES = ("paper", "official")
 
 # Keras runs ``train_step`` without AutoGraph; the attack's ``tf.range`` loop needs it, so the
 # attack graph is its own (inlined) ``tf.function``.
@@ -63,32 +92,12 @@ _attack_graph = tf.function(iterative_attack, autograph=True)
 _SUBNETS = ("encoder", "decoder", "classifier")
 
 
-def margin_to_wrong_class(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
-    """Z_y − max_{y′≠y} Z_{y′} per example (Eq. 8's margin, on logits as the official code)."""
-    return -attack_losses.margin(logits, labels)
-
-
-def most_likely_wrong_class(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
-    """argmax_{y′≠y} Z_{y′} per example (the target of D(R(x′)) in Eq. 10)."""
-    onehot = tf.one_hot(labels, tf.shape(logits)[-1], dtype=logits.dtype)
-    return tf.argmax(logits - onehot * 1e9, axis=-1, output_type=labels.dtype)
-
-
-def disentangling_loss(generated_logits, residual_logits, labels) -> dict[str, tf.Tensor]:
-    """Eq. 10 per example: −log D_G(G(x′))[y] − log D(R(x′))[argmax_{y′≠y} D_G(G(x′))].
-
-    Returns the two cross-entropies and their sum (``"ce_generated"``,
-    ``"ce_residual"``, ``"total"``).
-    """
-    wrong = tf.stop_gradient(most_likely_wrong_class(generated_logits, labels))
-    ce_g = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=generated_logits)
-    ce_r = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=wrong, logits=residual_logits)
-    return {"ce_generated": ce_g, "ce_residual": ce_r, "total": ce_g + ce_r}
-
-
 @keras.saving.register_keras_serializable(package="tfdefense")
 class AdversarialCDVAE(CDVAE):
     """CD-VAE with D_G on G(x), adversarially trained by Eq. 7–10 inside ``train_step``.
+
+    ``objective`` picks the paper's composition (default) or the official script's
+    (module docstring).
 
     ``call(x)`` returns D_G(G(x))'s logits, the defended prediction;
     ``residual_logits(x)`` gives D(R(x))'s.
@@ -105,8 +114,14 @@ class AdversarialCDVAE(CDVAE):
         kappa: cap κ of the margin loss the attack maximises; 10 (official
             ``MarginLoss(kappa=10)``).
         margin: c of Eq. 8; 8 (official ``--margin`` default; its README uses 20).
-        clean_weight: weight of the clean CD-VAE loss mixed in (1: the paper's
-            "mix"; 0: adversarial samples only, as the official script).
+        objective: ``"paper"`` (CD-VAE §3.4, Eq. 8–10 as written, plus the clean
+            loss) or ``"official"`` (``tools/adv_train_cifar.py:173-197``): how the margin
+            set, the target of D(R(x′)) and the terms are composed (module docstring).
+        clean_weight: weight of the clean CD-VAE loss mixed in; ``None`` is the
+            objective's (1 for ``"paper"``, the paper's "mix"; 0 for ``"official"``, whose
+            script trains on x′ only). With 0 and ``"official"`` the clean batch runs
+            in inference mode, for the metrics only (its BN statistics stay x′'s, as
+            the official script's).
         reconstruction_target: what L_G reconstructs from x′: ``"adversarial"``
             x′ (Eq. 9) or ``"clean"`` x (official code's pull of G(x′) to x; the
             Table 7 experiment uses it).
@@ -129,9 +144,10 @@ class AdversarialCDVAE(CDVAE):
         attack_step_size: float | None = None,
         kappa: float = 10.0,
         margin: float = 8.0,
-        clean_weight: float = 1.0,
+        clean_weight: float | None = None,
         reconstruction_target: str = "adversarial",
         attack_only_correct: bool = True,
+        objective: str = "paper",
         **kwargs,
     ):
         super().__init__(encoder, decoder, classifier, **kwargs)
@@ -141,6 +157,9 @@ class AdversarialCDVAE(CDVAE):
         self.attack_step_size = attack_step_size
         self.kappa = kappa
         self.margin = margin
+        self.objective = objective
+        if clean_weight is None:
+            clean_weight = 0.0 if objective == "official" else 1.0
         self.clean_weight = clean_weight
         self.reconstruction_target = reconstruction_target
         self.attack_only_correct = attack_only_correct
@@ -165,6 +184,8 @@ class AdversarialCDVAE(CDVAE):
         check_number(self.kappa, "kappa", low=0.0, low_inclusive=False)
         check_number(self.margin, "margin", low=0.0)
         check_number(self.clean_weight, "clean_weight", low=0.0)
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective: expected one of {OBJECTIVES}, got {self.objective!r}")
         if self.reconstruction_target not in RECONSTRUCTION_TARGETS:
             raise ValueError(f"reconstruction_target: expected one of {RECONSTRUCTION_TARGETS}, "
                              f"got {self.reconstruction_target!r}")
@@ -263,7 +284,10 @@ class AdversarialCDVAE(CDVAE):
 
     # --------------------------------------------------------------- losses
     def adversarial_losses(self, x, x_adv, y, training: bool) -> dict[str, tf.Tensor]:
-        """Eq. 8–10 per example on x′; ``"loss"`` is already masked to the margin set."""
+        """Eq. 8–10 per example on x′, composed per ``objective``; ``"loss"``'s batch mean is
+        the x′ part of the objective (``"paper"``: masked to the margin set)."""
+        if self.objective == "official":
+            return self._official_losses(x, x_adv, y, training)
         g_n, latent_loss, _ = self.generate_normalized(x_adv, training=training)
         g = self.denormalize(g_n)
         generated_logits = self.generated_classifier(g, training=training)
@@ -286,8 +310,45 @@ class AdversarialCDVAE(CDVAE):
             "logits": generated_logits,
         }
 
+    def _official_losses(self, x, x_adv, y, training: bool) -> dict[str, tf.Tensor]:
+        """``tools/adv_train_cifar.py:173-197``: selection pass, then the training-mode terms."""
+        selection_logits = tf.stop_gradient(self.defended_logits(x_adv, training=False))
+        in_margin, target = official_selection(selection_logits, y, self.margin)
+        g_n, latent_loss, _ = self.generate_normalized(x_adv, training=training)
+        g = self.denormalize(g_n)
+        generated_logits = self.generated_classifier(g, training=training)
+        residual_logits = self.classifier(self.classifier_inputs(x_adv, g), training=training)
+        rec = vae_losses.reconstruction_error(
+            self.normalize(x_adv if self.reconstruction_target == "adversarial" else x), g_n)
+        ce = tf.nn.sparse_softmax_cross_entropy_with_logits
+        ce_g = ce(labels=y, logits=generated_logits)
+        ce_r = ce(labels=tf.stop_gradient(target), logits=residual_logits)
+        mask = tf.cast(in_margin, rec.dtype)
+        count, n = global_count(mask)
+        loss = official_objective(rec, latent_loss, ce_g, ce_r, mask,
+                                  reconstruction_weight=self.reconstruction_weight, beta=self.beta,
+                                  gamma=self.gamma, in_margin_count=count, batch_size=n)
+        return {
+            "loss": loss,
+            "unmasked_loss": loss,
+            "reconstruction": rec,
+            "kl": latent_loss,
+            "ce_generated": ce_g,
+            "ce_residual": ce_r,
+            "in_margin": mask,
+            "residual_target": target,
+            "logits": generated_logits,
+        }
+
     def joint_losses(self, x, x_adv, y, training: bool) -> tuple[dict, dict, tf.Tensor]:
         """Clean CD-VAE terms, adversarial terms and the per-example mixed total."""
+        if self.objective == "official" and self.clean_weight == 0:
+            # the official script has no clean pass: the clean terms are metrics only, from
+            # inference mode (no gradient, no BN update)
+            adv = self.adversarial_losses(x, x_adv, y, training=training)
+            clean = {k: tf.stop_gradient(v)
+                     for k, v in self.compute_losses(x, y, training=False).items()}
+            return clean, adv, adv["loss"]
         clean = self.compute_losses(x, y, training=training)
         adv = self.adversarial_losses(x, x_adv, y, training=training)
         return clean, adv, self.clean_weight * clean["loss"] + adv["loss"]
@@ -309,13 +370,16 @@ class AdversarialCDVAE(CDVAE):
 
     def update_adversarial_trackers(self, y, clean, adv, total, clean_logits):
         super().update_trackers({**clean, "loss": total})
-        mask = adv["in_margin"]  # Eq. 8's expectation: means over the samples in the margin
-        self.adversarial_loss_tracker.update_state(adv["unmasked_loss"], sample_weight=mask)
+        mask = adv["in_margin"]
+        # each term averaged over the samples its objective averages it over: "paper" all over
+        # the margin set (Eq. 8's expectation); "official" CE_g over it, the rest over all
+        every = None if self.objective == "official" else mask
+        self.adversarial_loss_tracker.update_state(adv["unmasked_loss"], sample_weight=every)
         self.adversarial_reconstruction_tracker.update_state(adv["reconstruction"],
-                                                             sample_weight=mask)
-        self.adversarial_kl_tracker.update_state(adv["kl"], sample_weight=mask)
+                                                             sample_weight=every)
+        self.adversarial_kl_tracker.update_state(adv["kl"], sample_weight=every)
         self.ce_generated_tracker.update_state(adv["ce_generated"], sample_weight=mask)
-        self.ce_residual_tracker.update_state(adv["ce_residual"], sample_weight=mask)
+        self.ce_residual_tracker.update_state(adv["ce_residual"], sample_weight=every)
         self.in_margin_tracker.update_state(mask)
         self.generated_accuracy_tracker.update_state(y, clean_logits)
         self.adversarial_accuracy_tracker.update_state(y, adv["logits"])
@@ -357,6 +421,7 @@ class AdversarialCDVAE(CDVAE):
                 "clean_weight": self.clean_weight,
                 "reconstruction_target": self.reconstruction_target,
                 "attack_only_correct": self.attack_only_correct,
+                "objective": self.objective,
             }
         )
         return config
