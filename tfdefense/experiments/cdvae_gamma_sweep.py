@@ -66,22 +66,12 @@ def sweep(ctx) -> list[dict]:
 
 
 def plot_sweep(rows: list[dict], path: str) -> str:
-    import matplotlib.pyplot as plt
+    from tfdefense.plots import line_plot  # matplotlib only when a figure is drawn
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    try:
-        gammas = [r["gamma"] for r in rows]
-        for key, label in CURVES.items():
-            ax.plot(gammas, [100 * r.get(key, np.nan) for r in rows], marker="o", label=label)
-        ax.set_xscale("log")
-        ax.set_xlabel("γ")
-        ax.set_ylabel("%")
-        ax.set_title("CD-VAE trade-off via γ (Fig 4 analog)")
-        ax.legend(fontsize="small")
-        fig.savefig(path, dpi=100, bbox_inches="tight")
-    finally:
-        plt.close(fig)
-    return path
+    gammas = [r["gamma"] for r in rows]
+    return line_plot(gammas, {label: [100 * r.get(key, np.nan) for r in rows]
+                              for key, label in CURVES.items()}, path,
+                     xlabel="γ", title="CD-VAE trade-off via γ (Fig 4 analog)", log_x=True)
 
 
 @register("cdvae_fig4_gamma", order=40, datasets=cm.DATASETS)

@@ -157,7 +157,7 @@ def _mean_auc(m: dict[str, Any]) -> float | None:
 
 def plot_ablation(per_alpha: dict[float, dict], path: str) -> str:
     """Accuracies and detection AUCs (%) against α, one line each; returns ``path``."""
-    import matplotlib.pyplot as plt
+    from tfdefense.plots import line_plot  # matplotlib only when a figure is drawn
 
     alphas = sorted(per_alpha)
     curves = {"D(R(x)) accuracy": lambda m: m["d_r_accuracy"],
@@ -166,21 +166,9 @@ def plot_ablation(per_alpha: dict[float, dict], path: str) -> str:
         curves[f"grey-box {cg.COLUMNS[attack]}"] = lambda m, a=attack: m["greybox"][a]
     for method in METHODS:
         curves[f"AUC {method}"] = lambda m, k=method: m["detection_auc_mean"].get(k)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    try:
-        for label, get in curves.items():
-            values = [get(per_alpha[a]) for a in alphas]
-            ax.plot(alphas, [np.nan if v is None else v for v in values], marker="o",
-                    linestyle="--" if label.startswith("AUC") else "-", label=label)
-        ax.set_xticks(alphas)
-        ax.set_xlabel("mixup α (Beta(α, α))")
-        ax.set_ylabel("%")
-        ax.set_title("CD-VAE against mixup α")
-        ax.legend(fontsize="small")
-        fig.savefig(path, dpi=100, bbox_inches="tight")
-    finally:
-        plt.close(fig)
-    return path
+    lines = {label: [get(per_alpha[a]) for a in alphas] for label, get in curves.items()}
+    return line_plot(alphas, lines, path, xlabel="mixup α (Beta(α, α))", title="CD-VAE against mixup α",
+                     dashed=[label for label in lines if label.startswith("AUC")])
 
 
 def _notes(ctx, per_alpha: dict[float, dict], feature_name: str) -> list[str]:
