@@ -202,3 +202,13 @@ def test_optimizer_with_schedule_saves_in_a_keras_file(tmp_path, make_optimizer)
     assert int(loaded.optimizer.iterations.numpy()) == 2
     assert float(loaded.optimizer.learning_rate) == pytest.approx(float(schedule(2)), rel=1e-6)
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+def test_step_decay_without_a_period_drops_only_at_the_listed_epochs():
+    # bmsookim/wide-resnet.pytorch: 0.1, x0.2 from epochs 61, 121, 161 (counted from 1), no
+    # warm-up, no periodic decay: epoch 60 -> 0.1, 61 -> 0.02, 121 -> 0.004, 161 -> 0.0008
+    s = WarmupStepDecay(10, initial_learning_rate=0.1, warmup_epochs=0, decay_epochs=None,
+                        decay_rate=0.2, extra_decay_epochs=(61, 121, 161))
+    lrs = [float(s((epoch - 1) * 10)) for epoch in (1, 60, 61, 121, 161, 200)]
+    assert lrs == pytest.approx([0.1, 0.1, 0.02, 0.004, 0.0008, 0.0008], rel=1e-6)
+    assert WarmupStepDecay.from_config(s.get_config()).decay_epochs is None

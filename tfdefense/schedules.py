@@ -110,7 +110,8 @@ class WarmupStepDecay(keras.optimizers.schedules.LearningRateSchedule):
         initial_learning_rate: lr0, 0.1 (``toolkits/adv_train_cifar.sh`` ``--lr 0.1``;
             ``tools/adv_train_cifar.py:58`` default 0.1).
         warmup_epochs: 5 (``tools/adv_train_cifar.py:46-47``, ``epoch < 5`` and ``5. * len_epoch``).
-        decay_epochs: 30 (``tools/adv_train_cifar.py:38``, ``epoch // 30``).
+        decay_epochs: 30 (``tools/adv_train_cifar.py:38``, ``epoch // 30``); ``None``: no
+            periodic decay, only the drops at ``extra_decay_epochs``.
         decay_rate: 0.1 (``tools/adv_train_cifar.py:43``, ``0.1 ** factor``).
         extra_decay_epochs: epochs from which one more decay applies, (80,)
             (``tools/adv_train_cifar.py:40-41``, ``if epoch >= 80: factor += 1``).
@@ -127,7 +128,7 @@ class WarmupStepDecay(keras.optimizers.schedules.LearningRateSchedule):
         steps_per_epoch: int,
         initial_learning_rate: float = 0.1,
         warmup_epochs: int = 5,
-        decay_epochs: int = 30,
+        decay_epochs: int | None = 30,
         decay_rate: float = 0.1,
         extra_decay_epochs: Sequence[int] = (80,),
         first_epoch: int = 1,
@@ -135,7 +136,7 @@ class WarmupStepDecay(keras.optimizers.schedules.LearningRateSchedule):
         self.steps_per_epoch = check_positive_int(steps_per_epoch, "steps_per_epoch")
         self.initial_learning_rate = check_number(initial_learning_rate, "initial_learning_rate", low=0.0)
         self.warmup_epochs = check_positive_int(warmup_epochs, "warmup_epochs", minimum=0)
-        self.decay_epochs = check_positive_int(decay_epochs, "decay_epochs")
+        self.decay_epochs = None if decay_epochs is None else check_positive_int(decay_epochs, "decay_epochs")
         self.decay_rate = check_number(decay_rate, "decay_rate", low=0.0)
         self.extra_decay_epochs = tuple(
             check_positive_int(e, "extra_decay_epochs", minimum=0) for e in extra_decay_epochs
@@ -145,7 +146,7 @@ class WarmupStepDecay(keras.optimizers.schedules.LearningRateSchedule):
     def __call__(self, step: Any) -> tf.Tensor:
         step = tf.cast(step, tf.int64)
         epoch = _epoch(step, self.steps_per_epoch) + self.first_epoch
-        factor = epoch // self.decay_epochs
+        factor = tf.zeros_like(epoch) if self.decay_epochs is None else epoch // self.decay_epochs
         for e in self.extra_decay_epochs:
             factor += tf.cast(epoch >= e, tf.int64)
         lr = self.initial_learning_rate * tf.pow(

@@ -54,22 +54,20 @@ _CW = "carlini/nn_robust_attacks train_models.py"
 _FM = "fm-defense.txt"
 _MAG = "Trevillie/MagNet"
 _DG = "kabkabm/defensegan"
-#: how the step decay of WarmupStepDecay says "no periodic decay, only the listed epochs"
-_NO_PERIOD = "(1000 > any epoch: WarmupStepDecay's way to say no periodic decay)"
 
 REFERENCES: dict[str, Recipe] = {
     **OFFICIAL,
     "wrn_cifar10": Recipe(
         augmentation=CROP_FLIP, normalization=_CIFAR_STATS_0_2023, optimizer="torch_sgd",
         optimizer_kwargs={"momentum": 0.9, "l2": 5e-4}, learning_rate=0.1, lr_schedule="warmup_step",
-        lr_schedule_kwargs={"decay_epochs": 1000, "decay_rate": 0.2, "extra_decay_epochs": (61, 121, 161),
+        lr_schedule_kwargs={"decay_epochs": None, "decay_rate": 0.2, "extra_decay_epochs": (61, 121, 161),
                             "first_epoch": 1},
         batch_size=128, epochs=200, model={"architecture": "Wide_ResNet(28, 10, dropout 0.3)"},
     ),
     "pgd_at_cifar10": Recipe(
         augmentation=CROP_FLIP, normalization=_CIFAR_STATS_0_2023, optimizer="torch_sgd",
         optimizer_kwargs={"momentum": 0.9, "l2": 2e-4}, learning_rate=0.1, lr_schedule="warmup_step",
-        lr_schedule_kwargs={"decay_epochs": 1000, "decay_rate": 0.1, "extra_decay_epochs": (75, 90, 100),
+        lr_schedule_kwargs={"decay_epochs": None, "decay_rate": 0.1, "extra_decay_epochs": (75, 90, 100),
                             "first_epoch": 0},
         warmup_epochs=5, clipvalue=1.0, batch_size=100, epochs=100,
         model={"architecture": "ResNet-50 (robustness cifar_models)", "init": "random"},
@@ -123,7 +121,7 @@ SOURCES: dict[str, dict[str, str]] = {
         "optimizer_kwargs.l2": f"{_WRN} main.py weight_decay=5e-4",
         "learning_rate": f"{_WRN} main.py --lr default 0.1",
         "lr_schedule": f"{_WRN} config.py learning_rate(init, epoch): init * 0.2 ** factor",
-        "lr_schedule_kwargs.decay_epochs": f"{_WRN} config.py: drops at listed epochs only {_NO_PERIOD}",
+        "lr_schedule_kwargs.decay_epochs": f"{_WRN} config.py: drops at listed epochs only",
         "lr_schedule_kwargs.decay_rate": f"{_WRN} config.py math.pow(0.2, optim_factor)",
         "lr_schedule_kwargs.extra_decay_epochs": f"{_WRN} config.py epoch > 60 / > 120 / > 160",
         "lr_schedule_kwargs.first_epoch": f"{_WRN} config.py start_epoch = 1",
@@ -151,7 +149,7 @@ SOURCES: dict[str, dict[str, str]] = {
         "optimizer_kwargs.l2": f"{_PA}: weight_decay = 2e-4 unless ImageNet",
         "learning_rate": f"{_PA}: args.lr = 1e-1 for cifar",
         "lr_schedule": f"{_PA}: lr *= 0.1 for each lr_drop_epoch <= epoch; warm-up below",
-        "lr_schedule_kwargs.decay_epochs": f"{_PA}: drops at listed epochs only {_NO_PERIOD}",
+        "lr_schedule_kwargs.decay_epochs": f"{_PA}: drops at listed epochs only",
         "lr_schedule_kwargs.decay_rate": f"{_PA}: lr *= 0.1",
         "lr_schedule_kwargs.extra_decay_epochs": f"{_PA}: args.lr_schedule = '75,90,100' for cifar",
         "lr_schedule_kwargs.first_epoch": f"{_PA}: for epoch in range(start_epoch, ...), start_epoch = 0",
