@@ -206,7 +206,7 @@ def train_classifier(ctx, x: np.ndarray, y: np.ndarray, name: str,
     recipe = tr.recipe_for(ctx, model_recipe)
     model = new_classifier(ctx, name)
     model.compile(
-        optimizer=recipe.build_optimizer(tr.steps_per_epoch(len(x), recipe)),
+        optimizer=tr.optimizer(recipe, len(x)),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )

@@ -250,7 +250,7 @@ def train_models(ctx) -> tuple[dict[str, keras.Model], dict[str, float]]:
         return model
 
     def classifier_compile(model, recipe, n):
-        model.compile(optimizer=recipe.build_optimizer(tr.steps_per_epoch(n, recipe)), metrics=["accuracy"],
+        model.compile(optimizer=tr.optimizer(recipe, n), metrics=["accuracy"],
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         return model
 
@@ -269,7 +269,7 @@ def train_models(ctx) -> tuple[dict[str, keras.Model], dict[str, float]]:
                                   classifier=_new_classifier(ctx, "classifier"), seed=seed,
                                   beta=weights["kl"], reconstruction_weight=weights["re"],
                                   mixup_alpha=recipe.mixup_alpha)
-        model.compile(recipe.build_optimizer(tr.steps_per_epoch(len(x), recipe)))
+        model.compile(tr.optimizer(recipe, len(x)))
         return train(model, x, recipe, "table7_cdvae")
 
     clf = timed("normal", normal)
@@ -304,7 +304,7 @@ def train_models(ctx) -> tuple[dict[str, keras.Model], dict[str, float]]:
                                             objective=recipe.model.get("objective", "paper"),
                                             clean_weight=weights.get("clean"),
                                             mixup_alpha=recipe.mixup_alpha, **common)
-        model.compile(recipe.build_optimizer(tr.steps_per_epoch(len(x), recipe)))
+        model.compile(tr.optimizer(recipe, len(x)))
         return train(model, x, recipe, "table7_cdvae_at")
 
     def pgd_at():
@@ -313,7 +313,7 @@ def train_models(ctx) -> tuple[dict[str, keras.Model], dict[str, float]]:
         start = _copy(clf) if recipe.model.get("init") == "Normal" else \
             _new_classifier(ctx, "classifier_pgd_at")
         model = PGDAdversarialTraining(start, seed=seed, **common)
-        model.compile(recipe.build_optimizer(tr.steps_per_epoch(len(x), recipe)))
+        model.compile(tr.optimizer(recipe, len(x)))
         return train(model, x, recipe, "table7_pgd_at")
 
     target = setting(ctx, "reconstruction_target")

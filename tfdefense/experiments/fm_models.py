@@ -276,11 +276,6 @@ def _fit(ctx, model: keras.Model, x, y, recipe, model_key: str, batch_size: int 
                   callbacks=[ctx.backup()], batch_size=batch_size, model_key=model_key)
 
 
-def _optimizer(recipe, n: int, batch_size: int | None = None) -> keras.optimizers.Optimizer:
-    batch = recipe.batch_size if batch_size is None else batch_size
-    return recipe.build_optimizer(max(1, math.ceil(n / batch)))
-
-
 def classifier(ctx) -> keras.Model:
     """C: ``small_cnn`` trained by the ``fm_classifier`` recipe (quick: Adam 1e-3, batch 64;
     paper: C&W's SGD 0.01 with Nesterov momentum, batch 16, fm-defense.txt's [19])."""
@@ -293,7 +288,7 @@ def classifier(ctx) -> keras.Model:
                                width=setting(ctx, "fm_classifier_width"),
                                dense_units=4 * setting(ctx, "fm_classifier_width"),
                                name="fm_classifier")
-        model.compile(optimizer=_optimizer(recipe, len(x)),
+        model.compile(optimizer=tr.optimizer(recipe, len(x)),
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         _fit(ctx, model, x, y, recipe, "fm_classifier")
         return model
@@ -313,7 +308,7 @@ def combo_vae(ctx) -> ComboVAE:
         recipe = tr.recipe_for(ctx, "fm_dgmm")
         dgmm = DGMM.for_dataset(ctx.dataset, feature_dim=setting(ctx, "fm_feature_dim"),
                                 lambda_lkd=recipe.loss_weights["lkd"], seed=ctx.settings["seed"])
-        dgmm.compile(optimizer=_optimizer(recipe, len(x)))
+        dgmm.compile(optimizer=tr.optimizer(recipe, len(x)))
         _fit(ctx, dgmm, x, y, recipe, "fm_dgmm")
         return dgmm
 
@@ -326,7 +321,7 @@ def combo_vae(ctx) -> ComboVAE:
         vae = ComboVAE(encoder, decoder, dgmm, disc, gamma=recipe.loss_weights["tc"],
                        beta=recipe.loss_weights["kl"],
                        reconstruction=setting(ctx, "fm_reconstruction"), seed=ctx.settings["seed"])
-        vae.compile(optimizer=_optimizer(recipe, len(x)),
+        vae.compile(optimizer=tr.optimizer(recipe, len(x)),
                     discriminator_optimizer=keras.optimizers.Adam(1e-4, beta_1=0.5, beta_2=0.9)
                     if disc is not None else None)
         _fit(ctx, vae, x, None, recipe, "fm_combo_vae")
@@ -367,7 +362,7 @@ def magnet(ctx) -> MagNet:
             dae = DenoisingAutoEncoder(magnet_autoencoder(structure, image_shape(ctx)),
                                        noise_std=recipe.model["noise_std"],
                                        seed=ctx.settings["seed"])
-            dae.compile(optimizer=_optimizer(recipe, len(x)))
+            dae.compile(optimizer=tr.optimizer(recipe, len(x)))
             _fit(ctx, dae, x, None, recipe, "fm_magnet")
             return dae.autoencoder
 
@@ -400,8 +395,8 @@ def defense_gan(ctx) -> DefenseGAN:
                      seed=ctx.settings["seed"])
         # each batch feeds the critic_steps critic updates, the recipe's batch of real images each
         batch = gan.critic_steps * recipe.batch_size
-        gan.compile(optimizer=_optimizer(recipe, len(x), batch),
-                    critic_optimizer=_optimizer(recipe, len(x), batch))
+        gan.compile(optimizer=tr.optimizer(recipe, len(x), batch),
+                    critic_optimizer=tr.optimizer(recipe, len(x), batch))
         _fit(ctx, gan, x, None, recipe, "fm_wgan_gp", batch_size=batch)
         return gan.generator
 

@@ -57,7 +57,7 @@ from tfdefense.recipes import NO_AUGMENTATION, OFFICIAL, Recipe, RecipeRow, reci
 
 __all__ = ["MODELS", "RECIPES", "DEVIATIONS", "QUICK_WHY", "TrainedModel", "recipe", "recipe_for",
            "deviations", "table", "recipes_fingerprint", "reference_title", "steps_per_epoch",
-           "training_dataset", "fit", "fitting"]
+           "training_dataset", "fit", "fitting", "optimizer"]
 
 
 @dataclass(frozen=True)
@@ -357,9 +357,17 @@ def reference_title(preset: str, model: str) -> str:
 
 
 # -------------------------------------------------------------------------- training
-def steps_per_epoch(n: int, recipe_: Recipe) -> int:
-    """Optimizer steps per epoch: ⌈n / batch⌉ (the last batch is partial, as Keras and PyTorch)."""
-    return max(1, math.ceil(int(n) / recipe_.batch_size))
+def steps_per_epoch(n: int, recipe_: Recipe, batch_size: int | None = None) -> int:
+    """Optimizer steps per epoch: ⌈n / batch⌉ (the last batch is partial, as Keras and PyTorch);
+    ``batch_size`` replaces the recipe's (a WGAN-GP batch feeds several critic updates)."""
+    batch = recipe_.batch_size if batch_size is None else batch_size
+    return max(1, math.ceil(int(n) / batch))
+
+
+def optimizer(recipe_: Recipe, n: int, batch_size: int | None = None) -> keras.optimizers.Optimizer:
+    """``recipe_``'s optimizer for a training on ``n`` images (its schedule counts epochs in
+    :func:`steps_per_epoch` steps)."""
+    return recipe_.build_optimizer(steps_per_epoch(n, recipe_, batch_size))
 
 
 def training_dataset(
