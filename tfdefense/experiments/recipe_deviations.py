@@ -5,8 +5,8 @@ has few reasons of its own: every other difference shares :data:`QUICK_WHY` (its
 are pinned by tests to the training before issue 21). ``paper``'s must explain every
 difference from its reference and every field the reference does not state
 (``tests/experiments/test_training_recipes.py`` fails on an unexplained or a stale one).
-Where the paper and the official script disagree (γ; CD-VAE-AT's objective, which ``paper``
-takes from the script and ``quick`` from the paper), the reason (or, where ``paper`` follows
+Where the paper and the official script disagree (γ; CD-VAE-AT's objective, which both
+presets take from the script), the reason (or, where ``paper`` follows
 the script, the reference's source) says which is followed, why, and whether the two are one
 objective.
 
@@ -20,8 +20,8 @@ from __future__ import annotations
 __all__ = ["DEVIATIONS", "QUICK_WHY"]
 
 #: the reason every difference of the quick preset shares (besides the specific ones below)
-QUICK_WHY = ("quick preset: trains exactly as before issue 21 (docs/quick_report keeps its numbers): "
-             "mnist_5k on a CPU in minutes, Keras defaults, no augmentation, mixup or schedules")
+QUICK_WHY = ("quick preset: trains as before issue 21: mnist_5k on a CPU in minutes, Keras defaults, "
+             "no augmentation, mixup or schedules")
 
 _KL_SAME = ("the same objective as the script's: our KL is a mean over latent units, the script's a "
             "sum divided by 3·latent, so its weight w is w/3 here (0.2·Σ/(3L) = (0.2/3)·mean); the "
@@ -64,29 +64,10 @@ _IMAGENET_SILENT = {
     "normalization": _SILENT_4.format("images in [0, 1]"), "mixup_alpha": _SILENT_4.format("none"),
 }
 
-_QUICK_OBJECTIVE = (
-    "quick trains the paper's objective (AdversarialCDVAE objective='paper', CD-VAE §3.4): Eq. 8's set "
-    "(<= c) and Eq. 10's target (argmax_{y'!=y}) from the loss pass's own D_G logits, every x' term "
-    "masked to that set, plus the clean CD-VAE loss (weight 1: 'mix the original CD-VAE training on "
-    "clean images'), so docs/quick_report keeps its numbers; paper trains the script's ('official'). "
-    "Not one objective under another normalisation (they weigh different samples; "
-    "bench/equivalence_official.py B2 vs B2o). --set at_objective=official trains the script's")
-_QUICK_PAPER_REDUCTION = "objective 'paper' (see model.objective): {}"
-
 DEVIATIONS: dict[str, dict[str, dict[str, str]]] = {"quick": {
     "cdvae": {"loss_weights.kl": "β = 0.2 of the paper (§4) on our per-latent mean KL: 3x the "
                                  "script's KL pressure (quick keeps its numbers)"},
-    "table7_cdvae_at": {
-        "model.objective": _QUICK_OBJECTIVE,
-        "loss_reductions.re": _QUICK_PAPER_REDUCTION.format("Eq. 8 counts the in-margin samples only"),
-        "loss_reductions.kl": _QUICK_PAPER_REDUCTION.format(
-            "Eq. 8 counts the in-margin samples only; a per-latent mean, weight 0.01/3 for the "
-            "script's 0.01 on Σ/(3·latent)"),
-        "loss_reductions.cr": _QUICK_PAPER_REDUCTION.format("Eq. 10's most likely wrong class, in-margin "
-                                                            "samples"),
-        "loss_reductions.cg": _QUICK_PAPER_REDUCTION.format("Eq. 8's <= c on the loss pass's logits"),
-        "loss_reductions.clean": _QUICK_PAPER_REDUCTION.format("§3.4 mixes the clean CD-VAE loss in; the "
-                                                               "script trains on x' only")},
+    "table7_cdvae_at": {"loss_weights.kl": _KL_SAME, "loss_reductions.kl": _KL_SAME},
 }, "paper": {
     "classifier": {"normalization": _NO_NORMALIZATION},
     "part_classifier": {"normalization": _NO_NORMALIZATION, "augmentation": _PART},
@@ -102,8 +83,8 @@ DEVIATIONS: dict[str, dict[str, dict[str, str]]] = {"quick": {
                            "cdvae2.pth, trained at a --ce the README does not give",
         "loss_weights.kl": _KL_SAME, "loss_reductions.kl": _KL_SAME},
     "table7_cdvae_at": {
-        # the objective is the script's (model.objective 'official': its reductions, no clean term;
-        # the paper's §3.4 composition is quick's, see DEVIATIONS["quick"])
+        # the objective is the script's (model.objective 'official': its reductions, no clean term);
+        # --set at_objective=paper trains the paper's §3.4 composition instead
         "loss_weights.kl": _KL_SAME, "loss_reductions.kl": _KL_SAME,
         "epochs": _AT_EPOCHS},
     "table7_pgd_at": {
