@@ -275,10 +275,38 @@ def test_magnet_defend_and_detect_match_the_python_defense(magnet, tmp_path):
     detected = run(loaded, "detect", x)
     np.testing.assert_array_equal(detected["is_adversarial"], flagged)
     np.testing.assert_allclose(detected["scores"][:, 0], report["score_I"], rtol=1e-5)
+    np.testing.assert_allclose(detected["scores"][:, 1], report["score_II"], rtol=1e-5)
     np.testing.assert_array_equal(detected["score"] > 0, flagged)
+    # score is the detection margin: the largest detector score minus its threshold
+    np.testing.assert_allclose(detected["score"], magnet.detection_margin(tf.constant(x)).numpy(),
+                               rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(run(loaded, "serving_default", x)["logits"],
+                               magnet.logits(x).numpy(), rtol=1e-5, atol=1e-6)
     meta = export.read_metadata(path)
     assert sorted(meta["signatures"]) == ["defend", "detect", "serving_default"]
+    assert set(meta["signatures"]["detect"]["outputs"]) == {"score", "is_adversarial", "scores"}
     assert meta["thresholds"]["I"] == pytest.approx(float(magnet.thresholds.numpy()[0]))
+    assert meta["rejection_rate"] == 0.05 and meta["model"] == "MagNet"
+
+
+@pytest.mark.slow  # a SavedModel written and a second TensorFlow process: ~10 s on 2 cores
+def test_magnet_export_runs_in_a_fresh_process_with_only_tensorflow(magnet, tmp_path):
+    # the thresholds are a tf.Variable of the defense, not a Keras weight: the SavedModel
+    # must carry them to a process that never imports tfdefense or keras
+    path = export.for_serving(magnet, str(tmp_path / "magnet"), 1)
+    x = np.concatenate([images(40, start=100), images(4, start=200)])
+    np.save(tmp_path / "x.npy", x)
+    script = tmp_path / "serve.py"
+    script.write_text(FRESH)
+    subprocess.run([sys.executable, str(script), path, str(tmp_path / "x.npy"),
+                    str(tmp_path / "out.npz")], check=True, env=ENV, cwd=str(tmp_path),
+                   timeout=600)
+    out = np.load(tmp_path / "out.npz")
+    labels, decisions = magnet.predict_with_decisions(x)
+    assert (decisions == 2).any() and (decisions == 0).any()
+    np.testing.assert_array_equal(out["defend/label"], labels)
+    np.testing.assert_array_equal(out["defend/decision"], decisions)
+    np.testing.assert_array_equal(out["detect/is_adversarial"], decisions == 2)
 
 
 def test_defense_parts_purify_salvageable_and_reject_the_rest(tmp_path):

@@ -67,7 +67,8 @@ def _strategy(args: argparse.Namespace):
 
 def _add_export(sub) -> None:
     p = sub.add_parser("export", help="export a saved model as a TF Serving SavedModel")
-    p.add_argument("model", help="a .keras file (CDVAE, MagNet or a Keras classifier)")
+    p.add_argument("model", help="a .keras file (CDVAE or a Keras classifier) or a folder saved "
+                   "by Defense.save / Detector.save (MagNet, Defense-GAN, FM-Defense, ...)")
     p.add_argument("--name", required=True, help="model name: writes BASE_DIR/NAME/VERSION/")
     p.add_argument("--version", type=int, default=1, help="TF Serving version folder (>= 1)")
     p.add_argument("--base-dir", default="saved_models", help="folder of exported models")
@@ -79,9 +80,16 @@ def _run_export(args: argparse.Namespace) -> int:
     import os
 
     from tfdefense import export
+    from tfdefense.defend import base as defenses
+    from tfdefense.detect import base as detectors
 
-    path = export.for_serving(export.load_for_export(args.model),
-                              os.path.join(args.base_dir, args.name), args.version,
+    if os.path.isfile(os.path.join(args.model, defenses.CONFIG_FILE)):
+        obj = defenses.load(args.model)  # a Defense.save folder (MagNet, Defense-GAN, ...)
+    elif os.path.isfile(os.path.join(args.model, detectors.CONFIG_FILE)):
+        obj = detectors.load(args.model)
+    else:
+        obj = export.load_for_export(args.model)
+    path = export.for_serving(obj, os.path.join(args.base_dir, args.name), args.version,
                               overwrite=args.overwrite)
     print(json.dumps({"path": path, "signatures": sorted(export.read_metadata(path)["signatures"])},
                      indent=2))
@@ -138,6 +146,9 @@ def _add_reproduce(sub) -> None:
     p.add_argument("--seeds", type=int, default=None, metavar="N",
                    help="run under seeds 0..N-1 (N >= 2), each in OUT/seed<k>/, and write OUT/report.md "
                         "with every number as mean ± std (min–max) over them (tfdefense.report_seeds)")
+    p.add_argument("--combine-only", action="store_true",
+                   help="with --seeds N: run nothing, combine the finished runs in OUT/seed0 .. "
+                        "OUT/seed<N-1> (e.g. made apart with --set seed=k --out OUT/seed<k>)")
     _add_scale_options(p, strategy_default="auto")
     p.set_defaults(func=_run_reproduce)
 
@@ -150,6 +161,8 @@ def _run_reproduce(args: argparse.Namespace) -> int:
         print("\n".join(available()))
         return 0
     overrides = dict(args.overrides)
+    if args.combine_only and args.seeds is None:
+        raise ValueError("--combine-only: combines OUT/seed0 .. OUT/seed<N-1>; give --seeds N")
     if args.seeds is not None and args.dry_run:
         raise ValueError("--seeds and --dry-run: a dry run's numbers are of random images; run one "
                          "or the other")
@@ -166,6 +179,10 @@ def _run_reproduce(args: argparse.Namespace) -> int:
             from tfdefense.experiments.dry_run import dry_run
 
             run = dry_run(args.preset, args.out, only=args.only, overrides=overrides).reproduction
+        elif args.seeds is not None and args.combine_only:
+            from tfdefense.report_seeds import combine_saved
+
+            run = combine_saved(args.preset, args.out, args.seeds, overrides=overrides)
         elif args.seeds is not None:
             from tfdefense.report_seeds import reproduce_seeds
 

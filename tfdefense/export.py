@@ -15,18 +15,20 @@ Signatures (outputs by name):
   float32, ``label`` (N,) int64 — the undefended classifier of the object
   (for a defense: what it classifies, without rejection).
 * ``decompose`` (CD-VAE): ``generated`` G(x) and ``residual`` R(x), (N, H, W, C).
-* ``detect`` (detectors, MagNet): ``score`` (N,) float32 (larger = more
-  adversarial), ``is_adversarial`` (N,) bool, and per-detector ``scores``.
+* ``detect`` (detectors and defenses that detect): ``score`` (N,) float32
+  (larger = more adversarial; for a defense its detection margin, > 0 =
+  rejected), ``is_adversarial`` (N,) bool, and detector-specific outputs.
 * ``defend`` (whole defenses): ``label`` (N,) int64, ``REJECTED`` = -1 where the
   defense refuses, and ``decision`` (N,) int32 (0 accepted, 1 purified,
   2 rejected) with ``decision_name`` (N,) string — one call detects, purifies
   and classifies.
 
 What an object exports comes from ``tfdefense.serving.serving_spec(obj)``
-(re-exported here): an object that has a
-``serving_spec()`` method describes itself; CD-VAE, MagNet and plain Keras
-classifiers (images -> logits) are known here; a defense made of tensor parts
-uses ``DefenseParts``. Anything else raises ``ValueError``.
+(re-exported here): a defense (``tfdefense.defend.Defense``: ``serving_default``,
+``detect`` if it detects, ``defend``), a detector (``tfdefense.detect.Detector``)
+or any object with a ``serving_spec()`` method describes itself; a CD-VAE and a
+functional Keras classifier (images -> logits) are known; a defense made of
+tensor parts uses ``DefenseParts``. Anything else raises ``ValueError``.
 
 Example:
     >>> import tempfile
@@ -154,7 +156,7 @@ def for_serving(obj, base_path: str, version: int = 1, *, overwrite: bool = Fals
     """Export ``obj`` to ``<base_path>/<version>/`` for TF Serving; returns that folder.
 
     Args:
-        obj: a CDVAE, MagNet, functional Keras classifier, ``ServingSpec`` or an
+        obj: a defense, detector, CDVAE, functional Keras classifier, ``ServingSpec`` or an
             object with ``serving_spec()``.
         base_path: the model's folder (TF Serving's ``--model_base_path``);
             created if missing. Its last component names the model in the
@@ -225,12 +227,9 @@ def read_warmup(path: str) -> list:
 
 
 def load_for_export(path: str):
-    """A model saved with ``model.save(...keras)``, with tfdefense's classes registered."""
+    """A model saved with ``model.save(...keras)`` (``import tfdefense`` registered its classes)."""
     if not os.path.isfile(path):
         raise ValueError(f"model: {path} is not a file; expected a .keras file")
-    import tfdefense.baselines  # noqa: F401  (registers MagNet & co)
-    import tfdefense.models  # noqa: F401  (registers CDVAE & co)
-
     try:
         return keras.saving.load_model(path)
     except (OSError, ValueError, TypeError) as exc:

@@ -303,3 +303,61 @@ def reproduce_seeds(preset: str = "quick", out: str = "report", seeds: int = 3,
     files, results, failed = write_combined(out, contexts, runs, seconds)
     log(f"[reproduce] wrote {files['report']} and {files['results']} over {seeds} seeds ({seconds:.0f} s)")
     return Reproduction(results, failed, files, seconds)
+
+
+def load_run(folder: str) -> Reproduction:
+    """A finished run's results from ``folder/results.json`` (figure paths made absolute).
+
+    Raises ``ValueError`` when the folder holds no ``results.json``.
+    """
+    path = os.path.join(folder, "results.json")
+    if not os.path.isfile(path):
+        raise ValueError(f"seed run: {folder} holds no results.json (run it first)")
+    with open(path, encoding="utf-8") as fh:
+        payload = json.load(fh)
+    results = []
+    for entry in payload.get("experiments", []):
+        result = Result(**entry)
+        result.figures = {k: v if os.path.isabs(v) else os.path.join(folder, v)
+                          for k, v in result.figures.items()}
+        results.append(result)
+    return Reproduction(results, list(payload.get("failed", [])), {"results": path},
+                        float(payload.get("seconds") or 0.0))
+
+
+def combine_saved(preset: str = "quick", out: str = "report", seeds: int = 3,
+                  overrides: dict[str, Any] | None = None, log=print) -> Reproduction:
+    """Combine the finished runs in ``out/seed0`` .. ``out/seed<N-1>`` without running anything.
+
+    For runs made apart (e.g. ``--set seed=k --out OUT/seed<k>`` on several machines or one
+    after another, or seed 0 being a longer run): only the experiments every seed ran are
+    combined (a spread needs every seed); the others are named in the log. The combined report
+    has no recipe section (each seed's own report has it).
+
+    Example:
+        >>> import os, tempfile
+        >>> from tfdefense.experiments import Result
+        >>> out = tempfile.mkdtemp()
+        >>> for seed, value in ((0, 1.0), (1, 3.0)):
+        ...     os.makedirs(seed_folder(out, seed))
+        ...     r = Result("t", "T", "quick", "mnist_5k", ["row", "acc"], [{"row": "x", "acc": value}])
+        ...     with open(os.path.join(seed_folder(out, seed), "results.json"), "w") as fh:
+        ...         json.dump({"experiments": [r.to_json()], "seconds": 1.0}, fh)
+        >>> combine_saved("quick", out, 2, log=lambda *_: None).results[0].rows[0]["acc"]
+        '2.00 ± 1.41 (1.00–3.00)'
+    """
+    overrides = dict(overrides or {})
+    if not isinstance(seeds, int) or seeds < 2:
+        raise ValueError(f"seeds: expected an integer >= 2, got {seeds!r}")
+    contexts = [Context(preset, seed_folder(out, s), {**overrides, "seed": s}) for s in range(seeds)]
+    runs = [load_run(ctx.out) for ctx in contexts]
+    common = set.intersection(*({r.name for r in run.results} for run in runs))
+    left_out = [r.name for r in runs[0].results if r.name not in common]
+    if left_out:
+        log(f"[reproduce] not in every seed's run, left out of the spread: {', '.join(left_out)}")
+    runs = [Reproduction([r for r in run.results if r.name in common], run.failed, run.files,
+                         run.seconds) for run in runs]
+    seconds = sum(run.seconds for run in runs)
+    files, results, failed = write_combined(out, contexts, runs, seconds)
+    log(f"[reproduce] wrote {files['report']} and {files['results']} over {seeds} seeds")
+    return Reproduction(results, failed, files, seconds)

@@ -1,12 +1,14 @@
 """What an object exports: named signatures over plain tensors (used by ``tfdefense.export``).
 
-``serving_spec(obj)`` turns a CDVAE, MagNet, GreyBoxDefense, LogisticDetector
-or functional Keras classifier into a ``ServingSpec``: the per-image input
-shape, a list of ``Signature`` (name, ``fn(images) -> {output: tensor}``,
-output descriptions) and the Keras objects the SavedModel must track. A
-defense made of tensor functions becomes signatures through ``DefenseParts``
-and ``defense_signatures``; an object with a ``serving_spec()`` method
-describes itself. ``tfdefense.export.for_serving`` writes the SavedModel.
+``serving_spec(obj)`` asks the object: a defense (``tfdefense.defend.Defense``),
+a detector (``tfdefense.detect.Detector``) or any object with a
+``serving_spec()`` method describes itself; a CDVAE (a model, not a defense)
+and a functional Keras classifier are known here. A ``ServingSpec`` holds the
+per-image input shape, a list of ``Signature`` (name,
+``fn(images) -> {output: tensor}``, output descriptions) and the Keras objects
+the SavedModel must track. A defense made of tensor functions becomes
+signatures through ``DefenseParts`` and ``defense_signatures``.
+``tfdefense.export.for_serving`` writes the SavedModel.
 
 Example:
     >>> import tensorflow as tf
@@ -23,14 +25,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import keras
-import numpy as np
 import tensorflow as tf
 
-from tfdefense.defend.base import REJECTED
+from tfdefense.decisions import DECISIONS, Decision
+from tfdefense.decisions import REJECTED_LABEL as REJECTED
+from tfdefense.detect.lid import LID_REASON  # noqa: F401  (re-exported by tfdefense.export)
 
-#: ``decision`` codes of the ``defend`` signature
-DECISIONS = ("accepted", "purified", "rejected")
-ACCEPTED, PURIFIED, REJECTED_DECISION = 0, 1, 2
+#: ``decision`` codes of the ``defend`` signature (``tfdefense.decisions.Decision``)
+ACCEPTED, PURIFIED, REJECTED_DECISION = (int(Decision.ACCEPTED), int(Decision.PURIFIED),
+                                         int(Decision.REJECTED))
 
 TensorFn = Callable[[tf.Tensor], dict[str, tf.Tensor]]
 
@@ -158,101 +161,6 @@ def _cdvae_spec(model) -> ServingSpec:
         "beta": model.beta, "gamma": model.gamma, "classifier_input": model.classifier_input})
 
 
-def _magnet_spec(magnet) -> ServingSpec:
-    if not magnet.fitted:
-        raise ValueError("magnet: thresholds are not fitted; call fit_thresholds(clean) before export")
-    from tfdefense.baselines.losses import reconstruction_error
-
-    def detect(x):
-        scores = tf.stack([reconstruction_error(x, magnet.autoencoder_i(x, training=False), p=2),
-                           reconstruction_error(x, magnet.autoencoder_ii(x, training=False), p=1)],
-                          axis=1)
-        # margin over the threshold: > 0 exactly where a detector rejects
-        margin = tf.reduce_max(scores - magnet.thresholds[None, :], axis=1)
-        return margin, margin > 0.0, {"scores": scores}
-
-    thresholds = magnet.thresholds.numpy().tolist()
-    sigs = defense_signatures(DefenseParts(magnet.reformed_logits, detect,
-                                           thresholds={"I": thresholds[0], "II": thresholds[1]}))
-    sigs[1].outputs["score"] = ("float32 (N,) largest detector score minus its threshold; "
-                                "> 0 = rejected")
-    sigs[1].outputs["scores"] = "float32 (N, 2) detector I (MSE) and II (MAE) reconstruction errors"
-    return ServingSpec(tuple(magnet.input_shape), sigs, [magnet], {
-        "model": "MagNet", "thresholds": {"I": thresholds[0], "II": thresholds[1]},
-        "rejection_rate": magnet.rejection_rate})
-
-
-def _greybox_spec(defense) -> ServingSpec:
-    sigs = defense_signatures(DefenseParts(defense.logits))
-    sigs.append(Signature("purify", lambda x: {"purified": defense.purify(x)}, {
-        "purified": "float32 (N, H, W, C) G(x), clipped to [0, 1] when the defense clips"}))
-    return ServingSpec(tuple(defense.input_shape), sigs, [defense.cdvae, defense.classifier], {
-        "model": "GreyBoxDefense", "clip": defense.clip, "sample": defense.sample,
-        "num_classes": int(defense.classifier.output_shape[-1])
-        if hasattr(defense.classifier, "output_shape") else None})
-
-
-LID_REASON = (
-    "LID scores each query batch against a minibatch of clean training activations drawn by "
-    "numpy's RNG per call (Ma et al.'s protocol), so its value depends on the batch it comes in "
-    "and on host-side sampling; a graph with a fixed reference set would compute a different "
-    "characteristic than the one the regression was fitted on")
-
-
-def _logistic_detector_spec(det) -> ServingSpec:
-    """LogisticDetector in one graph: KD / Mahalanobis in TF, the sklearn pipeline as constants."""
-    if det._pipeline is None:
-        raise ValueError("detector: not fitted; call fit(...) before export")
-    if "lid" in det.features:
-        raise ValueError(f"detector: a LogisticDetector with 'lid' is not exportable: {LID_REASON}; "
-                         "export one fitted on ['kd', 'mahalanobis']")
-    from tfdefense.detect.kernel_density import class_log_density
-
-    scaler, regression = det._pipeline[0], det._pipeline[-1]
-    mean = tf.constant(scaler.mean_, tf.float64)
-    scale = tf.constant(scaler.scale_, tf.float64)
-    coef = tf.constant(np.ravel(regression.coef_), tf.float64)
-    intercept = tf.constant(float(np.ravel(regression.intercept_)[0]), tf.float64)
-
-    def kd_columns(c, x):
-        acts, logits = c.extractor.activations(x, reduce=c.reduce)
-        pred = tf.argmax(logits, axis=-1)
-        inv = tf.constant(1.0 / (2.0 * c.bandwidth**2), tf.float64)
-        return tf.stack([class_log_density(tf.reshape(tf.cast(a, tf.float64), [tf.shape(a)[0], -1]),
-                                           pred, train, c._labels, log_norm, inv)
-                         for a, train, log_norm in zip(acts, c._train, c._log_norm, strict=True)],
-                        axis=1)
-
-    def features(x):
-        cols = []
-        for name, c in det.characteristics.items():
-            if name == "kd":
-                cols.append(kd_columns(c, x))
-            else:  # mahalanobis, with its selected pre-processing magnitude
-                cols.append(c._batch_fn()(x, (c.magnitude,))[0])
-        return tf.concat([tf.cast(col, tf.float64) for col in cols], axis=1)
-
-    def detect(x):
-        f = features(x)
-        prob = tf.sigmoid(tf.reduce_sum((f - mean) / scale * coef, axis=1) + intercept)
-        return tf.cast(prob, tf.float32), prob >= det.threshold, {"features": tf.cast(f, tf.float32)}
-
-    def detect_fn(x):
-        prob, flagged, extra = detect(x)
-        return {"score": prob, "is_adversarial": flagged, **extra}
-
-    outputs = dict(DETECT_OUTPUTS, score="float32 (N,) probability that the input is adversarial",
-                   features=f"float32 (N, F) characteristics {list(det.feature_names_)}")
-    models = [det.model]  # for on="residual" the CD-VAE whose R(x) the extractor reads
-    for c in det.characteristics.values():
-        if all(c.extractor.model is not m for m in models):
-            models.append(c.extractor.model)
-    shape = tuple(det.characteristics[det.features[0]].extractor.input_shape)
-    return ServingSpec(shape, [Signature("detect", detect_fn, outputs)], models, {
-        "model": "LogisticDetector", "features": list(det.feature_names_), "on": det.on,
-        "threshold": det.threshold})
-
-
 def _keras_classifier_spec(model: keras.Model) -> ServingSpec:
     shape = tuple(model.input_shape[1:])
     if len(shape) != 3 or None in shape or len(model.output_shape) != 2:
@@ -267,21 +175,10 @@ def serving_spec(obj) -> ServingSpec:
     """The ``ServingSpec`` of ``obj``; ``ValueError`` when it has no exportable signatures."""
     if hasattr(obj, "serving_spec"):
         return obj.serving_spec()
-    from tfdefense.baselines.magnet import MagNet
     from tfdefense.models.cdvae import CDVAE
 
     if isinstance(obj, CDVAE):
         return _cdvae_spec(obj)
-    if isinstance(obj, MagNet):
-        return _magnet_spec(obj)
-    from tfdefense.defend.greybox import GreyBoxDefense
-    from tfdefense.detect.detector import LogisticDetector
-
-    if isinstance(obj, GreyBoxDefense):
-        return _greybox_spec(obj)
-
-    if isinstance(obj, LogisticDetector):
-        return _logistic_detector_spec(obj)
     if isinstance(obj, DefenseParts):
         raise ValueError("obj: wrap DefenseParts in a ServingSpec(input_shape, "
                          "defense_signatures(parts), track=[models])")
@@ -291,5 +188,6 @@ def serving_spec(obj) -> ServingSpec:
                              "or give it an Input) and has no exportable signatures")
         return _keras_classifier_spec(obj)
     raise ValueError(
-        f"obj: {type(obj).__name__} has no exportable signatures; expected a CDVAE, MagNet, a "
-        "functional Keras classifier, a ServingSpec or an object with a serving_spec() method")
+        f"obj: {type(obj).__name__} has no exportable signatures; expected a defense, a detector, "
+        "a CDVAE, a functional Keras classifier, a ServingSpec or an object with a serving_spec() "
+        "method")

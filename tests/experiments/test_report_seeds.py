@@ -135,6 +135,34 @@ def test_two_seeds_through_the_cli(tmp_path):
     assert "| x | 90.57 ± 0.71 (90.07–91.07) (paper 96.01) | 1.50 |" in report
 
 
+def _write_run(folder, results, seconds=5.0):
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "results.json"), "w", encoding="utf-8") as fh:
+        json.dump({"experiments": [r.to_json() for r in results], "seconds": seconds, "failed": []}, fh)
+
+
+def test_runs_made_apart_combine_without_running_and_only_where_every_seed_ran(tmp_path, capsys):
+    """``--seeds 3 --combine-only``: seed 0 a longer run, seeds 1, 2 run apart; nothing reruns."""
+    out = str(tmp_path)
+    extra = Result("only_seed0", "O", "quick", "mnist_5k", ["a"], [{"a": 1.0}])
+    _write_run(os.path.join(out, "seed0"), [_result(0, 0.60, 46.29, 97.0, "36.44 / 87.77"), extra])
+    _write_run(os.path.join(out, "seed1"), [_result(1, 0.62, 53.48, 96.0, "38.00 / 88.00")])
+    _write_run(os.path.join(out, "seed2"), [_result(2, 0.61, 50.00, 98.0, "40.00 / 89.00")])
+    assert cli.main(["reproduce", "--out", out, "--seeds", "3", "--combine-only"]) == 0
+    combined = json.load(open(os.path.join(out, "results.json"), encoding="utf-8"))
+    t, = combined["experiments"]  # only_seed0 is not in every seed: left out, not "± 0"
+    row, = t["rows"]
+    # Fréchet: mean (46.29 + 53.48 + 50.00) / 3 = 49.923; deviations -3.633, 3.557, 0.077;
+    # sample variance (13.199 + 12.652 + 0.006) / 2 = 12.93, std 3.60
+    assert row["Fréchet"] == "49.92 ± 3.60 (46.29–53.48)"
+    assert row["top-1"] == "97.0 ± 1.0 (96.0–98.0) (paper 96.01)"  # the cells' own digits
+    assert combined["seeds"] == [0, 1, 2] and combined["seconds"] == 15.0
+    assert cli.main(["reproduce", "--out", out, "--seeds", "4", "--combine-only"]) == 2
+    assert "seed3 holds no results.json" in capsys.readouterr().err
+    assert cli.main(["reproduce", "--out", out, "--combine-only"]) == 2
+    assert "give --seeds N" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_two_seeds_end_to_end(tmp_path, tiny_settings):
     """``tfdefense reproduce --seeds 2`` of Table 1 on tiny settings: two runs, one combined report

@@ -5,7 +5,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfdefense.detect.morphs import MorphEngine, most_active_codes, stochastic_search
+from tfdefense.detect.morphs import (
+    MorphEngine,
+    image_seeds,
+    morph_latents,
+    most_active_codes,
+    stochastic_search,
+)
 from tfdefense.models import DGMM, ComboVAE
 from tfdefense.nets import small_cnn
 
@@ -28,6 +34,48 @@ def test_stochastic_search_in_range_and_deterministic():
     reach = 0.2 * (np.arange(20) // 4 + 1)
     assert np.all(np.abs(v[0, 0, :20]) <= reach + 1e-6)
     # code 0 of image 1 starts outside its range: still 30 in-range values
+
+
+def test_per_image_seeds_draw_what_each_image_draws_alone():
+    """An (N, 2) seed gives image i exactly the values a one-image batch with seed i gets, so
+    an image's morphs do not depend on the batch around it."""
+    center = np.array([[0.1, 2.0], [0.5, 1.0], [-0.3, 0.2]], "float32")
+    low, high = np.array([-1.0, 0.0], "float32"), np.array([1.0, 3.0], "float32")
+    kw = dict(n_morphs=8, delta_r=0.1 * (high - low), samples_per_iteration=3,
+              max_iterations=6)
+    seeds = np.array([[5, 7], [5, 8], [123, -4]], "int32")
+    v, found = stochastic_search(center, low, high, seed=seeds, **kw)
+    for i in range(3):
+        vi, fi = stochastic_search(center[i:i + 1], low, high, seed=seeds[i], **kw)
+        np.testing.assert_array_equal(v.numpy()[i], vi.numpy()[0])
+        np.testing.assert_array_equal(found.numpy()[i], fi.numpy()[0])
+    assert not np.array_equal(v.numpy()[0], v.numpy()[1])  # seeds differ in one int
+    with pytest.raises(ValueError, match="seed"):
+        stochastic_search(center, low, high, seed=np.zeros((3, 3), "int32"), **kw)
+
+
+def test_image_seeds_follow_the_pixels_not_the_batch():
+    x = np.random.default_rng(3).random((4, 5, 5, 1), dtype="float32")
+    seeds = image_seeds(x, 0).numpy()
+    np.testing.assert_array_equal(image_seeds(x[2:3], 0).numpy()[0], seeds[2])
+    np.testing.assert_array_equal(image_seeds(x[::-1], 0).numpy()[::-1], seeds)
+    assert len({tuple(s) for s in seeds}) == 4
+    other = image_seeds(x, 1).numpy()
+    np.testing.assert_array_equal(other[:, 0] ^ seeds[:, 0], np.ones(4, "int32"))  # seed XOR
+    np.testing.assert_array_equal(other[:, 1], seeds[:, 1])
+    x2 = x.copy()
+    x2[1, 0, 0, 0] = np.nextafter(x2[1, 0, 0, 0], 2.0)  # one pixel, one ulp
+    assert tuple(image_seeds(x2, 0).numpy()[1]) != tuple(seeds[1])
+
+
+def test_morph_latents_moves_one_code_per_morph_by_hand():
+    mean = tf.constant([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    z = morph_latents(mean, np.array([[0, 2], [1, 1]], "int32"),
+                      tf.constant([[9.0, -1.0], [0.0, 7.0]])).numpy()
+    np.testing.assert_array_equal(z, [[[9, 2, 3], [1, 2, -1]], [[4, 0, 6], [4, 7, 6]]])
+    # the same codes for every image: (K,)
+    z = morph_latents(mean, np.array([2], "int32"), tf.constant([[0.5], [0.25]])).numpy()
+    np.testing.assert_array_equal(z, [[[1, 2, 0.5]], [[4, 5, 0.25]]])
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +109,35 @@ def test_batched_engine_equals_naive_loop(engine, mnist):
     x = xt[:3]
     r = engine.resistance(x, batch_size=3)
     assert r.shape == (3, 4) and np.all((r >= 0) & (r <= 1))
-    np.testing.assert_allclose(r, engine.resistance_naive(x, batch_index=0), atol=1e-6)
+    np.testing.assert_allclose(r, engine.resistance_naive(x), atol=1e-6)
+
+
+def test_resistance_does_not_depend_on_the_batch(engine, mnist):
+    xt, _ = mnist["test"]
+    x = xt[:7]
+    r = engine.resistance(x, batch_size=7)
+    np.testing.assert_array_equal(engine.resistance(x, batch_size=2), r)
+    np.testing.assert_array_equal(engine.resistance(x[::-1], batch_size=3)[::-1], r)
+    np.testing.assert_array_equal(engine.resistance(x[4:5], batch_size=1)[0], r[4])
+
+
+def test_sampled_morphs_are_morphs_of_the_engine(engine, mnist):
+    """The adaptive attacker's morphs (``sample_morph_latents``) are among the latents the
+    engine's own search gives for the same seed: one copy of the morph drawing."""
+    xt, _ = mnist["test"]
+    mean = engine.combo_vae.encode(xt[:3])[0]
+    seed = tf.constant([11, 12], tf.int32)
+    sampled = engine.sample_morph_latents(mean, 6, seed).numpy()  # (3, 6, m)
+    values, _ = engine.draw_morphs(mean, seed)
+    grid = engine._morph_latents(mean, values).numpy().reshape(3, -1, sampled.shape[-1])
+    for i in range(3):
+        for k in range(6):
+            assert np.any(np.all(grid[i] == sampled[i, k], axis=-1)), (i, k)
+    assert len({tuple(z) for z in sampled[0]}) > 1  # not one morph repeated
+    again = engine.sample_morph_latents(mean, 6, seed).numpy()
+    np.testing.assert_array_equal(again, sampled)
+    other = engine.sample_morph_latents(mean, 6, tf.constant([11, 13], tf.int32)).numpy()
+    assert not np.array_equal(other, sampled)
 
 
 def test_chunking_and_seed(engine, mnist):

@@ -1,8 +1,10 @@
 """The papers' comparison points: MagNet and Defense-GAN.
 
-Both are ``tfdefense.defend.Defense`` subclasses (``predict(x) -> labels`` with
-``REJECTED = -1``) and Keras models (``.keras`` save/load; ``call(x)`` gives the
-differentiable logits an adaptive attack follows).
+Both are ``tfdefense.defend.Defense`` subclasses that hold their Keras models:
+``predict(x) -> labels`` with ``REJECTED = -1``, ``predict_with_decisions``,
+``logits(x)`` (the differentiable path an adaptive attack follows), ``save(path)`` /
+``tfdefense.defend.load(path)`` and ``serving_spec()``. MagNet's two detectors are a
+``tfdefense.detect.Detector`` of their own, ``MagNetDetector``.
 """
 
 from tfdefense.baselines.defense_gan import DefenseGAN, Projection
@@ -15,6 +17,7 @@ from tfdefense.baselines.losses import (
     reconstruction_error,
 )
 from tfdefense.baselines.magnet import MagNet
+from tfdefense.baselines.magnet_detector import MagNetDetector
 from tfdefense.baselines.magnet_nets import (
     MNIST_STRUCTURE_I,
     MNIST_STRUCTURE_II,
@@ -32,6 +35,7 @@ __all__ = [
     "MNIST_STRUCTURE_II",
     "DenoisingAutoEncoder",
     "MagNet",
+    "MagNetDetector",
     "critic_loss",
     "generator_loss",
     "gradient_penalty",

@@ -15,13 +15,21 @@ its own). ``project(..., batched=False)`` runs the same descent restart by
 restart, from the same starting codes, for comparison
 (``bench/defense_gan_projection.py``).
 
-The starting codes are a function of ``seed`` and the batch's position in the
-call, so the same input, seed and batch size give the same projection.
+Starting codes: with an integer ``seed`` (the default) the R starting codes are
+drawn once from ``seed`` and every image starts from the same R codes, so the
+projection of an image depends on the image alone, not on its batch or its
+position in it: ``predict``, ``project``, the serving ``defend`` signature and an
+attacker's forward pass all see the same defense, which is deterministic
+(``stochastic = False``). With ``seed=None`` every call draws fresh codes for
+every image (the official code's behaviour): ``stochastic = True`` and an attacker
+averages over draws (``tfdefense.attacks.eot``).
 
-Adaptive attacks: projection has no useful gradient, so ``bpda_logits`` (also
-``call``) classifies the projection while passing the gradient straight
-through it (BPDA with the identity, Athalye et al. 2018 §4.1, the attack that
-broke Defense-GAN).
+As a ``Defense``: ``defend(x)`` classifies the projection in one graph and accepts
+every input (the projection is applied unconditionally, so it is part of the
+classifier; Defense-GAN never rejects). ``logits(x)`` is the adaptive attacker's
+path: the projection has no useful gradient (an L-step optimisation), so it is
+wrapped in ``tfdefense.attacks.bpda`` with the identity as its gradient (BPDA,
+Athalye et al. 2018 §4.1, the attack that broke Defense-GAN).
 
 Example:
     >>> import numpy as np
@@ -32,21 +40,24 @@ Example:
     >>> x = np.random.default_rng(0).random((3, 28, 28, 1)).astype("float32")
     >>> dgan.project(x, progress=False).shape
     (3, 28, 28, 1)
-    >>> dgan.predict(x).shape
-    (3,)
+    >>> labels, decisions = dgan.predict_with_decisions(x)
+    >>> labels.shape, decisions.tolist()
+    ((3,), [0, 0, 0])
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
-from tfdefense.defend.base import Defense
+from tfdefense.attacks.adaptive import bpda
+from tfdefense.defend.base import Defense, register_defense
 from tfdefense.validation import check_images, check_number, check_positive_int
 
 #: gradient-descent steps L (Samangouei et al. 2018, MNIST; official mnist.yml)
@@ -86,9 +97,9 @@ def _pixel_mse(a, b):
     return tf.reduce_mean(tf.reshape(tf.square(a - b), [tf.shape(a)[0], -1]), axis=1)
 
 
-@keras.saving.register_keras_serializable(package="tfdefense")
-class DefenseGAN(Defense, keras.Model):
-    """Defense-GAN: ``predict(x)`` classifies the projection of x onto G's range.
+@register_defense
+class DefenseGAN(Defense):
+    """Defense-GAN: classifies the projection of x onto G's range; never rejects.
 
     Args:
         generator: latent (N, d) -> images in [0, 1] (e.g. a trained ``WGANGP.generator``).
@@ -98,36 +109,35 @@ class DefenseGAN(Defense, keras.Model):
         learning_rate: step size on z (official code: 10.0).
         momentum: momentum of the descent (official code: 0.7).
         batch_size: input images per compiled projection (each becomes R rows).
-        seed: seed of the starting codes.
+        seed: seed of the R starting codes every image shares; ``None`` draws fresh
+            codes per image and call (then ``stochastic`` is True).
     """
 
-    def __init__(self, generator, classifier, iterations: int = PAPER_ITERATIONS,
-                 restarts: int = PAPER_RESTARTS, learning_rate: float = PAPER_LEARNING_RATE,
-                 momentum: float = PAPER_MOMENTUM, batch_size: int = 64, seed: int = 0,
-                 **kwargs):
-        super().__init__(**kwargs)
+    detects = False
+
+    def __init__(self, generator: keras.Model, classifier: keras.Model,
+                 iterations: int = PAPER_ITERATIONS, restarts: int = PAPER_RESTARTS,
+                 learning_rate: float = PAPER_LEARNING_RATE, momentum: float = PAPER_MOMENTUM,
+                 batch_size: int = 64, seed: int | None = 0):
         self.generator = generator
         self.classifier = classifier
-        self.iterations = iterations
-        self.restarts = restarts
-        self.learning_rate = learning_rate
-        self.momentum = momentum
-        self.batch_size = batch_size
-        self.seed = seed
-        self._check_params()
-        self.latent_dim = int(generator.input_shape[-1])
-        object.__setattr__(self, "input_shape", tuple(generator.output_shape[1:]))
-        self.built = True  # generator and classifier come built; nothing of our own to build
-
-    def _check_params(self):
-        self.iterations = check_positive_int(self.iterations, "iterations")
-        self.restarts = check_positive_int(self.restarts, "restarts")
-        self.learning_rate = check_number(self.learning_rate, "learning_rate", low=0.0,
+        self.iterations = check_positive_int(iterations, "iterations")
+        self.restarts = check_positive_int(restarts, "restarts")
+        self.learning_rate = check_number(learning_rate, "learning_rate", low=0.0,
                                           low_inclusive=False)
-        self.momentum = check_number(self.momentum, "momentum", low=0.0, high=1.0,
+        self.momentum = check_number(momentum, "momentum", low=0.0, high=1.0,
                                      high_inclusive=False)
-        self.batch_size = check_positive_int(self.batch_size, "batch_size")
-        self.seed = check_positive_int(self.seed, "seed", minimum=0)
+        self.batch_size = check_positive_int(batch_size, "batch_size")
+        self.seed = None if seed is None else check_positive_int(seed, "seed", minimum=0)
+        self.latent_dim = int(generator.input_shape[-1])
+        self.input_shape = tuple(generator.output_shape[1:])
+        # fresh starting codes per call (seed=None) come from a nondeterministic generator
+        self._rng = tf.random.Generator.from_non_deterministic_state() if seed is None else None
+
+    @property
+    def stochastic(self) -> bool:
+        """True when the starting codes are drawn afresh per call (``seed=None``)."""
+        return self.seed is None
 
     # -- the compiled descent ------------------------------------------------------------
     @tf.function(reduce_retracing=True)
@@ -146,15 +156,23 @@ class DefenseGAN(Defense, keras.Model):
         final = _pixel_mse(self.generator(z, training=False), x)
         return z, final, initial
 
-    def _starting_codes(self, batch, offset):
-        seed = tf.stack([tf.constant(self.seed, tf.int64), tf.cast(offset, tf.int64)])
-        return tf.random.stateless_normal((self.restarts, batch, self.latent_dim), seed,
-                                          stddev=1.0 / math.sqrt(self.latent_dim))
+    def starting_codes(self, batch) -> tf.Tensor:
+        """(R, batch, latent_dim) starting codes ~ N(0, I / latent_dim).
 
-    def _project_batch(self, x, offset=0, batched=True):
+        With a seed: the same R codes for every image (drawn from ``seed``); with
+        ``seed=None``: fresh codes per image and call.
+        """
+        stddev = 1.0 / math.sqrt(self.latent_dim)
+        if self._rng is not None:
+            return self._rng.normal((self.restarts, batch, self.latent_dim), stddev=stddev)
+        seed = tf.constant([self.seed, 0], tf.int64)
+        codes = tf.random.stateless_normal((self.restarts, 1, self.latent_dim), seed, stddev=stddev)
+        return tf.broadcast_to(codes, tf.stack([self.restarts, batch, self.latent_dim]))
+
+    def _project_batch(self, x, batched=True):
         """Best-restart projection of one batch; tensors in, tensors out."""
         b = tf.shape(x)[0]
-        z0 = self._starting_codes(b, offset)
+        z0 = self.starting_codes(b)
         if batched:
             tiled = tf.tile(x, [self.restarts, 1, 1, 1])
             z, final, initial = self._descend(tiled, tf.reshape(z0, [-1, self.latent_dim]))
@@ -170,9 +188,28 @@ class DefenseGAN(Defense, keras.Model):
         images = self.generator(z_best, training=False)
         return images, z_best, tf.gather_nd(final, pick), tf.gather_nd(initial, pick), final
 
-    # -- public API -------------------------------------------------------------------------
+    # -- tensors in, tensors out -------------------------------------------------------------
+    def project_tensor(self, x: tf.Tensor) -> tf.Tensor:
+        """G(z*) for a tensor batch in one graph, no checks: call it on validated images."""
+        return self._project_batch(tf.convert_to_tensor(x, tf.float32))[0]
+
+    def serving_logits(self, x: tf.Tensor) -> tf.Tensor:
+        """``classifier(G(z*))``: the logits ``defend`` and ``serving_default`` use."""
+        return self.classifier(self.project_tensor(x), training=False)
+
+    def logits(self, x: tf.Tensor) -> tf.Tensor:
+        """``classifier(project(x))`` with the identity as the projection's gradient (BPDA).
+
+        Forward: exactly ``serving_logits``; backward: the classifier's gradient at the
+        projection, passed straight through the projection to ``x`` (the generator's
+        weights get none). One projection graph over the whole batch.
+        """
+        projected = bpda(self.project_tensor)(tf.convert_to_tensor(x, tf.float32))
+        return self.classifier(projected, training=False)
+
+    # -- numpy front door -----------------------------------------------------------------------
     def project(self, x, batch_size: int | None = None, progress: bool = True,
-                batched: bool = True, details: bool = False):
+                batched: bool = True, details: bool = False) -> np.ndarray | Projection:
         """Project images onto the generator's range: G(z*) per image.
 
         Args:
@@ -186,9 +223,9 @@ class DefenseGAN(Defense, keras.Model):
         batch_size = check_positive_int(batch_size or self.batch_size, "batch_size")
         parts = []
         starts = range(0, len(x), batch_size)
-        for i, start in enumerate(tqdm(starts, desc="Defense-GAN projection", unit="batch",
-                                       disable=not progress or len(starts) < 2)):
-            out = self._project_batch(tf.constant(x[start : start + batch_size]), i, batched)
+        for start in tqdm(starts, desc="Defense-GAN projection", unit="batch",
+                          disable=not progress or len(starts) < 2):
+            out = self._project_batch(tf.constant(x[start : start + batch_size]), batched)
             parts.append([t.numpy() for t in out])
         images, latents, errors, initial = (np.concatenate([p[k] for p in parts]) for k in range(4))
         per_restart = np.concatenate([p[4] for p in parts], axis=1).T  # (N, R)
@@ -196,64 +233,27 @@ class DefenseGAN(Defense, keras.Model):
             return Projection(images, latents, errors, initial, per_restart)
         return images
 
-    def predict(self, x, batch_size: int | None = None, progress: bool = True) -> np.ndarray:
-        """Labels of the projections (Defense-GAN never rejects)."""
-        projected = self.project(x, batch_size=batch_size, progress=progress)
-        logits = self.classifier.predict(projected, batch_size=256, verbose=0)
-        return np.argmax(logits, axis=1).astype(np.int64)
+    # -- save -------------------------------------------------------------------------------------
+    def components(self) -> dict[str, keras.Model]:
+        """The generator and the classifier."""
+        return {"generator": self.generator, "classifier": self.classifier}
 
-    def _predict(self, x):
-        return self.predict(x, progress=False)
-
-    def project_tensor(self, x) -> tf.Tensor:
-        """G(z*) for a tensor batch in one graph (starting codes from ``seed``), no checks.
-
-        The images -> images function to hand to ``tfdefense.attacks.bpda``;
-        call it on validated images.
-        """
-        return self._project_batch(tf.convert_to_tensor(x, tf.float32))[0]
-
-    def bpda_logits(self, x):
-        """Logits of ``classifier(project(x))`` with the identity as the projection's gradient.
-
-        Tensors in, tensors out; one projection graph over the whole batch
-        (starting codes from ``seed``), so call it on validated images.
-        """
-        x = tf.convert_to_tensor(x, tf.float32)
-
-        @tf.custom_gradient
-        def projection_identity_gradient(images):
-            projected = self.project_tensor(images)
-
-            def grad(upstream, variables=None):
-                # identity for the images; the generator's weights get no gradient
-                return upstream, [tf.zeros_like(v) for v in variables or ()]
-
-            return projected, grad
-
-        return self.classifier(projection_identity_gradient(x), training=False)
-
-    def call(self, x):
-        return self.bpda_logits(x)
-
-    # -- serialization ----------------------------------------------------------------------
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            generator=keras.saving.serialize_keras_object(self.generator),
-            classifier=keras.saving.serialize_keras_object(self.classifier),
-            iterations=self.iterations,
-            restarts=self.restarts,
-            learning_rate=self.learning_rate,
-            momentum=self.momentum,
-            batch_size=self.batch_size,
-            seed=self.seed,
-        )
-        return config
+    def get_config(self) -> dict[str, Any]:
+        """The projection's hyperparameters, ``batch_size`` and ``seed``."""
+        return {"iterations": self.iterations, "restarts": self.restarts,
+                "learning_rate": self.learning_rate, "momentum": self.momentum,
+                "batch_size": self.batch_size, "seed": self.seed}
 
     @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        for key in ("generator", "classifier"):
-            config[key] = keras.saving.deserialize_keras_object(config[key])
-        return cls(**config)
+    def from_parts(cls, config: dict[str, Any], components: dict[str, keras.Model],
+                   state: dict[str, np.ndarray]) -> DefenseGAN:
+        """Rebuild from ``get_config()`` and the generator and classifier."""
+        return cls(components["generator"], components["classifier"], **config)
+
+    def serving_spec(self):
+        """The base's ``serving_default`` and ``defend`` (a ``seed=None`` defense also tracks
+        its random generator, so the served projection draws fresh codes too)."""
+        spec = super().serving_spec()
+        if self._rng is not None:
+            spec.track.append(self._rng)
+        return spec

@@ -1,28 +1,30 @@
-"""``MagNet``: two autoencoder detectors and an autoencoder reformer.
+"""``MagNet``: two autoencoder detectors and an autoencoder reformer around a classifier.
 
 Meng & Chen 2017 ("MagNet: a Two-Pronged Defense against Adversarial
 Examples"), MNIST setting (§5.1, Table 1, official ``test_defense.py``):
 
-* detector I scores an image by the mean squared reconstruction error of
-  autoencoder I (p = 2), detector II by the mean absolute error of
-  autoencoder II (p = 1);
-* each detector's threshold is set on clean validation images so that at most
-  ``rejection_rate`` = 0.1% of them are rejected (paper: "false positive rate
-  0.001" per detector on MNIST);
+* the detectors (``MagNetDetector``): detector I scores an image by the mean
+  squared reconstruction error of autoencoder I, detector II by the mean
+  absolute error of autoencoder II; each threshold is set on clean validation
+  images so that at most ``rejection_rate`` (0.1%) of them are rejected (the
+  rule and its ``ceil(1 / rate)`` image minimum: ``tfdefense.baselines.magnet_detector``);
 * an image that passes both detectors is reformed by autoencoder I and the
-  reformed image is classified; a rejected image gets ``REJECTED``.
+  reformed image is classified; a rejected image gets ``REJECTED`` (−1).
 
-Thresholds: with n validation images a detector may reject
-k = floor(n * rejection_rate) of them; the threshold is the largest score it
-accepts, and a score strictly above it is rejected, so at most k validation
-images are rejected (fewer on ties). A rate of r cannot be set from fewer than
-ceil(1 / r) images (there k = 0 and the rate is not measured at all), so
-``fit_thresholds`` refuses them; on mnist_5k's 500 validation images use
-``rejection_rate=0.002`` (one image per detector) and say so.
+As a ``Defense``:
 
-The reformer is differentiable, so ``reformed_logits`` (also ``call``) is the
-exact images -> logits path an adaptive attack differentiates (Carlini &
-Wagner 2017, "MagNet and 'Efficient Defenses...' Are Not Robust").
+* ``logits(x)`` = ``classifier(reform(x))``: the reformer is differentiable, so
+  this is the exact images -> logits path an adaptive attack differentiates
+  (Carlini & Wagner 2017, "MagNet and 'Efficient Defenses...' Are Not Robust");
+  no BPDA, no randomness (``stochastic = False``);
+* ``detection_margin(x)``: max over the two detectors of (error − threshold),
+  > 0 exactly where ``defend`` rejects, differentiable (the detector-aware term);
+* ``defend(x)``: REJECTED where the margin is > 0, else ACCEPTED with the label of
+  the reformed image. The decision is ACCEPTED, not PURIFIED: MagNet reforms every
+  input it classifies, unconditionally, so the reformer is part of its classifier
+  (as the grey-box defense's G is) and PURIFIED would carry no information; in the
+  library's vocabulary PURIFIED marks an input a detector flagged and a purifier
+  then saved (FM-Defense's *salvageable*), which MagNet never does.
 
 Example:
     >>> import numpy as np
@@ -32,48 +34,35 @@ Example:
     ...                 magnet_autoencoder(MNIST_STRUCTURE_II), rejection_rate=0.01)
     >>> x = np.random.default_rng(0).random((100, 28, 28, 1)).astype("float32")
     >>> thresholds = magnet.fit_thresholds(x)
-    >>> int((magnet.predict(x) == -1).sum()) <= 2  # at most 1 per detector
-    True
+    >>> labels, decisions = magnet.predict_with_decisions(x)
+    >>> int((labels == -1).sum()) <= 2, sorted(set(decisions.tolist()) - {0, 2})  # 1 per detector
+    (True, [])
 """
 
 from __future__ import annotations
 
-import math
+from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from tfdefense.baselines.losses import reconstruction_error
-from tfdefense.defend.base import REJECTED, Defense
-from tfdefense.validation import check_images, check_number, check_positive_int
+from tfdefense.baselines.magnet_detector import (
+    DETECTORS,
+    PAPER_REJECTION_RATE,
+    MagNetDetector,
+    image_shape,
+    min_fit_images,
+)
+from tfdefense.decisions import REJECTED_LABEL, Decision
+from tfdefense.defend.base import Defense, register_defense
 
-#: MagNet's per-detector false-positive rate on MNIST (Meng & Chen 2017, §5.1)
-PAPER_REJECTION_RATE = 0.001
-
-DETECTORS = ("I", "II")
-
-
-def min_fit_images(rejection_rate: float) -> int:
-    """Fewest clean images that can set a threshold at ``rejection_rate``: ceil(1 / rate)."""
-    return int(math.ceil(1.0 / rejection_rate - 1e-9))
+__all__ = ["DETECTORS", "PAPER_REJECTION_RATE", "MagNet", "min_fit_images"]
 
 
-def _image_shape(*models):
-    """(H, W, C) of the first model that declares a rank-4 input, else None (any)."""
-    for model in models:
-        try:
-            shape = model.input_shape
-        except (AttributeError, ValueError):
-            continue
-        if isinstance(shape, tuple) and len(shape) == 4:
-            return tuple(shape[1:])
-    return None
-
-
-@keras.saving.register_keras_serializable(package="tfdefense")
-class MagNet(Defense, keras.Model):
-    """MagNet for MNIST-like data; ``predict(x)`` gives labels or ``REJECTED``.
+@register_defense
+class MagNet(Defense):
+    """MagNet for MNIST-like data: detectors I and II, reformer autoencoder I, a classifier.
 
     Args:
         classifier: images in [0, 1] -> logits Keras model.
@@ -84,125 +73,124 @@ class MagNet(Defense, keras.Model):
         batch_size: images per compiled batch in ``scores`` / ``predict``.
     """
 
-    def __init__(self, classifier, autoencoder_i, autoencoder_ii,
-                 rejection_rate: float = PAPER_REJECTION_RATE, batch_size: int = 256, **kwargs):
-        super().__init__(**kwargs)
+    detects = True
+    stochastic = False
+
+    def __init__(self, classifier: keras.Model, autoencoder_i: keras.Model,
+                 autoencoder_ii: keras.Model, rejection_rate: float = PAPER_REJECTION_RATE,
+                 batch_size: int = 256):
         self.classifier = classifier
-        self.autoencoder_i = autoencoder_i
-        self.autoencoder_ii = autoencoder_ii
-        self.rejection_rate = rejection_rate
-        self.batch_size = batch_size
-        # -1 marks "not fitted"; scores are >= 0
-        self.thresholds = self.add_weight(shape=(2,), initializer=keras.initializers.Constant(-1.0),
-                                          trainable=False, name="thresholds")
-        self._check_params()
-        self.built = True  # the networks come built; the thresholds exist already
+        #: the two detectors and their thresholds (a ``tfdefense.detect.Detector``)
+        self.detector = MagNetDetector(autoencoder_i, autoencoder_ii, rejection_rate, batch_size)
+        self.batch_size = self.detector.batch_size
+        self.input_shape = self.detector.input_shape or image_shape(classifier)
 
-    def _check_params(self):
-        self.rejection_rate = check_number(self.rejection_rate, "rejection_rate", low=0.0,
-                                           high=1.0, low_inclusive=False, high_inclusive=False)
-        self.batch_size = check_positive_int(self.batch_size, "batch_size")
-        object.__setattr__(self, "input_shape", _image_shape(
-            self.autoencoder_i, getattr(self.autoencoder_i, "autoencoder", None),
-            self.classifier))
+    # ---------------------------------------------------------------- the parts
+    @property
+    def autoencoder_i(self) -> keras.Model:
+        """Autoencoder I: detector I and the reformer."""
+        return self.detector.autoencoder_i
 
-    # -- compiled forward passes -------------------------------------------------
-    def reform(self, x):
-        """Autoencoder I's reconstruction clipped to [0, 1] (the reformer); tensors in, out."""
+    @property
+    def autoencoder_ii(self) -> keras.Model:
+        """Autoencoder II: detector II."""
+        return self.detector.autoencoder_ii
+
+    @property
+    def rejection_rate(self) -> float:
+        """Largest fraction of clean validation images each detector may reject."""
+        return self.detector.rejection_rate
+
+    @property
+    def thresholds(self) -> tf.Variable:
+        """(2,) thresholds of detectors I and II (-1 until ``fit_thresholds``)."""
+        return self.detector.thresholds
+
+    @property
+    def fitted(self) -> bool:
+        """True once the thresholds are set."""
+        return self.detector.fitted
+
+    # ------------------------------------------------------------- tensors in, out
+    def reform(self, x: tf.Tensor) -> tf.Tensor:
+        """Autoencoder I's reconstruction clipped to [0, 1] (the reformer)."""
         return tf.clip_by_value(self.autoencoder_i(x, training=False), 0.0, 1.0)
 
-    def reformed_logits(self, x):
-        """Differentiable logits of the reformed input, ``classifier(reform(x))``."""
-        return self.classifier(self.reform(x), training=False)
+    def logits(self, x: tf.Tensor) -> tf.Tensor:
+        """``classifier(reform(x))``: differentiable logits of the reformed input."""
+        return self.classifier(self.reform(tf.convert_to_tensor(x, tf.float32)), training=False)
 
-    def call(self, x):
-        return self.reformed_logits(x)
+    def detection_margin(self, x: tf.Tensor) -> tf.Tensor:
+        """(N,) max over detectors I, II of (error − threshold): > 0 exactly where rejected."""
+        return self.detector.margin(x)
 
-    @tf.function(reduce_retracing=True)
-    def _forward(self, x):
-        rec_i = self.autoencoder_i(x, training=False)
-        rec_ii = self.autoencoder_ii(x, training=False)
-        scores = tf.stack([reconstruction_error(x, rec_i, p=2),
-                           reconstruction_error(x, rec_ii, p=1)], axis=1)
+    def detection_outputs(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
+        """``{"scores": (N, 2)}``: the raw errors of detectors I and II."""
+        return {"scores": self.detector.reconstruction_errors(x)}
+
+    def defend(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """(labels, decisions): REJECTED (−1, code 2) where a detector fires, else ACCEPTED
+        (code 0) with the label of the reformed image; autoencoder I runs once for both."""
+        x = tf.convert_to_tensor(x, tf.float32)
+        rec_i, errors = self.detector.reconstructions_and_errors(x)
+        rejected = self.detector.margin_from_errors(errors) > 0.0
         logits = self.classifier(tf.clip_by_value(rec_i, 0.0, 1.0), training=False)
-        return scores, logits
+        labels = tf.argmax(logits, axis=-1, output_type=tf.int64)
+        labels = tf.where(rejected, tf.constant(REJECTED_LABEL, tf.int64), labels)
+        decisions = tf.where(rejected, tf.constant(int(Decision.REJECTED), tf.int32),
+                             tf.constant(int(Decision.ACCEPTED), tf.int32))
+        return labels, decisions
 
-    def _run(self, x):
-        scores, logits = [], []
-        for i in range(0, len(x), self.batch_size):
-            s, lg = self._forward(tf.constant(x[i : i + self.batch_size]))
-            scores.append(s.numpy())
-            logits.append(lg.numpy())
-        return np.concatenate(scores), np.concatenate(logits)
-
-    # -- detection ------------------------------------------------------------------
-    def scores(self, x) -> dict[str, np.ndarray]:
-        """Detector scores: ``{"I": mean squared error, "II": mean absolute error}``."""
-        x = check_images(x, "x", shape=self.input_shape)
-        s, _ = self._run(x)
-        return dict(zip(DETECTORS, s.T, strict=True))
-
+    # ---------------------------------------------------------- numpy front door
     def fit_thresholds(self, x) -> dict[str, float]:
-        """Set both thresholds on clean validation images ``x``; returns them.
+        """Set both thresholds on clean validation images ``x``; returns ``{"I": .., "II": ..}``.
 
         Raises ``ValueError`` when ``x`` holds fewer than ``ceil(1 / rejection_rate)``
         images (1,000 at the paper's 0.1%).
         """
-        x = check_images(x, "x", shape=self.input_shape)
-        need = min_fit_images(self.rejection_rate)
-        if len(x) < need:
-            raise ValueError(
-                f"x: a rejection_rate of {self.rejection_rate:g} needs at least {need} clean "
-                f"images to fit thresholds, got {len(x)}; pass more images or a larger "
-                f"rejection_rate (at least {1.0 / len(x):.4g})"
-            )
-        s, _ = self._run(x)
-        k = int(math.floor(len(x) * self.rejection_rate + 1e-9))
-        ordered = np.sort(s, axis=0)
-        thresholds = ordered[len(x) - 1 - k]
-        self.thresholds.assign(thresholds.astype("float32"))
-        return dict(zip(DETECTORS, map(float, thresholds), strict=True))
+        return self.detector.fit(x).threshold_dict()
 
-    @property
-    def fitted(self) -> bool:
-        return bool(np.all(self.thresholds.numpy() >= 0.0))
-
-    def _check_fitted(self):
-        if not self.fitted:
-            raise ValueError("thresholds: not fitted; call fit_thresholds(clean_validation) first")
+    def scores(self, x) -> dict[str, np.ndarray]:
+        """Detector scores: ``{"I": mean squared error, "II": mean absolute error}``."""
+        return self.detector.scores(x)
 
     def detect(self, x) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        """``(report, is_adversarial)``: per-detector scores and flags, and their union."""
-        self._check_fitted()
-        x = check_images(x, "x", shape=self.input_shape)
-        s, _ = self._run(x)
-        flags = s > self.thresholds.numpy()[None, :]
-        report = {f"score_{d}": s[:, i] for i, d in enumerate(DETECTORS)}
-        report.update({f"rejected_{d}": flags[:, i] for i, d in enumerate(DETECTORS)})
-        return report, flags.any(axis=1)
+        """``(report, is_adversarial)``: per-detector scores and flags, the margin, their union."""
+        return self.detector.detect(x)
 
-    def _predict(self, x):
-        self._check_fitted()
-        s, logits = self._run(x)
-        labels = np.argmax(logits, axis=1).astype(np.int64)
-        labels[(s > self.thresholds.numpy()[None, :]).any(axis=1)] = REJECTED
-        return labels
+    # ---------------------------------------------------------------- save and serve
+    def components(self) -> dict[str, keras.Model]:
+        """The classifier and the two autoencoders."""
+        return {"classifier": self.classifier, **self.detector.components()}
 
-    # -- serialization ----------------------------------------------------------------
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            classifier=keras.saving.serialize_keras_object(self.classifier),
-            autoencoder_i=keras.saving.serialize_keras_object(self.autoencoder_i),
-            autoencoder_ii=keras.saving.serialize_keras_object(self.autoencoder_ii),
-            rejection_rate=self.rejection_rate,
-            batch_size=self.batch_size,
-        )
-        return config
+    def state(self) -> dict[str, np.ndarray]:
+        """``{"thresholds": (2,)}`` (-1 before fitting)."""
+        return self.detector.state()
+
+    def get_config(self) -> dict[str, Any]:
+        """``rejection_rate`` and ``batch_size``."""
+        return self.detector.get_config()
 
     @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        for key in ("classifier", "autoencoder_i", "autoencoder_ii"):
-            config[key] = keras.saving.deserialize_keras_object(config[key])
-        return cls(**config)
+    def from_parts(cls, config: dict[str, Any], components: dict[str, keras.Model],
+                   state: dict[str, np.ndarray]) -> MagNet:
+        """Rebuild from ``get_config()``, the three models and the thresholds."""
+        magnet = cls(components["classifier"], components["autoencoder_i"],
+                     components["autoencoder_ii"], **config)
+        magnet.detector.load_state(state)
+        return magnet
+
+    def serving_spec(self):
+        """The base's ``serving_default``, ``detect`` (score = margin, is_adversarial,
+        scores) and ``defend``; refused before ``fit_thresholds``."""
+        if not self.fitted:
+            raise ValueError("magnet: thresholds are not fitted; call fit_thresholds(clean) "
+                             "before export")
+        spec = super().serving_spec()
+        for sig in spec.signatures:
+            if sig.name == "detect":
+                sig.outputs.update(self.detector.detect_signature_outputs())
+        spec.track.append(self.thresholds)
+        spec.metadata.update(thresholds=self.detector.threshold_dict(),
+                             rejection_rate=self.rejection_rate)
+        return spec

@@ -27,22 +27,28 @@ Example:
 
 from __future__ import annotations
 
+from typing import Any
+
+import keras
 import numpy as np
 import tensorflow as tf
 
-from tfdefense.defend.base import Defense
-from tfdefense.validation import check_images, check_positive_int
+from tfdefense.defend.base import Defense, register_defense
+from tfdefense.validation import check_positive_int
 
 
+@register_defense
 class GreyBoxDefense(Defense):
     """Predict with ``classifier(G(x))``; never rejects.
 
     Args:
         cdvae: a trained CD-VAE (``generate``; γ = 2e-3 is the paper's CIFAR-10
             grey-box setting, CD-VAE §4.3).
-        classifier: images → logits; the attacked classifier or one trained on G(x).
+        classifier: images → logits; the attacked classifier or one trained on G(x)
+            (a Keras model to ``save`` or export the defense).
         clip: clip G(x) to [0, 1] before classifying (classifiers see images in [0, 1]).
-        sample: draw z from the posterior (stochastic defense) instead of its mean.
+        sample: draw z from the posterior (a stochastic defense: ``stochastic`` is True,
+            ``predict`` draws once per call and an attacker needs EOT) instead of its mean.
         batch_size: images per compiled batch in ``predict``.
     """
 
@@ -55,7 +61,7 @@ class GreyBoxDefense(Defense):
         self.batch_size = batch_size
         self._check_params()
         self.input_shape = tuple(cdvae.input_shape_)
-        self._graph = tf.function(self.logits, reduce_retracing=True)
+        self.stochastic = sample
 
     def _check_params(self) -> None:
         if not (hasattr(self.cdvae, "generate") and hasattr(self.cdvae, "input_shape_")):
@@ -78,13 +84,29 @@ class GreyBoxDefense(Defense):
 
     __call__ = logits
 
-    def _predict(self, x: np.ndarray) -> np.ndarray:
-        return np.argmax(self._graph(tf.constant(x)).numpy(), axis=1)
+    # ------------------------------------------------------------------ save and serve
+    def components(self) -> dict[str, keras.Model]:
+        """The CD-VAE and the classifier (both must be Keras models to save or export)."""
+        if not isinstance(self.classifier, keras.Model):
+            raise ValueError("classifier: a plain callable cannot be saved or exported; "
+                             "build the defense with a Keras model")
+        return {"cdvae": self.cdvae, "classifier": self.classifier}
 
-    def accuracy(self, x, y) -> float:
-        """Fraction of ``x`` classified as ``y``."""
-        x = check_images(x, "x", shape=self.input_shape)
-        y = np.asarray(y)
-        if y.shape != (len(x),):
-            raise ValueError(f"y: expected {len(x)} labels, got shape {y.shape}")
-        return float(np.mean(self.predict(x, self.batch_size) == y))
+    def get_config(self) -> dict[str, Any]:
+        return {"clip": self.clip, "sample": self.sample, "batch_size": self.batch_size}
+
+    @classmethod
+    def from_parts(cls, config: dict[str, Any], components: dict[str, keras.Model],
+                   state: dict[str, np.ndarray]) -> GreyBoxDefense:
+        return cls(components["cdvae"], components["classifier"], **config)
+
+    def serving_spec(self):
+        """The base signatures plus ``purify``: G(x) as the defense feeds it to the classifier."""
+        from tfdefense.serving import Signature
+
+        spec = super().serving_spec()
+        spec.signatures.append(Signature("purify", lambda x: {"purified": self.purify(x)}, {
+            "purified": "float32 (N, H, W, C) G(x), clipped to [0, 1] when the defense clips"}))
+        shape = getattr(self.classifier, "output_shape", None)
+        spec.metadata["num_classes"] = int(shape[-1]) if shape else None
+        return spec

@@ -9,8 +9,11 @@ an input is adversarial. Hyperparameters given as a grid (LID's k,
 Mahalanobis' noise magnitude) are selected per characteristic by the ROC AUC
 of a single-characteristic regression on a held-out validation part of the
 detection data (Lee et al.'s ADV_Regression), then the final regression is
-fitted on all of it. ART-style API: ``fit``, ``score(x)``,
-``detect(x) -> (report, is_adversarial)``.
+fitted on all of it. A ``Detector``: ``fit``, ``score(x)``,
+``detect(x) -> (report, is_adversarial)``, ``save`` / ``load`` (an ``.npz``; the
+classifier is passed back to ``load``) and ``serving_spec()`` (one ``detect`` graph:
+KD and Mahalanobis in TensorFlow, the fitted scaler and regression as constants; LID
+has no single-graph form, ``lid.LID_REASON``).
 
 Example:
     >>> import numpy as np
@@ -34,14 +37,16 @@ import os
 from collections.abc import Sequence
 
 import numpy as np
+import tensorflow as tf
 from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from tfdefense.detect import metrics
+from tfdefense.detect.base import Detector, register_detector
 from tfdefense.detect.extractor import FeatureExtractor
 from tfdefense.detect.kernel_density import KernelDensity
-from tfdefense.detect.lid import K_GRID, LID
+from tfdefense.detect.lid import K_GRID, LID, LID_REASON
 from tfdefense.detect.mahalanobis import MAGNITUDES, Mahalanobis
 from tfdefense.validation import check_images, check_number, check_positive_int
 
@@ -99,7 +104,8 @@ def _check_features(features, labels=None):
     return f, y.astype(np.int64)
 
 
-class LogisticDetector:
+@register_detector
+class LogisticDetector(Detector):
     """Adversarial-example detector: characteristics -> scaled logistic regression.
 
     Args:
@@ -213,6 +219,7 @@ class LogisticDetector:
 
     @classmethod
     def from_config(cls, config: dict, model) -> LogisticDetector:
+        """A new (unfitted) detector with ``config`` around ``model``."""
         return cls(model, **config)
 
     # -- fitting ---------------------------------------------------------------------------
@@ -389,6 +396,75 @@ class LogisticDetector:
     def score(self, x) -> np.ndarray:
         """(N,) probability that each image is adversarial."""
         return self.score_features(self.features_of(x))
+
+    # -- graph form (export) ---------------------------------------------------------------
+
+    @property
+    def fitted(self) -> bool:
+        """True once the regression is fitted (``fit`` or ``fit_features``)."""
+        return self._pipeline is not None
+
+    def regression_parameters(self) -> dict[str, np.ndarray]:
+        """The fitted scaler and regression: ``mean``, ``scale``, ``coef`` (F,) and ``intercept``.
+
+        ``probability = sigmoid(sum((features - mean) / scale * coef) + intercept)``, what
+        ``score_features`` computes (a binary logistic regression).
+        """
+        if self._pipeline is None:
+            raise ValueError("LogisticDetector: call fit(...) or fit_features(...) first")
+        scaler, regression = self._pipeline[0], self._pipeline[-1]
+        return {"mean": np.asarray(scaler.mean_, np.float64),
+                "scale": np.asarray(scaler.scale_, np.float64),
+                "coef": np.ravel(regression.coef_).astype(np.float64),
+                "intercept": np.asarray(float(np.ravel(regression.intercept_)[0]), np.float64)}
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Per-image shape (H, W, C) the characteristics read."""
+        return tuple(self.characteristics[self.features[0]].extractor.input_shape)
+
+    def models(self) -> list:
+        """The Keras models the characteristics read (the classifier; the CD-VAE on R(x))."""
+        found = [self.model]
+        for c in self.characteristics.values():
+            if all(c.extractor.model is not m for m in found):
+                found.append(c.extractor.model)
+        return found
+
+    def features_tensor(self, x: tf.Tensor) -> tf.Tensor:
+        """(N, F) float64 characteristics of a batch as TensorFlow ops (no LID: ``LID_REASON``)."""
+        if self._pipeline is None:
+            raise ValueError("LogisticDetector: call fit(...) before score/detect")
+        return tf.concat([c.score_tensor(x) for c in self.characteristics.values()], axis=1)
+
+    def probability_tensor(self, features: tf.Tensor) -> tf.Tensor:
+        """(N,) float64 probability of being adversarial for (N, F) characteristics, as TF ops."""
+        p = self.regression_parameters()
+        z = tf.reduce_sum((tf.cast(features, tf.float64) - p["mean"]) / p["scale"] * p["coef"],
+                          axis=1)
+        return tf.sigmoid(z + p["intercept"])
+
+    def serving_spec(self):
+        """One ``detect`` signature: ``score`` (probability), ``is_adversarial``, ``features``."""
+        from tfdefense.serving import DETECT_OUTPUTS, ServingSpec, Signature
+
+        if self._pipeline is None:
+            raise ValueError("detector: not fitted; call fit(...) before export")
+        if "lid" in self.features:
+            raise ValueError(f"detector: a LogisticDetector with 'lid' is not exportable: "
+                             f"{LID_REASON}; export one fitted on ['kd', 'mahalanobis']")
+
+        def detect_fn(x):
+            features = self.features_tensor(x)
+            prob = self.probability_tensor(features)
+            return {"score": tf.cast(prob, tf.float32), "is_adversarial": prob >= self.threshold,
+                    "features": tf.cast(features, tf.float32)}
+
+        outputs = dict(DETECT_OUTPUTS, score="float32 (N,) probability that the input is adversarial",
+                       features=f"float32 (N, F) characteristics {list(self.feature_names_)}")
+        return ServingSpec(self.input_shape, [Signature("detect", detect_fn, outputs)], self.models(), {
+            "model": "LogisticDetector", "features": list(self.feature_names_), "on": self.on,
+            "threshold": self.threshold})
 
     def detect(self, x) -> tuple[dict, np.ndarray]:
         """(report, is_adversarial): report has probability, features, names, threshold."""

@@ -35,7 +35,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from tfdefense.detect.base import Characteristic, minibatches
+from tfdefense.detect.characteristic import Characteristic, minibatches
 from tfdefense.validation import check_labels, check_number, check_positive_int
 
 #: Feinman et al.'s bandwidths (their detect_adv_samples.py, "determined from CV tuning")
@@ -132,6 +132,17 @@ class KernelDensity(Characteristic):
         self._require_fitted()
         acts, logits = self.extractor.extract(x, reduce=self.reduce)
         return self.score_features(acts, np.argmax(logits, axis=1))
+
+    def score_tensor(self, x: tf.Tensor) -> tf.Tensor:
+        """(N, L) float64 log densities of a batch as TensorFlow ops (one exported graph)."""
+        self._require_fitted()
+        acts, logits = self.extractor.activations(x, reduce=self.reduce)
+        pred = tf.cast(tf.argmax(logits, axis=-1), self._labels.dtype)
+        inv = tf.constant(1.0 / (2.0 * self.bandwidth**2), tf.float64)
+        cols = [class_log_density(tf.reshape(tf.cast(a, tf.float64), [tf.shape(a)[0], -1]), pred,
+                                  train, self._labels, log_norm, inv)
+                for a, train, log_norm in zip(acts, self._train, self._log_norm, strict=True)]
+        return tf.stack(cols, axis=1)
 
     def score_features(self, acts, pred) -> np.ndarray:
         """Log densities of precomputed activations ``acts`` under classes ``pred``."""

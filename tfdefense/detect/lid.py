@@ -36,8 +36,15 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from tfdefense.detect.base import Characteristic, minibatches
+from tfdefense.detect.characteristic import Characteristic, minibatches
 from tfdefense.validation import check_positive_int
+
+#: why a LID score has no single-graph (exportable) form
+LID_REASON = (
+    "LID scores each query batch against a minibatch of clean training activations drawn by "
+    "numpy's RNG per call (Ma et al.'s protocol), so its value depends on the batch it comes in "
+    "and on host-side sampling; a graph with a fixed reference set would compute a different "
+    "characteristic than the one the regression was fitted on")
 
 #: k values Lee et al.'s code sweeps for LID (minibatch 100)
 K_GRID = (10, 20, 30, 40, 50, 60, 70, 80, 90)
@@ -116,6 +123,10 @@ class LID(Characteristic):
     def score(self, x) -> np.ndarray:
         """(N, L) LID estimates; high values flag adversarial inputs."""
         return self.score_grid(x, [self.k])[self.k]
+
+    def score_tensor(self, x: tf.Tensor) -> tf.Tensor:
+        """Not available: raises ``ValueError`` with ``LID_REASON``."""
+        raise ValueError(f"LID has no single-graph form: {LID_REASON}")
 
     def score_grid(self, x, ks) -> dict[int, np.ndarray]:
         """LID for several k from one pass: {k: (N, L)} (for selecting k on validation)."""

@@ -39,7 +39,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from tfdefense.detect.base import Characteristic, minibatches
+from tfdefense.detect.characteristic import Characteristic, minibatches
 from tfdefense.validation import check_labels, check_number, check_positive_int
 
 #: noise magnitudes Lee et al.'s and CD-VAE's code select from on validation
@@ -130,6 +130,11 @@ class Mahalanobis(Characteristic):
     def score(self, x) -> np.ndarray:
         """(N, L) confidence scores at ``magnitude``; low values flag adversarial inputs."""
         return self.score_grid(x, [self.magnitude])[self.magnitude]
+
+    def score_tensor(self, x: tf.Tensor) -> tf.Tensor:
+        """(N, L) float64 confidence scores at ``magnitude`` as TensorFlow ops (one graph)."""
+        self._require_fitted()
+        return tf.cast(self._batch_fn()(x, (self.magnitude,))[0], tf.float64)
 
     def score_grid(self, x, magnitudes) -> dict[float, np.ndarray]:
         """{eps: (N, L)} for several magnitudes, sharing the pre-processing gradients."""

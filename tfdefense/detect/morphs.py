@@ -28,8 +28,15 @@ search). For feature-map latents (CelebA) code i is channel i: the range is
 that of the channel's spatial mean and a morph shifts every element of the
 channel by the same amount (§III-A).
 
-Randomness is stateless: the same ``seed`` and ``batch_size`` give the same
-resistance on CPU.
+Randomness is stateless and per image: each image's morphs are drawn with its
+own seed, the fingerprint of its pixels combined with the engine's ``seed``
+(``image_seeds``), so an image gets the same morphs, hence the same
+resistance, whatever batch it comes in: in ``resistance``, in a defense's
+``defend`` graph (``FMDefense``) and in an exported SavedModel. The one copy of
+the morph drawing (``stochastic_search``, ``MorphEngine.draw_morphs``) and of
+the morphs' latent arithmetic (``morph_latents``) also serves the adaptive
+attacker's path (``MorphEngine.sample_morph_latents``, used by
+``FMDefense.logits``).
 
 Example:
     >>> import numpy as np
@@ -51,6 +58,36 @@ import tensorflow as tf
 from tfdefense.validation import check_images, check_number, check_positive_int
 
 
+def image_seeds(x, seed: int = 0) -> tf.Tensor:
+    """Per-image stateless seeds (N, 2) int32 from each image's pixels and ``seed``.
+
+    The seed of image i is its farmhash64 fingerprint (``tf.fingerprint`` of its float32
+    bytes) read as two int32, the first XOR-ed with ``seed``: an image gets the same
+    morphs whatever batch it comes in, in ``MorphEngine.resistance``, a ``defend`` graph
+    or an exported SavedModel alike.
+    """
+    x = tf.convert_to_tensor(x, tf.float32)
+    halves = tf.bitcast(tf.reshape(tf.fingerprint(x), [-1, 2, 4]), tf.int32)  # (N, 2)
+    return tf.stack([tf.bitwise.bitwise_xor(halves[:, 0], tf.constant(seed, tf.int32)),
+                     halves[:, 1]], axis=1)
+
+
+def _search_draws(seed: tf.Tensor, batch_shape: tf.Tensor, n: int, t: int, b: int):
+    """Uniforms of the search: u (N, S, T, B) in [-1, 1) and fill (N, S, n) in [0, 1).
+
+    A (2,) seed draws for the whole batch at once; an (N, 2) seed draws each image's
+    share with its own seed, exactly what a one-image batch with that seed draws.
+    """
+    def draw(shape, s):
+        return (tf.random.stateless_uniform(tf.concat([shape, [t, b]], 0), s, -1.0, 1.0),
+                tf.random.stateless_uniform(tf.concat([shape, [n]], 0), s + 1, 0.0, 1.0))
+
+    if seed.shape.rank == 1:
+        return draw(batch_shape, seed)
+    return tf.map_fn(lambda s: draw(batch_shape[1:], s), seed,
+                     fn_output_signature=(tf.float32, tf.float32))
+
+
 def stochastic_search(
     center,
     low,
@@ -63,6 +100,9 @@ def stochastic_search(
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """Morph values of the iterative stochastic search (§III-C); ((N, S, n), found (N, S)).
 
+    The one place FM-Defense draws morph values: ``MorphEngine`` (resistance, the
+    ``defend`` graph) and the adaptive attacker's EOT path (``FMDefense.logits``) call it.
+
     Args:
         center: (N, S) current values of the S codes.
         low, high: (S,) normal range per code.
@@ -70,7 +110,8 @@ def stochastic_search(
         delta_r: (S,) growth Δr of the search radius per iteration (absolute).
         samples_per_iteration: B.
         max_iterations: T; T·B must be ≥ n.
-        seed: two ints (stateless RNG seed).
+        seed: a stateless RNG seed: two ints for the whole batch, or (N, 2) one per
+            image (``image_seeds``), each image then drawing what it would draw alone.
     """
     center = tf.convert_to_tensor(center, tf.float32)
     low = tf.convert_to_tensor(low, tf.float32)
@@ -78,9 +119,11 @@ def stochastic_search(
     delta_r = tf.convert_to_tensor(delta_r if delta_r is not None else 0.1 * (high - low),
                                    tf.float32)
     seed = tf.cast(tf.convert_to_tensor(seed), tf.int32)
+    if seed.shape.rank not in (1, 2) or seed.shape[-1] != 2:
+        raise ValueError(f"seed: expected two ints or one pair per image (N, 2), got shape "
+                         f"{seed.shape}")
     n, b, t = n_morphs, samples_per_iteration, max_iterations
-    shape = tf.concat([tf.shape(center), [t, b]], 0)
-    u = tf.random.stateless_uniform(shape, seed, -1.0, 1.0)
+    u, fill_u = _search_draws(seed, tf.shape(center), n, t, b)
     radii = delta_r[:, None] * tf.range(1, t + 1, dtype=tf.float32)[None, :]  # (S, T)
     cand = center[..., None, None] + u * radii[None, :, :, None]  # (N, S, T, B)
     cand = tf.reshape(cand, tf.concat([tf.shape(center), [t * b]], 0))
@@ -90,10 +133,36 @@ def stochastic_search(
     _, idx = tf.math.top_k(-key, k=n, sorted=True)
     values = tf.gather(cand, idx, batch_dims=2)
     found = tf.minimum(tf.reduce_sum(tf.cast(ok, tf.int32), -1), n)
-    fill_u = tf.random.stateless_uniform(tf.shape(values), seed + 1, 0.0, 1.0)
     fill = low[:, None] + fill_u * (high - low)[:, None]
     values = tf.where(tf.range(n)[None, None, :] < found[..., None], values, fill)
     return values, found
+
+
+def code_values_of(mean: tf.Tensor) -> tf.Tensor:
+    """The value of each code, (N, m): the posterior mean itself for a vector latent, the
+    channel's spatial mean for a feature-map latent (N, h, w, m) (§III-A)."""
+    if mean.shape.rank > 2:
+        return tf.reduce_mean(mean, axis=list(range(1, mean.shape.rank - 1)))
+    return mean
+
+
+def morph_latents(mean: tf.Tensor, codes, values: tf.Tensor) -> tf.Tensor:
+    """Latents with one code moved per morph: (N, K, *latent_shape).
+
+    Morph k of image i is ``mean[i]`` with code ``codes[..., k]`` moved to ``values[i, k]``
+    (for a feature map: every element of that channel shifted by the same amount, so the
+    channel's mean becomes the value). ``codes`` is (K,) (the same codes for every image)
+    or (N, K); ``values`` is (N, K). The one copy of the morphs' latent arithmetic, shared
+    by the resistance graph and the adaptive attacker's path.
+    """
+    codes = tf.convert_to_tensor(codes, tf.int32)
+    m = mean.shape[-1]
+    current = tf.gather(code_values_of(mean), codes, axis=1, batch_dims=codes.shape.rank - 1)
+    shift = values - current  # (N, K)
+    d = shift[..., None] * tf.one_hot(codes, m)  # (N, K, m)
+    extra = mean.shape.rank - 2  # spatial axes of a feature-map latent
+    d = tf.reshape(d, tf.concat([tf.shape(d)[:2], [1] * extra, tf.shape(d)[2:]], 0))
+    return mean[:, None] + d
 
 
 def most_active_codes(combo_vae, x_val, k: int, batch_size: int = 256) -> list[int]:
@@ -107,7 +176,7 @@ def most_active_codes(combo_vae, x_val, k: int, batch_size: int = 256) -> list[i
     means = []
     for i in range(0, len(x_val), batch_size):
         mean = combo_vae.encode(x_val[i: i + batch_size])[0]
-        means.append(MorphEngine._channel_means(mean).numpy())
+        means.append(code_values_of(mean).numpy())
     order = np.argsort(-np.concatenate(means).var(axis=0), kind="stable")
     return [int(c) for c in order[:k]]
 
@@ -130,7 +199,7 @@ class MorphEngine:
         max_iterations: T (paper: unspecified).
         range_quantile: q of the normal range [q, 1 − q] on clean validation data.
         chunk_size: decodings per chunk inside the graph (memory bound).
-        seed: seed of the stochastic search.
+        seed: seed of the stochastic search (with each image's fingerprint: ``image_seeds``).
     """
 
     def __init__(
@@ -194,6 +263,8 @@ class MorphEngine:
                       high_inclusive=False)
         check_positive_int(self.chunk_size, "chunk_size")
         check_positive_int(self.seed, "seed", minimum=0)
+        if self.seed >= 2**31:
+            raise ValueError(f"seed: expected an integer in [0, 2**31), got {self.seed}")
         n_cls = getattr(self.classifier, "output_shape", (None, None))[-1]
         if n_cls is not None and n_cls != self.combo_vae.dgmm.num_classes:
             raise ValueError(f"classifier: has {n_cls} classes, the DGMM "
@@ -211,14 +282,8 @@ class MorphEngine:
         out = []
         for i in range(0, len(x), batch_size):
             mean, _ = self.combo_vae.encode(x[i: i + batch_size])
-            out.append(self._channel_means(mean).numpy())
+            out.append(code_values_of(mean).numpy())
         return np.concatenate(out)
-
-    @staticmethod
-    def _channel_means(mean: tf.Tensor) -> tf.Tensor:
-        if mean.shape.rank > 2:
-            return tf.reduce_mean(mean, axis=list(range(1, mean.shape.rank - 1)))
-        return mean
 
     def fit(self, x_val, batch_size: int = 256) -> MorphEngine:
         """Normal value range of each selected code on clean validation images (§III-C)."""
@@ -249,26 +314,47 @@ class MorphEngine:
 
     # -- the compiled engine ----------------------------------------------------------
 
-    def _search(self, center: tf.Tensor, seed: tf.Tensor):
-        low = tf.constant(self.low_)
-        high = tf.constant(self.high_)
-        return stochastic_search(center, low, high, self.n_morphs,
-                                 self.delta_r * (high - low), self.samples_per_iteration,
-                                 self.max_iterations, seed)
+    def draw_morphs(self, mean: tf.Tensor, seed) -> tuple[tf.Tensor, tf.Tensor]:
+        """Morph values ((N, S, n), found (N, S)) of the selected codes of latents ``mean``.
+
+        The engine's stochastic search (``stochastic_search``) around each selected code's
+        current value, inside the fitted normal ranges; ``seed`` is (2,) for the batch or
+        (N, 2) per image (``image_seeds``). TensorFlow ops; the resistance graph and the
+        adaptive attacker's morphs (``sample_morph_latents``) both draw here.
+        """
+        self._require_fit()
+        low, high = tf.constant(self.low_), tf.constant(self.high_)
+        center = tf.gather(code_values_of(mean), self.codes, axis=1)
+        return stochastic_search(center, low, high, self.n_morphs, self.delta_r * (high - low),
+                                 self.samples_per_iteration, self.max_iterations, seed)
 
     def _morph_latents(self, mean: tf.Tensor, values: tf.Tensor) -> tf.Tensor:
         """All morphed latents (N·S·n, *latent_shape): code codes[s] moved to values[:, s, k]."""
-        center = tf.gather(self._channel_means(mean), self.codes, axis=1)
-        shift = values - center[..., None]  # (N, S, n)
-        onehot = tf.one_hot(self.codes, self.combo_vae.latent_dim)  # (S, m)
-        extra = mean.shape.rank - 2  # spatial axes of a feature-map latent
-        d = shift[..., None] * onehot[None, :, None, :]  # (N, S, n, m)
-        d = tf.reshape(d, tf.concat([tf.shape(d)[:3], [1] * extra, tf.shape(d)[3:]], 0))
-        z = mean[:, None, None] + d
+        codes = np.repeat(np.asarray(self.codes, np.int32), self.n_morphs)  # (S·n,)
+        z = morph_latents(mean, codes, tf.reshape(values, [tf.shape(values)[0], -1]))
         return tf.reshape(z, tf.concat([[-1], tf.shape(mean)[1:]], 0))
 
-    def _classify_latents(self, z_s: tf.Tensor, z_u: tf.Tensor) -> tf.Tensor:
-        """argmax C(D([z_s, z_u])) in chunks of ``chunk_size`` (one chunk in flight)."""
+    def sample_morph_latents(self, mean: tf.Tensor, n_samples: int, seed) -> tf.Tensor:
+        """``n_samples`` random morphs per image, drawn the way ``resistance`` draws them.
+
+        The engine's search (``draw_morphs`` with the (2,) ``seed``) gives the S·n morph
+        values of each image; each sample is one of them, picked uniformly (with
+        replacement), so a sample is a random (selected code, morph) of the engine. Returns
+        latents (N, n_samples, *latent_shape); differentiable with respect to ``mean``.
+        """
+        check_positive_int(n_samples, "n_samples")
+        seed = tf.cast(tf.convert_to_tensor(seed), tf.int32)
+        values, _ = self.draw_morphs(mean, seed)
+        per_image = len(self.codes) * self.n_morphs
+        n = tf.shape(mean)[0]
+        pick = tf.random.stateless_uniform([n, n_samples], seed + 2, 0, per_image, tf.int32)
+        picked = tf.gather(tf.reshape(values, [n, per_image]), pick, batch_dims=1)
+        codes = tf.gather(np.repeat(np.asarray(self.codes, np.int32), self.n_morphs), pick)
+        return morph_latents(mean, codes, picked)
+
+    def _classify_latents(self, z_s: tf.Tensor, z_u: tf.Tensor, original: tf.Tensor | None = None):
+        """argmax C(D([z_s, z_u])) in chunks of ``chunk_size`` (one chunk in flight); with
+        ``original`` labels also the softmax probability of them, (labels, probabilities)."""
         total = tf.shape(z_s)[0]
         c = tf.minimum(self.chunk_size, total)
         pad = (-total) % c
@@ -278,31 +364,70 @@ class MorphEngine:
             return tf.reshape(t, tf.concat([[-1, c], tf.shape(t)[1:]], 0))
 
         def step(args):
-            zs, zu = args
-            return _argmax_labels(self.classifier(self.combo_vae.decode(zs, zu), training=False))
+            logits = self.classifier(self.combo_vae.decode(args[0], args[1]), training=False)
+            if original is None:
+                return _argmax_labels(logits)
+            return _argmax_labels(logits), tf.gather(tf.nn.softmax(logits), args[2], batch_dims=1)
 
-        preds = tf.map_fn(step, (chunks(z_s), chunks(z_u)), fn_output_signature=tf.int64,
-                          parallel_iterations=1)
-        return tf.reshape(preds, [-1])[:total]
+        if original is None:
+            preds = tf.map_fn(step, (chunks(z_s), chunks(z_u)), fn_output_signature=tf.int64,
+                              parallel_iterations=1)
+            return tf.reshape(preds, [-1])[:total]
+        preds, probs = tf.map_fn(step, (chunks(z_s), chunks(z_u), chunks(original)),
+                                 fn_output_signature=(tf.int64, tf.float32),
+                                 parallel_iterations=1)
+        return tf.reshape(preds, [-1])[:total], tf.reshape(probs, [-1])[:total]
 
-    def _resistance_graph(self, x: tf.Tensor, seed: tf.Tensor):
-        mean, _ = self.combo_vae.encode(x)
-        z_u = self.combo_vae.class_unique(x)
-        original = _argmax_labels(self.classifier(x, training=False))
-        center = tf.gather(self._channel_means(mean), self.codes, axis=1)
-        values, found = self._search(center, seed)
+    def resistance_of(self, mean: tf.Tensor, z_u: tf.Tensor, original: tf.Tensor, seed,
+                      soft: bool = False):
+        """Resistance from the parts of images the caller already has, as TensorFlow ops.
+
+        Args:
+            mean: posterior means μ(x), (N, *latent_shape).
+            z_u: class-unique features z_u(x), (N, K).
+            original: C(x) (int64 (N,)), the labels the morphs are compared with.
+            seed: (N, 2) per-image seeds (``image_seeds``) or (2,) for the batch.
+            soft: also return the smooth resistance: per code, the mean over its morphs of
+                C's softmax probability of ``original`` (differentiable through ``mean``
+                and ``z_u``).
+
+        Returns:
+            (r (N, S) float32, found (N, S) int32), with the smooth resistance (N, S)
+            appended when ``soft``.
+        """
+        values, found = self.draw_morphs(mean, seed)
         z_s = self._morph_latents(mean, values)
         reps = len(self.codes) * self.n_morphs
-        preds = self._classify_latents(z_s, tf.repeat(z_u, reps, axis=0))
+        z_u = tf.repeat(z_u, reps, axis=0)
+        if soft:
+            preds, probs = self._classify_latents(z_s, z_u, tf.repeat(original, reps))
+        else:
+            preds = self._classify_latents(z_s, z_u)
         preds = tf.reshape(preds, tf.shape(values))
-        same = tf.cast(tf.equal(preds, original[:, None, None]), tf.float32)
-        return tf.reduce_mean(same, -1), found
+        r = tf.reduce_mean(tf.cast(tf.equal(preds, original[:, None, None]), tf.float32), -1)
+        if not soft:
+            return r, found
+        return r, found, tf.reduce_mean(tf.reshape(probs, tf.shape(values)), -1)
+
+    def resistance_graph(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """(r (N, S) float32, found (N, S) int32) for images x, as TensorFlow ops.
+
+        The public graph entry (for ``tf.function``, a serving signature or a defense's
+        graph): encode, search the morphs with per-image seeds (``image_seeds(x, seed)``),
+        decode, classify, compare. ``resistance`` runs it batch by batch.
+        """
+        self._require_fit()
+        x = tf.convert_to_tensor(x, tf.float32)
+        mean, _ = self.combo_vae.encode(x)
+        original = _argmax_labels(self.classifier(x, training=False))
+        return self.resistance_of(mean, self.combo_vae.class_unique(x), original,
+                                  image_seeds(x, self.seed))
 
     def _compiled(self):
         if self._fn is None:
             spec = tf.TensorSpec((None, *self.input_shape), tf.float32, name="images")
-            self._fn = tf.function(self._resistance_graph, input_signature=[
-                spec, tf.TensorSpec([2], tf.int32, name="seed")], reduce_retracing=True)
+            self._fn = tf.function(self.resistance_graph, input_signature=[spec],
+                                   reduce_retracing=True)
         return self._fn
 
     def resistance(self, x, batch_size: int = 32) -> np.ndarray:
@@ -312,35 +437,35 @@ class MorphEngine:
         check_positive_int(batch_size, "batch_size")
         fn = self._compiled()
         rs, founds = [], []
-        for k, i in enumerate(range(0, len(x), batch_size)):
-            r, found = fn(tf.constant(x[i: i + batch_size]), tf.constant([self.seed, k], tf.int32))
+        for i in range(0, len(x), batch_size):
+            r, found = fn(tf.constant(x[i: i + batch_size]))
             rs.append(r.numpy())
             founds.append(found.numpy())
         self.last_found_ = np.concatenate(founds)
         return np.concatenate(rs)
 
-    def morph_values(self, x, batch_index: int = 0) -> np.ndarray:
-        """The morph values (N, S, n) ``resistance`` uses for x as batch number ``batch_index``."""
+    def morph_values(self, x) -> np.ndarray:
+        """The morph values (N, S, n) ``resistance`` uses for the images x."""
         self._require_fit()
         x = check_images(x, "x", shape=self.input_shape)
-        center = tf.gather(self._channel_means(self.combo_vae.encode(x)[0]), self.codes, axis=1)
-        return self._search(center, tf.constant([self.seed, batch_index], tf.int32))[0].numpy()
+        mean = self.combo_vae.encode(x)[0]
+        return self.draw_morphs(mean, image_seeds(x, self.seed))[0].numpy()
 
-    def morph_images(self, x, batch_index: int = 0) -> np.ndarray:
+    def morph_images(self, x) -> np.ndarray:
         """Decoded morphs (N, S, n, H, W, C) for figures; use on a few images only."""
         x = check_images(x, "x", shape=self.input_shape)
-        values = tf.constant(self.morph_values(x, batch_index))
+        values = tf.constant(self.morph_values(x))
         mean, _ = self.combo_vae.encode(x)
         z_s = self._morph_latents(mean, values)
         z_u = tf.repeat(self.combo_vae.class_unique(x), len(self.codes) * self.n_morphs, axis=0)
         images = self.combo_vae.decode(z_s, z_u).numpy()
         return images.reshape(len(x), len(self.codes), self.n_morphs, *images.shape[1:])
 
-    def resistance_naive(self, x, batch_index: int = 0) -> np.ndarray:
-        """Reference: one image, one code, one morph at a time (eager); same values as batch
-        ``batch_index`` of ``resistance``. Slow; for tests and the benchmark only."""
+    def resistance_naive(self, x) -> np.ndarray:
+        """Reference: one image, one code, one morph at a time (eager); the same values as
+        ``resistance``. Slow; for tests and the benchmark only."""
         x = check_images(x, "x", shape=self.input_shape)
-        values = self.morph_values(x, batch_index)
+        values = self.morph_values(x)
         out = np.zeros(values.shape[:2], np.float32)
         for i in range(len(x)):
             xi = x[i: i + 1]

@@ -40,22 +40,17 @@ Example:
 from __future__ import annotations
 
 import warnings
-from enum import IntEnum
 from typing import Any
 
+import keras
 import numpy as np
+import tensorflow as tf
 
+from tfdefense.decisions import Decision
+from tfdefense.detect.base import Detector, register_detector
 from tfdefense.validation import check_number
 
 THRESHOLD_MODES = ("per_code", "unified")
-
-
-class Decision(IntEnum):
-    """Three-way outcome of §III-A (3)."""
-
-    CLEAN = 0
-    SALVAGEABLE = 1
-    REJECTED = 2
 
 
 def _check_r(r: Any, name: str = "r") -> np.ndarray:
@@ -113,8 +108,14 @@ def decide(distances, theta_d: float) -> np.ndarray:
     return out.astype(np.int64)
 
 
-class ResistanceDetector:
-    """FM-Defense's detector, ART-style: ``fit``, ``score``, ``detect -> (report, is_adv)``.
+@register_detector
+class ResistanceDetector(Detector):
+    """FM-Defense's detector: ``fit``, ``score``, ``detect -> (report, is_adv)``, save, serve.
+
+    ``save(path)`` / ``tfdefense.detect.load(path)`` keep the engine's combo-VAE and
+    classifier, both configs and the fitted arrays (θ_r, θ_d, the normal ranges).
+    ``serving_spec()`` exports one ``detect`` graph (morphs → resistance → Eq 5 distance →
+    decision); ``resistance_tensors(x)`` is the same as TensorFlow ops.
 
     Args:
         engine: a ``MorphEngine`` (its ranges are fitted by ``fit`` if not yet).
@@ -239,3 +240,98 @@ class ResistanceDetector:
     def get_params(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in ("rho", "eta", "threshold_mode",
                                               "unified_threshold", "theta_d", "batch_size")}
+
+    # -- graph form (serving, a defense's graph) ----------------------------------------
+
+    def distance_tensor(self, r: tf.Tensor) -> tf.Tensor:
+        """Eq 5 distances (N,) float64 of resistances r (N, S) as TensorFlow ops (``score_resistance``)."""
+        self._require_fit()
+        r = tf.cast(r, tf.float64)
+        theta = tf.constant(np.asarray(self.theta_r_, np.float64))
+        return tf.reduce_sum(tf.where(r < theta, theta - r, tf.zeros_like(r)), axis=1)
+
+    def decision_tensor(self, distance: tf.Tensor) -> tf.Tensor:
+        """Decision codes int32 (N,) of Eq 5 distances as TensorFlow ops (``decide``)."""
+        self._require_fit()
+        d = tf.cast(distance, tf.float64)
+        theta_d = tf.constant(float(self.theta_d_), tf.float64)
+        return tf.where(d <= 0.0, int(Decision.CLEAN),
+                        tf.where(d <= theta_d, int(Decision.SALVAGEABLE), int(Decision.REJECTED)))
+
+    def resistance_tensors(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
+        """``resistance`` (N, S), ``distance`` (N,) float64, ``decision`` int32 and
+        ``is_adversarial`` bool for images x, as TensorFlow ops in one graph (the engine's
+        ``resistance_graph``; the same values as ``detect``)."""
+        self._require_fit()
+        r, _ = self.engine.resistance_graph(x)
+        distance = self.distance_tensor(r)
+        decision = tf.cast(self.decision_tensor(distance), tf.int32)
+        return {"resistance": r, "distance": distance, "decision": decision,
+                "is_adversarial": decision != int(Decision.CLEAN)}
+
+    def serving_spec(self):
+        """One ``detect`` signature: ``score`` (= distance), ``is_adversarial``, ``resistance``,
+        ``distance`` and ``decision``, all from one graph through the morph engine."""
+        from tfdefense.serving import DETECT_OUTPUTS, ServingSpec, Signature
+
+        self._require_fit()
+
+        def detect_fn(x):
+            out = self.resistance_tensors(x)
+            distance = tf.cast(out["distance"], tf.float32)
+            return {"score": distance, "is_adversarial": out["is_adversarial"],
+                    "resistance": tf.cast(out["resistance"], tf.float32), "distance": distance,
+                    "decision": out["decision"]}
+
+        outputs = dict(
+            DETECT_OUTPUTS,
+            score="float32 (N,) Eq 5 distance Dis(r, theta_r); > 0 = suspicious",
+            is_adversarial="bool (N,) suspicious: some code's resistance below its threshold",
+            resistance=f"float32 (N, {len(self.theta_r_)}) share of morphs keeping C(x), per code",
+            distance="float32 (N,) Eq 5 distance (the same as score)",
+            decision="int32 (N,) 0 clean (accepted), 1 salvageable (purified), 2 rejected")
+        return ServingSpec(tuple(self.engine.input_shape), [Signature("detect", detect_fn, outputs)],
+                           list(self.components().values()), {
+                               "model": "ResistanceDetector", "codes": list(self.engine.codes),
+                               "theta_r": np.asarray(self.theta_r_).tolist(),
+                               "theta_d": float(self.theta_d_), "detector_config": self.get_config()})
+
+    # -- save and load ----------------------------------------------------------------
+
+    def get_config(self) -> dict[str, Any]:
+        """``{"detector": get_params(), "engine": engine.get_params()}`` (JSON-able)."""
+        engine = {k: (list(v) if isinstance(v, tuple | list) else v)
+                  for k, v in self.engine.get_params().items()}
+        return {"detector": self.get_params(), "engine": engine}
+
+    def components(self) -> dict[str, keras.Model]:
+        """The engine's combo-VAE and classifier (Keras models)."""
+        if not isinstance(self.engine.classifier, keras.Model):
+            raise ValueError("classifier: a plain callable cannot be saved or exported; "
+                             "build the engine with a Keras model")
+        return {"combo_vae": self.engine.combo_vae, "classifier": self.engine.classifier}
+
+    def state(self) -> dict[str, np.ndarray]:
+        """θ_r, θ_d and the engine's normal ranges (those fitted so far)."""
+        out = {}
+        if self.engine.low_ is not None:
+            out["low"], out["high"] = np.asarray(self.engine.low_), np.asarray(self.engine.high_)
+        if self.theta_r_ is not None:
+            out["theta_r"] = np.asarray(self.theta_r_, np.float64)
+            out["theta_d"] = np.asarray(self.theta_d_, np.float64)
+        return out
+
+    @classmethod
+    def from_parts(cls, config: dict[str, Any], components: dict[str, keras.Model],
+                   state: dict[str, np.ndarray]) -> ResistanceDetector:
+        from tfdefense.detect.morphs import MorphEngine
+
+        engine = MorphEngine(components["combo_vae"], components["classifier"],
+                             **config.get("engine", {}))
+        if "low" in state:
+            engine.set_ranges(state["low"], state["high"])
+        detector = cls(engine, **config.get("detector", {}))
+        if "theta_r" in state:
+            detector.theta_r_ = np.asarray(state["theta_r"], np.float64)
+            detector.theta_d_ = float(state["theta_d"])
+        return detector

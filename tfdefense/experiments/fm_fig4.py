@@ -21,7 +21,7 @@ What the paper's Fig 4 shows (fm-defense.txt §IV-B 1)), computed from the resis
 The figure is curves; the paper's text states a few of their points (``PAPER_FIG4``), which
 stand beside ours in the table. Attacks: the paper's (FGSM ε = 0.3, C&W-L2, DeepFool-Linf,
 crafted on the bare classifier C) and, not in the paper, Table II's FM-aware attacker (PGD-Linf
-ε = 0.3 with EOT over morphs through the DGMM, ``fm_models.fm_adaptive_logits``), untargeted and
+ε = 0.3 with EOT over morphs through the DGMM, ``FMDefense.logits``), untargeted and
 targeted. The ``evades`` column is what passes the detector: ADV that fools C and is not flagged.
 """
 
@@ -132,7 +132,7 @@ def adversarial_sets(ctx: Context, ev: Evaluator, x: np.ndarray,
            for key, attack in attacks(ctx, ev.clf).items()}
     n = fm.setting(ctx, "fm_adaptive_images")
     xa, ya = x[:n], y[:n]
-    logits = fm.fm_adaptive_logits(ev.det, fm.setting(ctx, "fm_eot_morphs"), ctx.settings["seed"])
+    logits = ev.fmd.logits  # FM-Defense's adaptive path: EOT over the engine's morphs
     out["adaptive_pgd"] = (cached_attack(ctx, "fm_adaptive_pgd",
                                          lambda: pgd(ctx, logits).generate(xa, ya)), ya)
     targets = second_class(ev.clf, xa, ya)

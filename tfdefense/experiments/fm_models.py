@@ -13,8 +13,11 @@ Everything is cached in the ``Context`` (``out/cache/fm/...``), so an interrupte
   fitted on the clean validation split (Meng & Chen 2017);
 * ``defense_gan(ctx)``: a WGAN-GP generator and the projection (Samangouei et
   al. 2018) around C;
-* ``fm_adaptive_logits``, ``magnet_aware_pgd``: the adaptive attackers'
-  differentiable paths (not in the paper; see ``fm_table2``).
+* ``fm_defense(ctx)``: FM-Defense as a ``Defense`` around ``detector(ctx)``; its
+  ``logits`` is the adaptive attacker's path (EOT over the engine's morphs through the
+  DGMM, ``fm_eot_morphs`` per input);
+* ``magnet_aware_pgd``: MagNet's detector-aware attacker (not in the paper; see
+  ``fm_table2``).
 
 How each model trains (optimizer, learning rate, batch, epochs; the paper's sources where
 fm-defense.txt is silent) is its recipe, ``training_recipes.RECIPES[preset]["fm_..."]``; the
@@ -35,7 +38,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import keras
@@ -54,7 +56,7 @@ from tfdefense.baselines import (
     defense_gan_generator,
     magnet_autoencoder,
 )
-from tfdefense.baselines.losses import reconstruction_error
+from tfdefense.defend import FMDefense
 from tfdefense.detect import MorphEngine, ResistanceDetector
 from tfdefense.detect.morphs import most_active_codes
 from tfdefense.experiments import training_recipes as tr
@@ -346,6 +348,14 @@ def detector(ctx) -> tuple[ResistanceDetector, np.ndarray]:
     return det, r_val
 
 
+def fm_defense(ctx, det: ResistanceDetector | None = None) -> FMDefense:
+    """FM-Defense around the fitted detector (``detector(ctx)`` unless given); its ``logits``
+    draw ``fm_eot_morphs`` morphs per input, seeded by the run's seed."""
+    if det is None:
+        det = detector(ctx)[0]
+    return FMDefense(det, eot_morphs=setting(ctx, "fm_eot_morphs"), eot_seed=ctx.settings["seed"])
+
+
 def magnet(ctx) -> MagNet:
     """MagNet (its MNIST autoencoders I and II on the dataset's image shape, denoising
     training), thresholds on validation.
@@ -422,61 +432,15 @@ def save_sample_grid(generator, path: str, n: int = 8, seed: int = 0) -> str:
 
 
 # ------------------------------------------------------------------ adaptive attack paths
-def fm_adaptive_logits(det: ResistanceDetector, n_morphs: int, seed: int = 0):
-    """images -> logits of the defense-aware FM attacker (EOT over morphs, through the DGMM).
-
-    The log of the mean softmax of C over ``2 + n_morphs`` images per input:
-    x itself, its purification D([μ(x), z_u(x)]), and ``n_morphs`` random
-    morphs D([μ(x) with one selected code moved, z_u(x)]) drawn the way the
-    engine draws them (a random selected code, a value within the engine's
-    first search radii around the current one, clipped to the normal range).
-    Gradients flow through the encoder AND the DGMM (z_u is not stopped), so
-    an attack on these logits fools C, the morphs and the purifier together,
-    which is what keeps the resistance high (judged clean) with a wrong label.
-    """
-    engine = det.engine
-    vae, clf = engine.combo_vae, engine.classifier
-    codes = tf.constant(engine.codes, tf.int32)
-    low, high = tf.constant(engine.low_), tf.constant(engine.high_)
-    radius = engine.delta_r * math.ceil(engine.n_morphs / engine.samples_per_iteration)
-    gen = tf.random.Generator.from_seed(seed)
-    s, m = len(engine.codes), vae.latent_dim
-    spatial = [1] * (len(vae.latent_shape) - 1)  # a feature-map latent's (h, w) axes
-
-    def logits(x):
-        x = tf.convert_to_tensor(x, tf.float32)
-        n = tf.shape(x)[0]
-        mean, _ = vae.encode(x)
-        z_u = vae.dgmm.encode(x)
-        which = gen.uniform([n_morphs, n], 0, s, dtype=tf.int32)
-        width = tf.gather(high - low, which)
-        # a code's value is the channel's spatial mean for maps (the engine's convention)
-        selected = tf.gather(MorphEngine._channel_means(mean), codes, axis=1)  # (n, S)
-        center = tf.reduce_sum(tf.one_hot(which, s) * selected[None], -1)  # (k, n)
-        values = center + gen.uniform([n_morphs, n], -1.0, 1.0) * radius * width
-        values = tf.clip_by_value(values, tf.gather(low, which), tf.gather(high, which))
-        onehot = tf.one_hot(tf.gather(codes, which), m)  # (k, n, m)
-        shift = tf.reshape((values - center)[..., None] * onehot,
-                           tf.concat([[n_morphs, n], tf.constant(spatial, tf.int32), [m]], 0))
-        z = tf.concat([mean[None], mean[None] + shift], 0)  # the purifier's latent first
-        decoded = vae.decode(tf.reshape(z, tf.concat([[-1], tf.shape(mean)[1:]], 0)),
-                             tf.tile(z_u, [n_morphs + 1, 1]))
-        out = clf(tf.concat([x, decoded], 0), training=False)
-        out = tf.reshape(out, [n_morphs + 2, n, -1])
-        return tf.reduce_logsumexp(tf.nn.log_softmax(out), 0) - math.log(n_morphs + 2.0)
-
-    logits.__name__ = "fm_adaptive_logits"
-    return logits
-
-
 def magnet_aware_pgd(mag: MagNet, x, y, eps: float = 0.3, steps: int = 40, kappa: float = 5.0,
                      penalty: float = 10.0, batch_size: int = 100) -> np.ndarray:
     """PGD-Linf on MagNet that knows both detectors (Carlini & Wagner 2017's idea).
 
     Maximises min(margin, κ) − c·Σ_d relu(score_d(x′)/θ_d − 1) with exact
-    gradients through the reformer and both autoencoders; returns, per image,
-    the last iterate that was misclassified after reforming and passed both
-    detectors, else the final iterate.
+    gradients through the reformer and both autoencoders (``mag.logits`` and the
+    detector's own ``reconstruction_errors``); returns, per image, the last iterate
+    that was misclassified after reforming and passed both detectors (detection
+    margin <= 0), else the final iterate.
     """
     theta = tf.constant(mag.thresholds.numpy(), tf.float32)
     alpha = 2.5 * eps / steps
@@ -490,14 +454,13 @@ def magnet_aware_pgd(mag: MagNet, x, y, eps: float = 0.3, steps: int = 40, kappa
         for _ in tf.range(steps):
             with tf.GradientTape() as tape:
                 tape.watch(xa)
-                lg = mag.reformed_logits(xa)
+                lg = mag.logits(xa)
                 other = tf.reduce_max(lg - 1e4 * onehot, -1)
                 margin = other - tf.reduce_sum(lg * onehot, -1)
-                s = tf.stack([reconstruction_error(xa, mag.autoencoder_i(xa), 2),
-                              reconstruction_error(xa, mag.autoencoder_ii(xa), 1)], 1)
+                s = mag.detector.reconstruction_errors(xa)
                 over = tf.reduce_sum(tf.nn.relu(s / theta - 1.0), -1)
                 loss = tf.reduce_sum(tf.minimum(margin, kappa) - penalty * over)
-            ok = (margin > 0) & tf.reduce_all(s <= theta, -1)
+            ok = (margin > 0) & (mag.detector.margin_from_errors(s) <= 0.0)
             best = tf.where(ok[:, None, None, None], xa, best)
             found = found | ok
             g = tape.gradient(loss, xa)

@@ -19,18 +19,18 @@ classifier C; the attacker does not know the defense. Scores:
 Adaptive rows (not in the paper; the paper assumes an oblivious attacker):
 the same attack run through each defense's own path, plus PGD-Linf ε = 0.3:
 
-* MagNet: exact gradients through the reformer (C(AE_I(x)); the reformer is
-  differentiable, so BPDA's identity is not needed), and a detector-aware PGD
+* MagNet: exact gradients through the reformer (``MagNet.logits`` = C(AE_I(x)); the
+  reformer is differentiable, so BPDA's identity is not needed), and a detector-aware PGD
   that also keeps both reconstruction errors under MagNet's thresholds
   (``fm_models.magnet_aware_pgd``);
 * Defense-GAN: BPDA with the identity through the projection
-  (``DefenseGAN.bpda_logits``, Athalye et al. 2018); C&W and DeepFool need
+  (``DefenseGAN.logits``, Athalye et al. 2018); C&W and DeepFool need
   hundreds of projections per image, so they run on CPU only in the paper
   preset (quick: "–", stated in the notes);
 * FM-Defense: an attacker that knows the defense attacks the log-mean-softmax
   of C over x, its purification and random latent morphs (EOT over the
   stochastic morphs), with gradients through the encoder and the DGMM, so
-  z_u is fooled too (``fm_models.fm_adaptive_logits``); the targeted PGD row
+  z_u is fooled too (``FMDefense.logits``, the engine's own morphs); the targeted PGD row
   pushes x, its morphs and its purification to one wrong class, which is what
   keeps the resistance high.
 
@@ -63,7 +63,7 @@ import numpy as np
 from tfdefense import data
 from tfdefense.attacks import AutoAttack, get_attack
 from tfdefense.attacks.presets import get_preset, preset_params
-from tfdefense.defend import REJECTED, FMDefense, defense_accuracy
+from tfdefense.defend import REJECTED, defense_accuracy
 from tfdefense.detect.resistance import resistance_distance
 from tfdefense.experiments import autoattack_cells
 from tfdefense.experiments import fm_models as fm
@@ -148,6 +148,12 @@ def _pct(v):
     return None if v is None else 100.0 * float(v)
 
 
+#: cache-key prefix of Defense-GAN's predictions and of the attacks crafted through it; "dgan2"
+#: since every image's projection starts from the same R codes (``DefenseGAN``: batch-independent),
+#: so the "dgan" files made with per-position starting codes are not read as this defense's
+DGAN_CACHE = "dgan2"
+
+
 class Evaluator:
     """Scores every defense on a set of images, with resistances and projections cached.
 
@@ -159,7 +165,7 @@ class Evaluator:
         self.ctx = ctx
         self.clf = fm.classifier(ctx)
         self.det, self.r_val = fm.detector(ctx)
-        self.fmd = FMDefense(self.det)
+        self.fmd = fm.fm_defense(ctx, self.det)
         self.resistances: dict[str, np.ndarray] = {}
 
     @functools.cached_property
@@ -209,8 +215,8 @@ class Evaluator:
         return float(np.mean(self.magnet_ok(x_adv, y)))
 
     def dgan_ok(self, key, x_adv, y):
-        pred = self.ctx.cached_arrays(fm.cache_key(self.ctx, f"dgan_pred_{key}", "/"), lambda: {
-            "p": self.dgan.predict(x_adv, progress=False)})["p"]
+        pred = self.ctx.cached_arrays(fm.cache_key(self.ctx, f"{DGAN_CACHE}_pred_{key}", "/"), lambda: {
+            "p": self.dgan.predict(x_adv)})["p"]
         return pred == y
 
     def dgan_acc(self, key, x_adv, y):
@@ -273,12 +279,11 @@ def run_table2(ctx, name: str, paper: dict) -> Result:
     n_ad, n_dg = fm.setting(ctx, "fm_adaptive_images"), fm.setting(ctx, "fm_dgan_adaptive_images")
     xa_, ya_ = x[:n_ad], y[:n_ad]
     xd_, yd_ = x[:n_dg], y[:n_dg]
-    fm_logits = fm.fm_adaptive_logits(ev.det, fm.setting(ctx, "fm_eot_morphs"),
-                                      ctx.settings["seed"])
+    fm_logits = ev.fmd.logits  # EOT over the engine's morphs, through the DGMM
     paper_attacks = attacks(ctx, clf)
     fm_attacks = attacks(ctx, fm_logits)
-    mag_attacks = attacks(ctx, ev.magnet.reformed_logits)
-    dgan_attacks = attacks(ctx, ev.dgan.bpda_logits)
+    mag_attacks = attacks(ctx, ev.magnet.logits)
+    dgan_attacks = attacks(ctx, ev.dgan.logits)
     for label, attack in paper_attacks.items():
         x_adv = cached_attack(ctx, label, lambda a=attack: a.generate(x, y))
         s = ev.fm_scores(label, x_adv, y, clean)
@@ -296,7 +301,7 @@ def run_table2(ctx, name: str, paper: dict) -> Result:
         cells = {"none": np.mean(labels(clf, x_adv) == y), "fm": sf["final"],
                  "fm_adv": sf["adv_only"], "magnet": ev.magnet_adv(xm, ya_), "fm_detail": sf}
         if label == "fgsm" or fm.setting(ctx, "fm_dgan_every_attack"):
-            xg = cached_attack(ctx, f"dgan_adaptive_{label}", lambda a=dgan_attacks[label]:
+            xg = cached_attack(ctx, f"{DGAN_CACHE}_adaptive_{label}", lambda a=dgan_attacks[label]:
                                 a.generate(xd_, yd_))
             cells["dgan"] = ev.dgan_acc(f"adaptive_{label}", xg, yd_)
         row(ATTACK_NAMES[label] + " (adaptive)", cells)
@@ -307,9 +312,9 @@ def run_table2(ctx, name: str, paper: dict) -> Result:
     xf = cached_attack(ctx, "fm_adaptive_pgd", lambda: pgd(ctx, fm_logits).generate(xa_, ya_))
     sf = ev.fm_scores("adaptive_pgd", xf, ya_, clean)
     xm = cached_attack(ctx, "magnet_adaptive_pgd",
-                        lambda: pgd(ctx, ev.magnet.reformed_logits).generate(xa_, ya_))
-    xg = cached_attack(ctx, "dgan_adaptive_pgd",
-                        lambda: pgd(ctx, ev.dgan.bpda_logits).generate(xd_, yd_))
+                        lambda: pgd(ctx, ev.magnet.logits).generate(xa_, ya_))
+    xg = cached_attack(ctx, f"{DGAN_CACHE}_adaptive_pgd",
+                        lambda: pgd(ctx, ev.dgan.logits).generate(xd_, yd_))
     row("PGD-Linf ε=0.3 (adaptive)", {
         "none": np.mean(labels(clf, x_pgd) == y), "fm": sf["final"], "fm_adv": sf["adv_only"],
         "magnet": ev.magnet_adv(xm, ya_), "dgan": ev.dgan_acc("adaptive_pgd", xg, yd_),
@@ -388,9 +393,9 @@ def _autoattack_rows(ctx, ev, fm_logits, x, y, clean, n, n_dg, pgd: dict):
     runs = {
         "none": run("aa_classifier", ev.clf, xa, ya),
         "fm": run("aa_fm_adaptive", fm_logits, xa, ya),
-        "magnet": run("aa_magnet_adaptive", ev.magnet.reformed_logits, xa, ya,
+        "magnet": run("aa_magnet_adaptive", ev.magnet.logits, xa, ya,
                       labels_of=ev.magnet.predict),
-        "dgan": run("aa_dgan_adaptive", ev.dgan.bpda_logits, xd, yd, queries=dgan_queries),
+        "dgan": run(f"aa_{DGAN_CACHE}_adaptive", ev.dgan.logits, xd, yd, queries=dgan_queries),
     }
     # per image: the defense's verdict on the AutoAttack and on the PGD example
     ok_aa = {"none": runs["none"].correct,

@@ -108,7 +108,9 @@ class PGDAdversarialTraining(input_checks.CheckedInputs, keras.Model):
         super().compile(optimizer=optimizer if optimizer is not None
                         else keras.optimizers.Adam(1e-3), **kwargs)
 
-    def get_compile_config(self) -> dict[str, Any]:
+    def get_compile_config(self) -> dict[str, Any] | None:
+        if not self.compiled:  # never compiled (or loaded with compile=False): no optimizer
+            return None
         if self.optimizer is None:
             return {}
         return {"optimizer": keras.saving.serialize_keras_object(self.optimizer)}
