@@ -72,3 +72,18 @@ def test_fresh_process_loads_models_defenses_and_detectors_after_import_tfdefens
     report, flagged = detector.detect(x)
     np.testing.assert_array_equal(out["resistance"], report["resistance"])
     np.testing.assert_array_equal(out["resistance_flagged"], flagged)
+
+
+@pytest.mark.parametrize("orig_argv, argv0, deferred", [
+    (["python", "-m", "tfdefense.cli", "--help"], "-m", True),  # python -m tfdefense.cli
+    (["/venv/bin/python", "/venv/bin/tfdefense", "--help"], "/venv/bin/tfdefense", True),  # console script
+    (["python", "-m", "pytest", "-q"], "-m", False),  # a library user under pytest
+    (["python", "train.py"], "train.py", False),
+    (["python", "-c", "import tfdefense"], "-c", False),
+])
+def test_only_the_command_line_defers_registration(monkeypatch, orig_argv, argv0, deferred):
+    import tfdefense
+
+    monkeypatch.setattr(sys, "orig_argv", orig_argv)
+    monkeypatch.setattr(sys, "argv", [argv0])
+    assert tfdefense._command_line_process() is deferred

@@ -7,7 +7,9 @@ and FM-Defense (feature-map morphs of a combo-VAE).
 layers, schedules and optimizers; defenses; detectors), so in a fresh process
 ``keras.saving.load_model("model.keras")``, ``tfdefense.defend.load(path)`` and
 ``tfdefense.detect.load(path)`` find every class of the library. The other
-submodules (``tfdefense.data``, ``tfdefense.experiments``, ...) import on first use.
+submodules (``tfdefense.data``, ``tfdefense.experiments``, ...) import on first use. The
+``tfdefense`` command registers only once a command runs, so its ``--help`` needs no
+TensorFlow.
 
 Example:
     >>> import tfdefense
@@ -16,6 +18,8 @@ Example:
 """
 
 import importlib
+import os
+import sys
 
 from tfdefense._version import __version__
 
@@ -39,7 +43,7 @@ _SUBMODULES = (
     "validation",
 )
 
-__all__ = ["__version__", *_SUBMODULES]
+__all__ = ["__version__", "register_all", *_SUBMODULES]
 
 
 def __getattr__(name: str):
@@ -48,12 +52,22 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'tfdefense' has no attribute {name!r}")
 
 
-# Registration on import (Keras finds a custom class only if its module was imported:
-# ECOSYSTEM_NOTES "Loading saved models"). TensorFlow's own import dominates the cost.
-import tfdefense.models  # noqa: E402, F401, I001  (CDVAE, VQ, ComboVAE, DGMM, AdversarialCDVAE, PGD-AT; schedules, optimizers)
-import tfdefense.nets  # noqa: E402, F401, I001  (ReverseChannels)
-import tfdefense.augment  # noqa: E402, F401, I001  (augmentation layers)
-import tfdefense.attacks  # noqa: E402, F401, I001  (attacks a model config may hold)
-import tfdefense.baselines  # noqa: E402, F401, I001  (MagNet, Defense-GAN, WGAN-GP, autoencoders)
-import tfdefense.defend  # noqa: E402, F401, I001  (registered defenses)
-import tfdefense.detect  # noqa: E402, F401, I001  (registered detectors)
+def register_all() -> None:
+    """Import every module that registers classes (Keras models, layers, schedules and
+    optimizers; defenses; detectors). Keras finds a custom class only if its module was
+    imported (ECOSYSTEM_NOTES "Loading saved models"); TensorFlow's own import is the cost."""
+    for name in ("models", "nets", "augment", "attacks", "baselines", "defend", "detect"):
+        importlib.import_module(f"tfdefense.{name}")
+
+
+def _command_line_process() -> bool:
+    """True in the ``tfdefense`` command (console script or ``python -m tfdefense.cli``): it
+    answers ``--help`` without TensorFlow and calls :func:`register_all` before a command."""
+    argv = list(getattr(sys, "orig_argv", []))
+    if "-m" in argv[:-1]:
+        return argv[argv.index("-m") + 1] in ("tfdefense.cli", "tfdefense")
+    return bool(sys.argv) and os.path.basename(sys.argv[0]) == "tfdefense"
+
+
+if not _command_line_process():
+    register_all()

@@ -283,7 +283,7 @@ class _Subcommands(argparse._SubParsersAction):
 _LAZY_COMMANDS = (
     ("attack", "generate adversarial examples against a saved model",
      "tfdefense.attacks.commands", "add_attack_parser"),
-    ("evaluate", "accuracy of a saved model under the papers' attacks",
+    ("evaluate", "accuracy of a saved model or defense under the papers' (adaptive) attacks",
      "tfdefense.attacks.commands", "add_evaluate_parser"),
     ("detect", "fit an adversarial-example detector (KD, LID, Mahalanobis)",
      "tfdefense.detect.commands", "add_detect_parser"),
@@ -312,6 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    import tfdefense  # every command may load a saved model: register the library's classes
+
+    tfdefense.register_all()
     try:
         return args.func(args)
     except ValueError as exc:

@@ -152,19 +152,44 @@ def test_evaluate_robustness_reports_accuracy_norms_and_time(trained, tmp_path):
     assert json.loads(result.to_json(tmp_path / "r.json"))["rows"][1]["label"] == "pgd_linf"
 
 
-def test_evaluate_robustness_scores_a_rejecting_defense_through_an_attack_model(trained):
-    model, x, y, _ = trained
+def _reject_unsure(model):
+    """A Defense around ``model`` that rejects where its top probability is below 0.9."""
 
     class RejectUnsure(Defense):
-        def _predict(self, images):
-            probs = tf.nn.softmax(model(images)).numpy()
-            pred = probs.argmax(1)
-            return np.where(probs.max(1) < 0.9, REJECTED, pred)
+        input_shape = (28, 28, 1)
+        detects = True
 
-    result = evaluate_robustness(RejectUnsure(), (x[:40], y[:40]), "fgsm",
+        def logits(self, images):
+            return model(images)
+
+        def detection_margin(self, images):
+            return 0.9 - tf.reduce_max(tf.nn.softmax(model(images)), axis=-1)
+
+        def defend(self, images):
+            labels = tf.argmax(model(images), axis=-1, output_type=tf.int64)
+            rejected = self.detection_margin(images) > 0
+            return (tf.where(rejected, tf.constant(REJECTED, tf.int64), labels),
+                    tf.cast(tf.where(rejected, 2, 0), tf.int32))
+
+        def components(self):
+            return {"classifier": model}
+
+        def get_config(self):
+            return {}
+
+        @classmethod
+        def from_parts(cls, config, components, state):
+            raise NotImplementedError
+
+    return RejectUnsure()
+
+
+def test_evaluate_robustness_scores_a_rejecting_defense_through_an_attack_model(trained):
+    model, x, y, _ = trained
+    result = evaluate_robustness(_reject_unsure(model), (x[:40], y[:40]), "fgsm",
                                  attack_model=model, verbose=False)
     row = result.rows[0]
-    assert row.defense_accuracy >= row.accuracy and row.rejection_rate >= 0
+    assert row.defense_accuracy >= row.accuracy and row.rejection_rate > 0
     assert row.defense_accuracy == pytest.approx(row.accuracy + row.rejection_rate)
 
 
@@ -191,12 +216,18 @@ def test_evaluate_robustness_rejects_bad_arguments(small, kwargs, match):
         evaluate_robustness(**args)
 
 
-def test_a_defense_without_attack_model_is_rejected(small):
-    model, x, y = small
-
-    class D(Defense):
-        def _predict(self, images):
-            return np.zeros(len(images), "int64")
-
-    with pytest.raises(ValueError, match="attack_model"):
-        evaluate_robustness(D(), (x, y), "fgsm", verbose=False)
+def test_a_defense_without_attack_model_is_attacked_through_its_logits(trained, tmp_path):
+    model, x, y, _ = trained
+    defense = _reject_unsure(model)
+    own = evaluate_robustness(defense, (x[:40], y[:40]), "fgsm", verbose=False)
+    given = evaluate_robustness(defense, (x[:40], y[:40]), "fgsm", attack_model=model,
+                                verbose=False)
+    assert own.rows[0].accuracy == given.rows[0].accuracy
+    assert own.rows[0].rejection_rate == given.rows[0].rejection_rate
+    # the cache fingerprints a defense by its components' weights
+    cached = evaluate_robustness(defense, (x[:10], y[:10]), "fgsm", cache_dir=tmp_path,
+                                 verbose=False)
+    meta = json.loads((tmp_path / "fgsm" / "meta.json").read_text())
+    assert meta["model_fingerprint"] == model_fingerprint(model)
+    assert cached.rows[0].accuracy == evaluate_robustness(
+        defense, (x[:10], y[:10]), "fgsm", verbose=False).rows[0].accuracy

@@ -1,8 +1,12 @@
 """AutoAttack and its parts: APGD's schedule, APGD vs PGD, Square without gradients,
 the masking flag, the ensemble's worst case, FAB's projection, bad parameters.
 
-Uses the session's tiny trained MNIST CNN (``trained`` in conftest) on 100
-test points and few iterations, so the whole file runs in CPU minutes.
+Uses the session's tiny trained MNIST CNN (``trained`` in conftest) on at most 100
+test points and few iterations. Tracing an attack's graph (about half a CPU second per
+attack, model and batch shape) costs more than running it here, so the tests on the trained
+model share one shortened AutoAttack (``quick_aa``) and one gradient-masked copy of the model
+(``masked``): each component's graph on each model is traced once or twice (a second time
+with the batch dimension relaxed) for the whole module, not once per test.
 """
 
 import math
@@ -17,6 +21,7 @@ from tfdefense.attacks.fab import project_hyperplane
 from tfdefense.attacks.presets import get_preset
 
 EPS = 0.15  # MNIST Linf budget at which the tiny model is neither robust nor trivially broken
+N = 50  # test points of the ensemble and masking tests (100% clean; ~10% robust at EPS)
 
 
 def _acc(model, x, y) -> float:
@@ -31,6 +36,20 @@ def _masked(model):
         return model(tf.stop_gradient(x)) + 0.0 * tf.reduce_sum(x, axis=[1, 2, 3])[:, None]
 
     return fn
+
+
+@pytest.fixture(scope="module")
+def masked(trained):
+    """The trained model with its gradient masked (one function object: its graphs are shared)."""
+    return _masked(trained[0])
+
+
+@pytest.fixture(scope="module")
+def quick_aa():
+    """AutoAttack quick, shortened: APGD-CE, APGD-T and FAB-T with 10 steps and 2 targets,
+    Square with 300 queries. One instance for the module, so the tests that run it or its
+    components on the trained model (or ``masked``) reuse the graphs traced by the first."""
+    return AutoAttack(eps=EPS, version="quick", steps=10, n_target_classes=2, queries=300, seed=3)
 
 
 # -- APGD --------------------------------------------------------------------------
@@ -79,11 +98,12 @@ def test_step_size_changes_only_at_checkpoints_and_only_by_halving(trained):
         assert set(np.round(ratio[i - 1], 6)) <= allowed, (i, set(ratio[i - 1]))
 
 
-def test_apgd_is_at_least_as_strong_as_pgd_with_the_same_budget(trained):
+def test_apgd_is_at_least_as_strong_as_pgd_with_the_same_budget(trained, quick_aa):
     model, x, y, clean = trained
-    steps = 20
+    apgd = quick_aa.components()["apgd_ce"]  # APGD-CE, 1 restart (graph shared with other tests)
+    steps = apgd.steps
+    assert (steps, apgd.restarts, apgd.loss, apgd.eps) == (10, 1, "ce", EPS)
     pgd = get_attack("pgd_linf", eps=EPS, steps=steps, step_size=EPS / 4, seed=0)
-    apgd = APGD(eps=EPS, steps=steps, restarts=1, seed=0)
     acc_pgd = _acc(model, pgd.generate(x, y, model=model), y)
     acc_apgd = _acc(model, apgd.generate(x, y, model=model), y)
     assert acc_pgd < clean - 0.3, "the budget should matter for this model"
@@ -99,14 +119,22 @@ def test_dlr_losses_match_hand_values():
 
 
 # -- budgets and determinism ----------------------------------------------------------------
-@pytest.mark.parametrize("norm, eps", [("linf", 0.1), ("l2", 1.0)])
-def test_every_component_stays_in_its_budget_and_repeats_for_a_seed(trained, norm, eps):
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_every_component_stays_in_its_budget_and_repeats_for_a_seed(trained, quick_aa, norm):
     model, x, y, _ = trained
     x, y = x[:16], y[:16]
-    attacks = [APGD(eps=eps, norm=norm, steps=5), APGD(eps=eps, norm=norm, steps=5, loss="dlr"),
-               get_attack("apgd_t", eps=eps, norm=norm, steps=5, n_target_classes=2),
-               FAB(eps=eps, norm=norm, steps=5, n_target_classes=2),
-               Square(eps=eps, norm=norm, steps=30)]
+    if norm == "linf":  # the shared ensemble's gradient components (graphs traced once) and
+        eps = EPS  # a Square of 30 queries (the shared one's 300 would cost more than a trace)
+        components = quick_aa.components()
+        attacks = [components["apgd_ce"], APGD(eps=eps, steps=10, loss="dlr"), components["apgd_t"],
+                   components["fab_t"], Square(eps=eps, steps=30)]
+    else:
+        eps = 1.0
+        attacks = [APGD(eps=eps, norm=norm, steps=5), APGD(eps=eps, norm=norm, steps=5, loss="dlr"),
+                   get_attack("apgd_t", eps=eps, norm=norm, steps=5, n_target_classes=2),
+                   FAB(eps=eps, norm=norm, steps=5, n_target_classes=2),
+                   Square(eps=eps, norm=norm, steps=30)]
+    assert [a.norm for a in attacks] == [norm] * 5 and {a.eps for a in attacks} == {eps}
     for attack in attacks:
         x_adv = attack.generate(x, y, model=model)
         d = (x_adv - x).reshape(len(x), -1)
@@ -116,32 +144,36 @@ def test_every_component_stays_in_its_budget_and_repeats_for_a_seed(trained, nor
         np.testing.assert_array_equal(x_adv, attack.generate(x, y, model=model), attack.label)
 
 
-def test_a_points_example_does_not_depend_on_its_batch(trained):
+def test_a_points_example_does_not_depend_on_its_batch(trained, quick_aa):
     model, x, y, _ = trained
-    for attack in (APGD(eps=EPS, steps=3), Square(eps=EPS, steps=20)):
+    for attack in (quick_aa.components()["apgd_ce"], Square(eps=EPS, steps=20)):
         a = attack.attack_points(model, x[:16], y[:16], np.arange(16))
         b = attack.attack_points(model, x[8:24], y[8:24], np.arange(8, 24))
         np.testing.assert_array_equal(a[8:], b[:8], attack.label)
 
 
 # -- Square and gradient masking ---------------------------------------------------
-def test_square_breaks_a_model_without_usable_gradients_and_apgd_does_not(trained):
-    model, x, y, clean = trained
-    masked = _masked(model)
-    acc_square = _acc(model, Square(eps=EPS, steps=300).generate(x, y, model=masked), y)
-    acc_apgd = _acc(model, APGD(eps=EPS, steps=10).generate(x, y, model=masked), y)
+def test_square_breaks_a_model_without_usable_gradients_and_apgd_does_not(trained, masked,
+                                                                          quick_aa):
+    model, x, y, _ = trained
+    x, y = x[:N], y[:N]
+    clean = _acc(model, x, y)
+    square, apgd = quick_aa.components()["square"], quick_aa.components()["apgd_ce"]
+    assert (square.steps, apgd.steps) == (300, 10)
+    acc_square = _acc(model, square.generate(x, y, model=masked), y)
+    acc_apgd = _acc(model, apgd.generate(x, y, model=masked), y)
     # masked has model's forward pass, so Square's drop is also its drop on the undefended model
     assert acc_square < clean - 0.2, (acc_square, clean)
     assert acc_apgd >= clean - 0.05, (acc_apgd, clean)
 
 
-def test_autoattack_flags_gradient_masking_only_where_it_is(trained):
+def test_autoattack_flags_gradient_masking_only_where_it_is(trained, masked, quick_aa):
     model, x, y, _ = trained
-    aa = AutoAttack(eps=EPS, version="quick", steps=10, n_target_classes=2, queries=300)
-    masked = aa.run(x, y, model=_masked(model))
-    assert masked.gradient_masking and masked.square_only >= 10
-    assert "Gradient masking suspected" in masked.to_markdown()
-    plain = aa.run(x, y, model=model)
+    x, y = x[:N], y[:N]
+    run = quick_aa.run(x, y, model=masked)
+    assert run.gradient_masking and run.square_only >= 10
+    assert "Gradient masking suspected" in run.to_markdown()
+    plain = quick_aa.run(x, y, model=model)
     assert plain.square_only <= 2, plain.to_markdown()  # Square adds (almost) nothing here
 
 
@@ -158,10 +190,12 @@ def test_gradient_attacks_refuse_a_model_without_gradients(trained):
 
 
 # -- the ensemble --------------------------------------------------------------------
-def test_ensemble_worst_case_is_never_above_a_single_attack(trained):
-    model, x, y, clean = trained
-    aa = AutoAttack(eps=EPS, version="quick", steps=10, n_target_classes=2, queries=200, seed=3)
-    alone = {name: type(a).from_config(a.get_config()) for name, a in aa.components().items()}
+def test_ensemble_worst_case_is_never_above_a_single_attack(trained, quick_aa):
+    model, x, y, _ = trained
+    x, y = x[:N], y[:N]
+    clean = _acc(model, x, y)
+    aa = quick_aa
+    alone = aa.components()  # the very components, run alone (their graphs are already traced)
     result = evaluate_robustness(model, (x, y), {"aa": aa, **alone}, verbose=False)
     rows = {r.label: r for r in result.rows}
     cumulative = [rows[f"aa/{name}"].accuracy for name in aa.components()]

@@ -3,8 +3,10 @@
 ``get_attack(name, **params)`` builds any attack; ``attack.generate(x, y)``
 runs it against a callable images in [0, 1] -> logits. ``bpda``/``eot`` make
 whole defenses attackable; ``presets`` holds the papers' attack settings;
-``AdversarialSet`` caches generated examples; ``evaluate_robustness`` scores
-a model or defense under a list of attacks.
+``AdversarialSet`` caches generated examples; ``DetectorAwarePGD`` attacks a
+whole ``Defense``, classifier and detector together; ``evaluate_robustness``
+scores a model or defense under a list of attacks (for a defense by default
+the adaptive evaluation: worst case per norm, a RobustBench-style claim).
 
 Example:
     >>> from tfdefense.attacks import available_attacks
@@ -18,13 +20,19 @@ from tfdefense.attacks.apgd import APGD, APGDTargeted
 from tfdefense.attacks.autoattack import AutoAttack, AutoAttackRun
 from tfdefense.attacks.base import Attack, available_attacks, get_attack
 from tfdefense.attacks.cw_linf import CWPGD
+from tfdefense.attacks.detector_aware import DetectorAwarePGD
 from tfdefense.attacks.fab import FAB
 from tfdefense.attacks.foolbox_attacks import CWL2, DeepFool
 from tfdefense.attacks.iterative import BIM, FGSM, MIM, PGD
 from tfdefense.attacks.jpeg import JPEGLinf
 from tfdefense.attacks.presets import PRESETS, get_preset, preset_params
 from tfdefense.attacks.recolor import ReColor
-from tfdefense.attacks.robustness import AttackResult, RobustnessResult, evaluate_robustness
+from tfdefense.attacks.robustness import (
+    AttackResult,
+    RobustnessResult,
+    evaluate_robustness,
+    threat_norm,
+)
 from tfdefense.attacks.spsa import SPSA
 from tfdefense.attacks.square import Square
 from tfdefense.attacks.stadv import StAdv
@@ -41,6 +49,7 @@ __all__ = [
     "CWL2",
     "CWPGD",
     "DeepFool",
+    "DetectorAwarePGD",
     "FAB",
     "FGSM",
     "JPEGLinf",
@@ -61,4 +70,5 @@ __all__ = [
     "get_preset",
     "model_fingerprint",
     "preset_params",
+    "threat_norm",
 ]
