@@ -91,18 +91,24 @@ def _load(args):
     import keras
 
     import tfdefense.models  # noqa: F401  (registers the library's models for loading)
-    from tfdefense import data
 
     path = Path(args.model)
     if not path.exists():
         raise ValueError(f"--model: no such file {path}")
     model = keras.saving.load_model(path)
+    return (model, *_arrays(args, "--limit"))
+
+
+def _arrays(args, flag: str):
+    """The ``--dataset`` / ``--split`` images and labels, the first ``args.limit`` if given."""
+    from tfdefense import data
+
     x, y = data.load_arrays(args.dataset, args.split)
     if args.limit is not None:
         if args.limit < 1:
-            raise ValueError(f"--limit: expected an integer >= 1, got {args.limit}")
+            raise ValueError(f"{flag}: expected an integer >= 1, got {args.limit}")
         x, y = x[: args.limit], y[: args.limit]
-    return model, x, y
+    return x, y
 
 
 def _params(items) -> dict:
@@ -143,7 +149,6 @@ def run_attack(args) -> int:
 
 
 def _load_defense(args):
-    from tfdefense import data
     from tfdefense.defend import base
 
     path = Path(args.defense)
@@ -151,12 +156,7 @@ def _load_defense(args):
         raise ValueError(f"--defense: expected a folder written by Defense.save (with "
                          f"{base.CONFIG_FILE}), got {path}")
     defense = base.load(str(path))
-    x, y = data.load_arrays(args.dataset, args.split)
-    if args.limit is not None:
-        if args.limit < 1:
-            raise ValueError(f"--images: expected an integer >= 1, got {args.limit}")
-        x, y = x[: args.limit], y[: args.limit]
-    return defense, x, y
+    return (defense, *_arrays(args, "--images"))
 
 
 def _reported(items) -> dict[str, float]:
