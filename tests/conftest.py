@@ -11,6 +11,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # One worker per core: a second TF thread per worker only makes the two contend for the cores.
     os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
+    # The same for numpy's BLAS and OpenMP (scikit-learn's logistic regression): on 2 threads a
+    # 90-row fit ran 10x slower than on one while the other worker held the second core.
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(name, "1")
 
 import keras  # noqa: E402
 import pytest  # noqa: E402

@@ -2,7 +2,11 @@
 
 Each test builds a throwaway project (a README whose test command runs pytest, one default test,
 slow tests that pass or fail) around a copy of the real `.ci/run` and `.ci/slow_tests.py`, with
-this interpreter's environment as its `.venv`, and runs CI on it.
+this interpreter's environment as its `.venv`, and runs CI on it. CI starts pytest several times
+per run (the README's suite, two collections, one process per slow test file); the throwaway
+project uses no pytest plugin, so those children skip plugin autoload (hypothesis' plugin alone
+costs a second or more of start-up per process), which `.ci/run` and `.ci/slow_tests.py` never
+look at.
 """
 
 import json
@@ -54,6 +58,7 @@ def _project(tmp_path: Path, durations: dict, tests: dict[str, str] = TESTS) -> 
 def _ci(project: Path, deadline: int = 4500) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS" and not k.startswith("PYTEST_XDIST")}
     env["CI_DEADLINE_SECONDS"] = str(deadline)
+    env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"  # the fake project's tests need no plugin
     return subprocess.run(["bash", ".ci/run"], cwd=project, capture_output=True, text=True, env=env,
                           timeout=300)
 

@@ -290,6 +290,22 @@ _LAZY_COMMANDS = (
 )
 
 
+def import_user_modules(names: Sequence[str]) -> None:
+    """Import each module of ``--import`` (the current folder first on ``sys.path``), so the
+    classes it registers (a ``Defense``, a ``Detector``, a Keras object) load by name."""
+    if not names:
+        return
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    for name in names:
+        module = name[:-3] if name.endswith(".py") else name
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise ValueError(f"--import: cannot import {module!r} ({exc}); give a module name "
+                             "importable from the current folder or the Python path") from exc
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``tfdefense`` parser; building it (and ``--help``) imports no TensorFlow."""
     parser = argparse.ArgumentParser(
@@ -299,6 +315,10 @@ def build_parser() -> argparse.ArgumentParser:
     from tfdefense import __version__
 
     parser.add_argument("--version", action="version", version=f"tfdefense {__version__}")
+    parser.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                        help="import MODULE first (repeatable; the current folder is on the "
+                             "path), e.g. the module defining your own registered Defense, so "
+                             "`evaluate --defense` and `export` can load it")
     sub = parser.add_subparsers(dest="command", required=True, action=_Subcommands)
     _add_train(sub)
     _add_reproduce(sub)
@@ -316,6 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     tfdefense.register_all()
     try:
+        import_user_modules(args.imports)
         return args.func(args)
     except ValueError as exc:
         print(f"tfdefense: error: {exc}", file=sys.stderr)

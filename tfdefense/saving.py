@@ -130,7 +130,9 @@ class PartsRegistry:
         cls = self._classes.get(manifest.get("class"))
         if cls is None:
             raise ValueError(f"path: {path} holds a {manifest.get('class')!r}, which is not a "
-                             f"registered {self.kind} (known: {', '.join(sorted(self._classes))})")
+                             f"registered {self.kind} (known: {', '.join(sorted(self._classes))}); "
+                             "import the module that defines and registers it first (command "
+                             "line: tfdefense --import MODULE ...)")
         return cls.from_parts(manifest.get("config", {}), components, state)
 
 

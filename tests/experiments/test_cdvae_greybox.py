@@ -15,9 +15,14 @@ AA_TINY = {"autoattack_images": 8, "autoattack_steps": 3, "autoattack_queries": 
 
 
 @pytest.fixture(scope="module")
-def table6(tmp_path_factory, tiny_settings):
+def table6_run(tmp_path_factory, tiny_settings):
     out = str(tmp_path_factory.mktemp("table6"))
-    return get("cdvae_table6")(Context("quick", out, {**tiny_settings, **AA_TINY}))
+    return out, get("cdvae_table6")(Context("quick", out, {**tiny_settings, **AA_TINY}))
+
+
+@pytest.fixture(scope="module")
+def table6(table6_run):
+    return table6_run[1]
 
 
 def _rows(result, prefix):
@@ -76,3 +81,17 @@ def test_autoattack_settings_per_preset(tmp_path):
     assert aa_setting(Context("paper", str(tmp_path)), "autoattack_norms") == ("linf", "l2")
     assert aa_setting(Context("quick", str(tmp_path), {"autoattack_images": 3}), "autoattack_images") == 3
     assert set(AUTOATTACK["quick"]) == set(AUTOATTACK["paper"])
+
+
+@pytest.mark.slow
+def test_the_saved_greybox_defenses_load(table6_run):
+    import os
+
+    from tfdefense.defend import GreyBoxDefense, load
+
+    out, _ = table6_run
+    (dataset,) = os.listdir(os.path.join(out, "defenses"))
+    names = sorted(os.listdir(os.path.join(out, "defenses", dataset)))
+    assert names == ["cdvae_greybox", "cdvae_greybox_g"]
+    for name in names:
+        assert type(load(os.path.join(out, "defenses", dataset, name))) is GreyBoxDefense

@@ -190,3 +190,22 @@ def test_the_training_note_names_the_objective():
 
     assert _objective_note("paper") == "; clean CD-VAE loss mixed in with weight 1"  # as before
     assert "no clean loss" in _objective_note("official") and "< c" in _objective_note("official")
+
+
+@pytest.mark.slow
+def test_the_saved_defense_folders_reproduce_the_tables_clean_accuracy(run):
+    import os
+
+    from tfdefense.defend import AdversarialCDVAEDefense, ClassifierDefense, load
+
+    out, result, _ = run
+    (dataset,) = os.listdir(os.path.join(out, "defenses"))
+    ctx = Context("quick", out, TINY)
+    with ctx.experiment("cdvae_table7", ("cifar10",)), ctx.on_dataset("cifar10"):
+        x, y = ctx.arrays("test", limit=TINY["attack_images"])
+    for name, folder, cls in (("CD-VAE-AT", "cdvae_at", AdversarialCDVAEDefense),
+                              ("PGD-AT", "pgd_at", ClassifierDefense)):
+        defense = load(os.path.join(out, "defenses", dataset, folder))
+        assert type(defense) is cls
+        clean = result.measurements[name]["white_box"]["clean"]
+        assert 100 * defense.accuracy(x, y) == pytest.approx(clean), name

@@ -19,15 +19,18 @@ SHORT_EPOCHS, SHORT_BATCHES = 2, 12
 
 
 def _fit(epochs, batches=None):
+    """(model, training history, test metrics); the test split is fit's ``validation_data``,
+    evaluated after the last epoch only (the same numbers as ``evaluate`` after ``fit``)."""
     keras.utils.set_random_seed(0)
     train = data.load("mnist_5k", "train").shuffle(3500, seed=0).batch(64)
     if batches is not None:
         train = train.take(batches)
     model = CDVAE.for_dataset("mnist_5k", seed=0)
-    model.compile()
-    history = model.fit(train, epochs=epochs, verbose=0)
-    metrics = model.evaluate(data.load("mnist_5k", "test").batch(256), return_dict=True, verbose=0)
-    return model, history.history, metrics
+    model.compile()  # builds the optimizer: train_step is traced once, not twice
+    history = model.fit(train, epochs=epochs, validation_data=data.load("mnist_5k", "test").batch(256),
+                        validation_freq=epochs, verbose=0).history
+    metrics = {k[len("val_"):]: v[-1] for k, v in history.items() if k.startswith("val_")}
+    return model, history, metrics
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +47,15 @@ def fully_trained():
 
 def tiny_model(**kwargs):
     return CDVAE.for_dataset("mnist_5k", latent_dim=4, width=4, seed=1, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def compiled_tiny():
+    """A compiled tiny CD-VAE with mixup, shared by the optimizer, mixup and bad-input tests:
+    its train step is traced once, by whichever of them fits first."""
+    model = tiny_model(mixup_alpha=2.0)
+    model.compile()
+    return model
 
 
 @pytest.mark.slow
@@ -105,12 +117,10 @@ def test_config_round_trip_keeps_every_argument():
         assert getattr(clone, key) == getattr(model, key), key
 
 
-def test_default_optimizer_is_the_papers_adamw():
-    model = tiny_model()
-    model.compile()
-    assert isinstance(model.optimizer, keras.optimizers.AdamW)
-    assert float(model.optimizer.learning_rate) == pytest.approx(1e-3)
-    assert model.optimizer.weight_decay == pytest.approx(1e-6)
+def test_default_optimizer_is_the_papers_adamw(compiled_tiny):
+    assert isinstance(compiled_tiny.optimizer, keras.optimizers.AdamW)
+    assert float(compiled_tiny.optimizer.learning_rate) == pytest.approx(1e-3)
+    assert compiled_tiny.optimizer.weight_decay == pytest.approx(1e-6)
 
 
 @pytest.mark.parametrize("feed,expected", [("input", "x"), ("generated", "g")])
@@ -122,19 +132,15 @@ def test_classifier_input_option_feeds_x_or_generated(feed, expected):
     np.testing.assert_allclose(model(x[:4]).numpy(), model.classifier(target).numpy(), atol=1e-5)
 
 
-def test_mixup_training_runs_and_reports_finite_losses():
-    model = tiny_model(mixup_alpha=2.0)
-    model.compile()
+def test_mixup_training_runs_and_reports_finite_losses(compiled_tiny):
+    assert compiled_tiny.mixup_alpha == 2.0
     ds = data.load("mnist_5k", "train").take(64).batch(32)
-    logs = model.fit(ds, epochs=1, verbose=0).history
+    logs = compiled_tiny.fit(ds, epochs=1, verbose=0).history
     assert all(np.isfinite(v[0]) for v in logs.values())
 
 
-def test_validation_data_reports_the_same_keys():
-    model = tiny_model()
-    model.compile()
-    ds = data.load("mnist_5k", "train").take(32).batch(16)
-    logs = model.fit(ds, epochs=1, validation_data=ds, verbose=0).history
+def test_validation_data_reports_the_same_keys(trained):
+    _, logs, _ = trained  # the fixture's fit got the test split as validation_data
     assert {k for k in logs if k.startswith("val_")} == {f"val_{k}" for k in logs if
                                                           not k.startswith("val_")}
 
@@ -167,13 +173,6 @@ def test_mixup_cross_entropy_with_lambda_one_is_plain_cross_entropy():
 
 
 # ----------------------------------------------------------------- bad input
-@pytest.fixture(scope="module")
-def compiled_tiny():
-    model = tiny_model()
-    model.compile()
-    return model
-
-
 def good_arrays(n=8):
     x, y = data.load_arrays("mnist_5k", "test")
     return x[:n], y[:n]
@@ -250,3 +249,14 @@ def test_decompose_rejects_bad_images(compiled_tiny):
 def test_bad_hyperparameters_raise_value_error_naming_them(kwargs, name):
     with pytest.raises(ValueError, match=name):
         tiny_model(**kwargs)
+
+
+def test_compile_builds_the_optimizer_of_a_built_model():
+    """Its slots exist before fit: Keras traces train_step twice when they are made in it."""
+    model = tiny_model()
+    model.compile()
+    assert model.optimizer.built
+    slots = len(model.optimizer.variables)
+    x, y = good_arrays(8)
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    assert len(model.optimizer.variables) == slots  # none created inside the traced step

@@ -195,6 +195,8 @@ def table6(ctx) -> Result:
     attacks = [c for c in COLUMNS if c != "clean"]
     reference = cm.reference_classifier(ctx)
     defs = defenses(ctx)
+    for key, defense in defs.items():  # folders `tfdefense evaluate --defense` reads
+        ctx.save_defense(f"{ctx.dataset}/cdvae_greybox{'' if key == 'same' else '_g'}", defense)
     paper_table, paper_only = _paper_rows(ctx)
     norms = tuple(aa_setting(ctx, "autoattack_norms"))
     aa_columns = {k: v for k, v in AA_COLUMNS.items() if k.split("_")[1] in norms}

@@ -145,6 +145,8 @@ class Context:
         #: label -> {"model", "recipe", "overridden"} of every recipe this run trained or loaded
         #: a model by (``training_recipes.recipe_for``), for the report's recipe tables
         self.recipes: dict[str, dict[str, Any]] = {}
+        #: name -> folder of every defense this run saved (``save_defense``)
+        self.saved_defenses: dict[str, str] = {}
 
     # ------------------------------------------------------------------ datasets
     def named_roles(self, roles: Sequence[str] | None = None) -> list[str]:
@@ -217,6 +219,17 @@ class Context:
 
     def figure_path(self, name: str) -> str:
         return os.path.join(self.figures_dir, f"{name}.png")
+
+    def save_defense(self, name: str, defense: Any) -> str:
+        """Save ``defense`` (a ``tfdefense.defend.Defense``) to ``out/defenses/<name>``, where
+        ``tfdefense evaluate --defense`` and ``tfdefense export`` read it; returns the folder.
+
+        The folder is rewritten whole on every run (the models come from the cache), so it
+        always holds the defense the report's numbers were measured on.
+        """
+        path = os.path.join(self.out, "defenses", name)
+        self.saved_defenses[name] = defense.save(path)
+        return path
 
     def fingerprint(self, depends_on: Any = None) -> str:
         """What a cached file was made from: library version, preset and either

@@ -1,4 +1,4 @@
-"""Models and attack paths of the FM-Defense Table II experiment, trained once per run.
+"""Models and defenses of the FM-Defense Table II experiment, trained once per run.
 
 Everything is cached in the ``Context`` (``out/cache/fm/...``), so an interrupted
 ``reproduce`` resumes and the notebook and the experiment share models:
@@ -15,9 +15,9 @@ Everything is cached in the ``Context`` (``out/cache/fm/...``), so an interrupte
   al. 2018) around C;
 * ``fm_defense(ctx)``: FM-Defense as a ``Defense`` around ``detector(ctx)``; its
   ``logits`` is the adaptive attacker's path (EOT over the engine's morphs through the
-  DGMM, ``fm_eot_morphs`` per input);
-* ``magnet_aware_pgd``: MagNet's detector-aware attacker (not in the paper; see
-  ``fm_table2``).
+  DGMM, ``fm_eot_morphs`` per input).
+
+Attacks live in ``tfdefense.attacks`` (the detector-aware one is ``DetectorAwarePGD``).
 
 How each model trains (optimizer, learning rate, batch, epochs; the paper's sources where
 fm-defense.txt is silent) is its recipe, ``training_recipes.RECIPES[preset]["fm_..."]``; the
@@ -42,7 +42,6 @@ from typing import Any
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from tfdefense import data, nets
 from tfdefense.baselines import (
@@ -115,6 +114,9 @@ SETTINGS: dict[str, dict[str, Any]] = {
         "fm_eval_images": 200,  # CLE and each ADV set (paper 5,000 each)
         "fm_adaptive_images": 100,  # images per adaptive attack on MagNet / FM-Defense
         "fm_dgan_adaptive_images": 50,  # images per adaptive attack on Defense-GAN
+        # FM-Defense's detector-aware PGD runs the morph search twice per step (its detection
+        # margin and the defense's verdict): on the worst-case row's images only
+        "fm_detector_aware_images": 32,
         # adaptive C&W and DeepFool through Defense-GAN's BPDA path too (every projection is a
         # 200-step optimisation: minutes per cell on 2 cores); quick attacks it with FGSM and PGD
         "fm_dgan_every_attack": False,
@@ -165,6 +167,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
         "fm_eval_images": 5000,
         "fm_adaptive_images": 1000,
         "fm_dgan_adaptive_images": 200,
+        "fm_detector_aware_images": 200,
         "fm_dgan_every_attack": True,
         "fm_pgd_steps": 100,
         "fm_eot_morphs": 16,
@@ -429,45 +432,3 @@ def save_sample_grid(generator, path: str, n: int = 8, seed: int = 0) -> str:
     image.imsave(path, np.clip(grid[..., 0] if c == 1 else grid, 0.0, 1.0), cmap="gray",
                  vmin=0.0, vmax=1.0)
     return path
-
-
-# ------------------------------------------------------------------ adaptive attack paths
-def magnet_aware_pgd(mag: MagNet, x, y, eps: float = 0.3, steps: int = 40, kappa: float = 5.0,
-                     penalty: float = 10.0, batch_size: int = 100) -> np.ndarray:
-    """PGD-Linf on MagNet that knows both detectors (Carlini & Wagner 2017's idea).
-
-    Maximises min(margin, κ) − c·Σ_d relu(score_d(x′)/θ_d − 1) with exact
-    gradients through the reformer and both autoencoders (``mag.logits`` and the
-    detector's own ``reconstruction_errors``); returns, per image, the last iterate
-    that was misclassified after reforming and passed both detectors (detection
-    margin <= 0), else the final iterate.
-    """
-    theta = tf.constant(mag.thresholds.numpy(), tf.float32)
-    alpha = 2.5 * eps / steps
-    n_classes = int(mag.classifier.output_shape[-1])
-
-    @tf.function(reduce_retracing=True)
-    def run(x0, y0):
-        xa, best = x0, x0
-        found = tf.zeros(tf.shape(x0)[0], tf.bool)
-        onehot = tf.one_hot(y0, n_classes)
-        for _ in tf.range(steps):
-            with tf.GradientTape() as tape:
-                tape.watch(xa)
-                lg = mag.logits(xa)
-                other = tf.reduce_max(lg - 1e4 * onehot, -1)
-                margin = other - tf.reduce_sum(lg * onehot, -1)
-                s = mag.detector.reconstruction_errors(xa)
-                over = tf.reduce_sum(tf.nn.relu(s / theta - 1.0), -1)
-                loss = tf.reduce_sum(tf.minimum(margin, kappa) - penalty * over)
-            ok = (margin > 0) & (mag.detector.margin_from_errors(s) <= 0.0)
-            best = tf.where(ok[:, None, None, None], xa, best)
-            found = found | ok
-            g = tape.gradient(loss, xa)
-            xa = tf.clip_by_value(x0 + tf.clip_by_value(xa + alpha * tf.sign(g) - x0, -eps, eps),
-                                  0.0, 1.0)
-        return tf.where(found[:, None, None, None], best, xa)
-
-    out = [run(tf.constant(x[i: i + batch_size]), tf.constant(y[i: i + batch_size]))
-           for i in range(0, len(x), batch_size)]
-    return np.concatenate([o.numpy() for o in out])

@@ -196,6 +196,10 @@ class CDVAE(input_checks.CheckedInputs, keras.Model):
         """``keras.Model.compile``; no optimizer means the paper's AdamW (``paper_optimizer``)."""
         super().compile(optimizer=optimizer if optimizer is not None else paper_optimizer(),
                         **kwargs)
+        if self.built and self.optimizer is not None:
+            # its slots now, not inside the first traced train_step: Keras traces that step
+            # twice when the optimizer creates variables in it (about twice the first fit)
+            self.optimizer.build(self.trainable_variables)
 
     def get_compile_config(self) -> dict[str, Any] | None:
         if not self.compiled:  # never compiled (or loaded with compile=False): no optimizer
@@ -207,8 +211,6 @@ class CDVAE(input_checks.CheckedInputs, keras.Model):
     def compile_from_config(self, config: dict[str, Any]) -> None:
         optimizer = config.get("optimizer")
         self.compile(keras.optimizers.deserialize(optimizer) if optimizer else None)
-        if self.built:
-            self.optimizer.build(self.trainable_variables)
 
     # --------------------------------------------------------------- forward
     def normalize(self, x: tf.Tensor) -> tf.Tensor:
