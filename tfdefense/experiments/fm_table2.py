@@ -147,12 +147,12 @@ def pgd(ctx, model, targeted: bool = False):
                       targeted=targeted, seed=ctx.settings["seed"], batch_size=100)
 
 
-def detector_aware_pgd(ctx, defense, steps: int):
+def detector_aware_pgd(ctx, defense, steps: int, batch_size: int = 100):
     """Detector-aware PGD-Linf ε = 0.3 on ``defense`` (``attacks.DetectorAwarePGD`` on the
     cross-entropy: the adaptive preset's ``detector_aware_pgd_linf``), one draw of its logits
     per step (FM-Defense's logits already average ``fm_eot_morphs`` morphs)."""
     return get_attack("detector_aware_pgd_linf", model=defense, eps=0.3, steps=steps,
-                      loss="ce", eot_iter=1, seed=ctx.settings["seed"], batch_size=100)
+                      loss="ce", eot_iter=1, seed=ctx.settings["seed"], batch_size=batch_size)
 
 
 def labels(model, x, batch: int = 256) -> np.ndarray:
@@ -392,7 +392,8 @@ def run_table2(ctx, name: str, paper: dict) -> Result:
         "fm_adv": ev.fm_adv_ok("adaptive_pgd_targeted", xt, ya_)}
     n_fa = min(fm.setting(ctx, "fm_detector_aware_images"), n_ad)
     xfa = cached_attack(ctx, "fm_detector_aware_pgd", lambda: detector_aware_pgd(
-        ctx, ev.fmd, fm.setting(ctx, "fm_pgd_steps")).generate(xa_[:n_fa], ya_[:n_fa]))
+        ctx, ev.fmd, fm.setting(ctx, "fm_pgd_steps"), fm.setting(ctx, "fm_detector_aware_batch"),
+    ).generate(xa_[:n_fa], ya_[:n_fa]))
     sfa = ev.fm_scores("detector_aware_pgd", xfa, ya_[:n_fa], clean)
     xma = cached_attack(ctx, "magnet_detector_aware_pgd", lambda: detector_aware_pgd(
         ctx, ev.magnet, 2 * fm.setting(ctx, "fm_pgd_steps")).generate(xa_, ya_))
