@@ -68,7 +68,7 @@ EXPLAIN = {
                "different logits; training adapts",
     "start": "official AttackV2._init adds eps*U(-1,1) and runs the first forward unclamped "
              "(advex/attacks.py AttackV2.forward); ours projects the start into [0, 1] "
-             "(tfdefense/attacks/iterative.py random_start -> project). Only the first gradient, only "
+             "(tfdefense/perturbation.py random_start -> project). Only the first gradient, only "
              "pixels within eps of 0 or 1",
     "mask": "Eq. 8 selection under objective='paper' (the paper as written; quick's Table 7): official "
             "Incorrect_Logits(adv_logits_g) < margin on EVAL-mode logits of a second no-grad pass "

@@ -8,6 +8,7 @@ import pytest
 MODULES = [
     "tfdefense",
     "tfdefense.validation",
+    "tfdefense.perturbation",
     "tfdefense.data",
     "tfdefense.plots",
     "tfdefense.schedules",
@@ -27,6 +28,7 @@ MODULES = [
     "tfdefense.baselines.magnet",
     "tfdefense.baselines.magnet_detector",
     "tfdefense.baselines.defense_gan",
+    "tfdefense.baselines.wgan_gp",
     "tfdefense.nets.small_cnn",
     "tfdefense.nets.cdvae_nets",
     "tfdefense.nets.wide_resnet",
@@ -45,6 +47,9 @@ MODULES = [
     "tfdefense.experiments.cdvae_models",
     "tfdefense.experiments.cdvae_empirical",
     "tfdefense.experiments.cdvae_mixup_ablation",
+    "tfdefense.experiments.cdvae_table7",
+    "tfdefense.experiments.dry_run",
+    "tfdefense.experiments.fm_models",
     "tfdefense.report",
     "tfdefense.report_seeds",
 ]

@@ -36,6 +36,7 @@ _SUBMODULES = (
     "models",
     "nets",
     "optimizers",
+    "perturbation",
     "recipes",
     "report",
     "schedules",

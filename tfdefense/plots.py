@@ -19,6 +19,7 @@ from typing import Any
 # plots. Headless machines get Agg from matplotlib's own fallback; figures are saved and closed.
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 
 
 def _show(ax, image: np.ndarray, stretch: bool) -> None:
@@ -55,7 +56,7 @@ def decomposition_grid(
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
     return path
 
 
@@ -76,7 +77,7 @@ def training_curves(history: Mapping[str, Sequence[float]], path: str) -> str:
     for ax in list(axes.flat)[len(keys):]:
         ax.axis("off")
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
     return path
 
 
@@ -125,7 +126,7 @@ def curve_grid(panels: Sequence[Sequence[Mapping[str, Any]]], path: str,
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
     return path
 
 
@@ -157,11 +158,21 @@ def line_plot(x: Sequence[float], curves: Mapping[str, Sequence[float | None]], 
     ax.set_title(title)
     ax.legend(fontsize="small")
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
     return path
 
 
-def _save(fig, path: str) -> None:
+def save_figure(fig: Figure, path: str) -> None:
+    """Write ``fig`` to ``path`` at 110 dpi, creating its folder, and close it.
+
+    Example:
+        >>> import os, tempfile
+        >>> import matplotlib.pyplot as plt
+        >>> path = os.path.join(tempfile.mkdtemp(), "new_folder", "empty.png")
+        >>> save_figure(plt.figure(), path)
+        >>> os.path.isfile(path)
+        True
+    """
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fig.savefig(path, dpi=110)

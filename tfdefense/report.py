@@ -38,7 +38,7 @@ from typing import Any
 from tfdefense.experiments import Context, Result, available, get
 from tfdefense.experiments import training_recipes as tr
 from tfdefense.experiments.registry import datasets_of
-from tfdefense.recipes import to_markdown
+from tfdefense.recipes import RecipeRow, to_markdown
 
 
 @dataclass
@@ -91,7 +91,13 @@ def run_experiments(ctx: Context, names: Sequence[str], log=print,
     return results, failed
 
 
-def _versions() -> dict[str, str]:
+def library_versions() -> dict[str, str]:
+    """The versions a report states: tfdefense, TensorFlow, Keras, numpy and Python.
+
+    Example:
+        >>> sorted(library_versions())
+        ['keras', 'numpy', 'python', 'tensorflow', 'tfdefense']
+    """
     import keras
     import numpy as np
     import tensorflow as tf
@@ -159,7 +165,15 @@ def cpu_line(info: dict[str, Any]) -> str:
     return line + (f"; no {', '.join(info['absent'])}" if info["absent"] else "")
 
 
-def _relative(result: Result, out: str) -> Result:
+def with_relative_figures(result: Result, out: str) -> Result:
+    """A copy of ``result`` whose figure paths are relative to the report's folder ``out``
+    (paths that are neither absolute nor existing files stay as they are).
+
+    Example:
+        >>> r = Result("demo", "Demo", "quick", "mnist_5k", figures={"grid": "/run/figures/grid.png"})
+        >>> with_relative_figures(r, "/run").figures
+        {'grid': 'figures/grid.png'}
+    """
     figures = {k: os.path.relpath(v, out) if os.path.isabs(v) or os.path.exists(v) else v
                for k, v in result.figures.items()}
     return Result(**{**result.__dict__, "figures": figures})
@@ -168,10 +182,10 @@ def _relative(result: Result, out: str) -> Result:
 def write_report(ctx: Context, results: list[Result], failed: list[str], seconds: float) -> dict[str, str]:
     """Write ``report.md`` and ``results.json`` into ``ctx.out``; return their paths."""
     os.makedirs(ctx.out, exist_ok=True)
-    versions, cpu = _versions(), cpu_info()
+    versions, cpu = library_versions(), cpu_info()
     lines = [
         "# tfdefense reproduction report", "",
-        f"Preset `{ctx.preset}` on {_data_line(ctx)}, {len(results)} experiment(s), "
+        f"Preset `{ctx.preset}` on {data_line(ctx)}, {len(results)} experiment(s), "
         f"{len(failed)} failed, {seconds:.0f} s wall clock.", "",
         "Every number in the tables was computed in this run; the paper's number stands beside "
         "ours as `ours (paper X)` or in a `paper` column, never instead of ours. Where the run's "
@@ -191,23 +205,33 @@ def write_report(ctx: Context, results: list[Result], failed: list[str], seconds
               for r in results]
     lines.append("")
     for r in results:
-        lines.append(_relative(r, ctx.out).to_markdown())
+        lines.append(with_relative_figures(r, ctx.out).to_markdown())
     lines += recipe_section(ctx)
     report = os.path.join(ctx.out, "report.md")
-    _atomic_write(report, "\n".join(lines))
+    atomic_write(report, "\n".join(lines))
     payload: dict[str, Any] = {
         "preset": ctx.preset, "datasets": ctx.datasets, "settings": ctx.settings, "versions": versions,
         "cpu": cpu,
         "seconds": seconds, "failed": failed, "experiments": [r.to_json() for r in results],
-        "recipes": {label: [row._asdict() for row in _recipe_rows(ctx, entry)]
+        "recipes": {label: [row._asdict() for row in recipe_rows(ctx, entry)]
                     for label, entry in ctx.recipes.items()},
     }
     results_json = os.path.join(ctx.out, "results.json")
-    _atomic_write(results_json, json.dumps(payload, indent=2, default=str))
+    atomic_write(results_json, json.dumps(payload, indent=2, default=str))
     return {"report": report, "results": results_json}
 
 
-def _recipe_rows(ctx: Context, entry: dict[str, Any]) -> list:
+def recipe_rows(ctx: Context, entry: dict[str, Any]) -> list[RecipeRow]:
+    """The recipe table (``training_recipes.table``) of one entry of ``ctx.recipes``.
+
+    Example:
+        >>> import tempfile
+        >>> ctx = Context("paper", tempfile.mkdtemp(), {"at_epochs": 1})
+        >>> _ = tr.recipe_for(ctx, "table7_cdvae_at")
+        >>> rows = recipe_rows(ctx, ctx.recipes["table7_cdvae_at"])
+        >>> [(row.official, row.ours) for row in rows if row.field == "epochs"]
+        [(150, 1)]
+    """
     return tr.table(ctx.preset, entry["model"], entry["recipe"], entry["overridden"],
                     entry.get("reasons"))
 
@@ -234,12 +258,18 @@ def recipe_section(ctx: Context) -> list[str]:
         model = entry["model"]
         lines += [f"### `{label}`: {tr.MODELS[model].title}", "",
                   f"Reference: {tr.reference_title(ctx.preset, model)}.", "",
-                  to_markdown(_recipe_rows(ctx, entry)), ""]
+                  to_markdown(recipe_rows(ctx, entry)), ""]
     return lines
 
 
-def _data_line(ctx: Context) -> str:
-    """'`mnist_5k` (for cifar10, mnist); not run: restricted_imagenet, ...' for the header."""
+def data_line(ctx: Context) -> str:
+    """The report header's line of the data each role of ``ctx`` ran on.
+
+    Example:
+        >>> import tempfile
+        >>> data_line(Context("quick", tempfile.mkdtemp()))  # doctest: +ELLIPSIS
+        '`mnist_5k` (for cifar10, mnist); no data for restricted_imagenet, fashion_mnist, celeb_a ...'
+    """
     by_name: dict[str, list[str]] = {}
     for role, name in ctx.datasets.items():
         if name is not None:
@@ -250,7 +280,17 @@ def _data_line(ctx: Context) -> str:
                    if off else "")
 
 
-def _atomic_write(path: str, text: str) -> None:
+def atomic_write(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` through ``path + ".partial"``, so a reader never sees half
+    a file (an interrupted run leaves the previous one).
+
+    Example:
+        >>> import tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), "report.md")
+        >>> atomic_write(path, "# report")
+        >>> open(path).read(), os.listdir(os.path.dirname(path))
+        ('# report', ['report.md'])
+    """
     tmp = path + ".partial"
     with open(tmp, "w", encoding="utf-8") as fh:
         fh.write(text)

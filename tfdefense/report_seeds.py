@@ -30,15 +30,15 @@ import numpy as np
 from tfdefense.experiments import Context, Result
 from tfdefense.report import (
     Reproduction,
-    _atomic_write,
-    _data_line,
-    _recipe_rows,
-    _relative,
-    _versions,
+    atomic_write,
     cpu_info,
     cpu_line,
+    data_line,
+    library_versions,
+    recipe_rows,
     recipe_section,
     reproduce,
+    with_relative_figures,
 )
 
 _NUM = re.compile(r"[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
@@ -225,11 +225,11 @@ def write_combined(out: str, contexts: Sequence[Context], runs: Sequence[Reprodu
     seeds = [ctx.settings["seed"] for ctx in contexts]
     ctx0 = contexts[0]
     results, failed = combine_runs(runs, seeds)
-    versions, cpu = _versions(), cpu_info()
+    versions, cpu = library_versions(), cpu_info()
     settings = {k: v for k, v in ctx0.settings.items() if k not in ("datasets", "seed")}
     lines = [
         f"# tfdefense reproduction report, {len(seeds)} seeds", "",
-        f"Preset `{ctx0.preset}` on {_data_line(ctx0)}, seeds {', '.join(map(str, seeds))} (each a "
+        f"Preset `{ctx0.preset}` on {data_line(ctx0)}, seeds {', '.join(map(str, seeds))} (each a "
         "whole run with the setting `seed` = k, its own report, results and cache in `seed<k>/`), "
         f"{len(results)} experiment(s), {len(failed)} failed in some seed, {seconds:.0f} s wall "
         "clock (per seed: " + ", ".join(f"{r.seconds:.0f} s" for r in runs) + ").", "",
@@ -250,22 +250,22 @@ def write_combined(out: str, contexts: Sequence[Context], runs: Sequence[Reprodu
     lines += [f"- `{r.name}`: {r.title}" + (f" ({r.seconds:.0f} s per seed)" if r.seconds is not None
                                             else "") for r in results]
     lines.append("")
-    lines += [_relative(r, out).to_markdown() for r in results]
+    lines += [with_relative_figures(r, out).to_markdown() for r in results]
     lines += recipe_section(ctx0)
     report = os.path.join(out, "report.md")
-    _atomic_write(report, "\n".join(lines))
+    atomic_write(report, "\n".join(lines))
     payload = {
         "preset": ctx0.preset, "seeds": seeds, "datasets": ctx0.datasets, "settings": settings,
         "versions": versions, "cpu": cpu, "seconds": seconds,
         "seconds_per_seed": [r.seconds for r in runs], "failed": failed,
         "failed_per_seed": {str(s): run.failed for s, run in zip(seeds, runs)},
         "folders": [os.path.relpath(ctx.out, out) for ctx in contexts],
-        "experiments": [_relative(r, out).to_json() for r in results],
-        "recipes": {label: [row._asdict() for row in _recipe_rows(ctx0, entry)]
+        "experiments": [with_relative_figures(r, out).to_json() for r in results],
+        "recipes": {label: [row._asdict() for row in recipe_rows(ctx0, entry)]
                     for label, entry in ctx0.recipes.items()},
     }
     path = os.path.join(out, "results.json")
-    _atomic_write(path, json.dumps(payload, indent=2, default=str))
+    atomic_write(path, json.dumps(payload, indent=2, default=str))
     return {"report": report, "results": path}, results, failed
 
 

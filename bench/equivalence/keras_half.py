@@ -29,12 +29,10 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from tfdefense import nets  # noqa: E402
-from tfdefense.attacks import iterative  # noqa: E402
-from tfdefense.attacks import losses as attack_losses  # noqa: E402
+from tfdefense import nets, perturbation  # noqa: E402
 from tfdefense.models import CDVAE, AdversarialCDVAE, vae_losses  # noqa: E402
 from tfdefense.models.adversarial import most_likely_wrong_class  # noqa: E402
-from tfdefense.models.cdvae import CIFAR_NORMALIZATION, paper_optimizer  # noqa: E402
+from tfdefense.models.cdvae import CIFAR_NORMALIZATION, cdvae_optimizer  # noqa: E402
 from tfdefense.optimizers import TorchSGD  # noqa: E402
 
 from . import mapping  # noqa: E402
@@ -359,18 +357,18 @@ def run(npz_path: str, explain: dict) -> Rows:
     def model_fn(images):
         return adv.defended_logits(images, training=False)
 
-    margin = attack_losses.margin(model_fn(x), tf.constant(y), kappa=10.0)
+    margin = perturbation.margin(model_fn(x), tf.constant(y), kappa=10.0)
     rows.add("B.margin_loss.value", margin, t["B/margin/value"], tol_fwd,
-             "attacks.losses.margin(κ 10) vs advex MarginLoss(kappa=10), on D_G(G(x))")
-    grad = iterative.objective_gradient(model_fn, tf.constant(x), tf.constant(y), "margin", 10.0, False)
+             "perturbation.margin(κ 10) vs advex MarginLoss(kappa=10), on D_G(G(x))")
+    grad = perturbation.objective_gradient(model_fn, tf.constant(x), tf.constant(y), "margin", 10.0, False)
     rows.add("B.margin_loss.input_gradient", grad, nhwc(t["B/margin/grad"]), tol_grad,
              "d Σ margin / d x (what the sign steps follow)")
 
     # the attack: our craft() (the compiled iterative_attack, only-correct selection) from the
-    # official random start, the draw injected by replacing iterative.random_start for the call
+    # official random start, the draw injected by replacing perturbation.random_start for the call
     delta0 = nhwc(t["delta0"]).astype(np.float32)
-    original = iterative.random_start
-    iterative.random_start = lambda xs, eps, norm, seed: iterative.project(xs + delta0, xs, eps, norm)
+    original = perturbation.random_start
+    perturbation.random_start = lambda xs, eps, norm, seed: perturbation.project(xs + delta0, xs, eps, norm)
     steps = adv.attack_steps
     y_att = tf.constant(t["B/attack/y"].astype(np.int64))
     try:
@@ -379,7 +377,7 @@ def run(npz_path: str, explain: dict) -> Rows:
         adv.attack_steps, adv.attack_step_size = steps, None
         x_adv_ours = adv.craft(tf.constant(x), y_att).numpy()
     finally:
-        iterative.random_start = original
+        perturbation.random_start = original
         adv.attack_steps, adv.attack_step_size = steps, None
     attacked = f"{int(t['B/attack/to_attack'].sum())}/{len(x)} samples attacked (D_G(G(x)) right)"
     rows.add("B.attack.x_adv_first_step", x_adv_1, nhwc(t["B/attack/x_adv_step1"]), 1e-5,
@@ -388,8 +386,8 @@ def run(npz_path: str, explain: dict) -> Rows:
              scale=8 / 255)
     ref_adv = nhwc(t["B/attack/x_adv_clamped_start"])
     off = np.abs(x_adv_ours - ref_adv) > 1e-6
-    m_ours = attack_losses.margin(model_fn(x_adv_ours), y_att, kappa=10.0).numpy()
-    m_ref = attack_losses.margin(model_fn(ref_adv), y_att, kappa=10.0).numpy()
+    m_ours = perturbation.margin(model_fn(x_adv_ours), y_att, kappa=10.0).numpy()
+    m_ref = perturbation.margin(model_fn(ref_adv), y_att, kappa=10.0).numpy()
     rows._append("B.attack.x_adv", float(np.max(np.abs(x_adv_ours - ref_adv))), float(off.mean()), 0.05,
                  off.mean() <= 0.05,
                  f"after {steps} steps; rel = share of pixels that differ (sign steps follow the sign of "
@@ -398,7 +396,7 @@ def run(npz_path: str, explain: dict) -> Rows:
                  f"{np.round(m_ref, 4).tolist()}", None)
     rows.add("B.attack.official_unclamped_start", nhwc(t["B/attack/x_adv_official_start"]), ref_adv,
              1e-5, "PyTorch only: AttackV2's first forward at x + δ0 unclamped vs clamped into [0, 1] "
-             "(ours, iterative.random_start)", explain["start"], scale=8 / 255)
+             "(ours, perturbation.random_start)", explain["start"], scale=8 / 255)
 
     x_adv = nhwc(t["B/x_adv"]).astype(np.float32)
     # ---- B2: the Table 7 configuration (clean_weight 1, γ = cr = cg 0.1, β 0.01/3, target clean)
@@ -612,8 +610,8 @@ def run(npz_path: str, explain: dict) -> Rows:
     rows.fact("config.bn_momentum", 1 - k_mom, 0.1,
               "PyTorch terms (1 − Keras momentum): ours 0.01 everywhere; official 0.1, and 0.9 for "
               "Wide_ResNet.bn1", explain["bn_momentum"])
-    rows.fact("config.paper_optimizer_epsilon", paper_optimizer().epsilon, 1e-8,
-              "CDVAE.compile() with no optimizer (models/cdvae.py paper_optimizer) vs utils/set.py "
+    rows.fact("config.cdvae_optimizer_epsilon", cdvae_optimizer().epsilon, 1e-8,
+              "CDVAE.compile() with no optimizer (models/cdvae.py cdvae_optimizer) vs utils/set.py "
               "AdamW(eps=1e-8); recipes.OFFICIAL builds 1e-8", explain["adam_eps"])
     return rows
 

@@ -28,9 +28,11 @@ def test_nets_follow_the_official_mnist_architecture():
 
 
 @pytest.mark.parametrize("shape", [(32, 32, 1), (28, 28, 0)])
-def test_nets_reject_unsupported_shapes(shape):
-    with pytest.raises(ValueError, match="image_shape"):
-        defense_gan_generator(image_shape=shape)
+def test_nets_reject_unsupported_shapes_naming_the_argument(shape):
+    with pytest.raises(ValueError, match="output_shape"):
+        defense_gan_generator(output_shape=shape)
+    with pytest.raises(ValueError, match="input_shape"):
+        defense_gan_critic(input_shape=shape)
 
 
 def test_train_step_updates_both_networks_and_the_critic_learns():

@@ -94,6 +94,13 @@ def test_serving_spec_names_its_signatures(defenses, name, signatures):
     assert spec.metadata["model"] == type(defenses[name]).__name__
 
 
+@pytest.mark.parametrize("name", ["greybox", "adversarial_cdvae"])
+def test_purify_gives_a_float32_tensor_of_the_batch(defenses, x, name):
+    purified = defenses[name].purify(tf.constant(x))
+    assert isinstance(purified, tf.Tensor) and purified.dtype == tf.float32
+    assert purified.shape == x.shape
+
+
 def test_serving_spec_defend_signature_matches_predict(defenses, x):
     for name in NAMES:
         defend = next(s for s in defenses[name].serving_spec().signatures if s.name == "defend")

@@ -144,13 +144,13 @@ def _measurements(at_linf, pgd_linf, at_unseen, pgd_unseen):
 
 
 def test_verdict_says_when_the_defense_breaks_and_when_the_unseen_edge_holds():
-    from tfdefense.experiments.cdvae_table7 import _verdict
-    broken = _verdict(_measurements(1.0, 30.0, 10.0, 20.0))
+    from tfdefense.experiments.cdvae_table7 import claims_verdict
+    broken = claims_verdict(_measurements(1.0, 30.0, 10.0, 20.0))
     assert "the defense breaks" in broken and "behind PGD-AT" in broken
-    holds = _verdict(_measurements(40.0, 49.0, 51.0, 27.0))
+    holds = claims_verdict(_measurements(40.0, 49.0, 51.0, 27.0))
     assert "edge on unseen attacks holds" in holds and "breaks" not in holds
     assert "9.0 below PGD-AT" in holds and "+24.2 points" in holds
-    on_par = _verdict(_measurements(32.0, 50.5, 39.2, 39.5))
+    on_par = claims_verdict(_measurements(32.0, 50.5, 39.2, 39.5))
     assert "on par with PGD-AT" in on_par
 
 
@@ -186,10 +186,11 @@ def test_the_objective_setting_keeps_the_paper_objectives_caches_and_retrains_wh
 
 
 def test_the_training_note_names_the_objective():
-    from tfdefense.experiments.cdvae_table7 import _objective_note
+    from tfdefense.experiments.cdvae_table7 import training_objective_note
 
-    assert _objective_note("paper") == "; clean CD-VAE loss mixed in with weight 1"  # as before
-    assert "no clean loss" in _objective_note("official") and "< c" in _objective_note("official")
+    note = training_objective_note
+    assert note("paper") == "; clean CD-VAE loss mixed in with weight 1"  # as before
+    assert "no clean loss" in note("official") and "< c" in note("official")
 
 
 @pytest.mark.slow

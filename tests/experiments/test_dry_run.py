@@ -53,10 +53,10 @@ def test_a_repeated_fit_without_new_reads_keeps_the_settings_of_the_fit_it_repea
     import numpy as np
 
     from tfdefense.experiments.context import Context
-    from tfdefense.experiments.dry_run import _ReadLog, record_fits
+    from tfdefense.experiments.dry_run import SettingsReadLog, record_fits
 
     ctx = Context("quick", str(tmp_path))
-    ctx.settings = _ReadLog(ctx.settings)
+    ctx.settings = SettingsReadLog(ctx.settings)
     x, y = np.zeros((8, 2), "float32"), np.zeros((8, 1), "float32")
 
     def model(name):
@@ -94,10 +94,10 @@ def test_an_augmented_fit_records_its_images_and_its_recipe_model(tmp_path):
 
     from tfdefense.experiments import training_recipes as tr
     from tfdefense.experiments.context import Context
-    from tfdefense.experiments.dry_run import _ReadLog, record_fits
+    from tfdefense.experiments.dry_run import SettingsReadLog, record_fits
 
     ctx = Context("quick", str(tmp_path))
-    ctx.settings = _ReadLog(ctx.settings)
+    ctx.settings = SettingsReadLog(ctx.settings)
     recipe = dataclasses.replace(tr.RECIPES["paper"]["table7_normal"], epochs=1, batch_size=8)
     assert recipe.augmentation is not None  # the pipeline path, not the array one
     x = np.random.default_rng(0).uniform(size=(24, 32, 32, 3)).astype("float32")

@@ -16,7 +16,7 @@ from tfdefense.experiments import cdvae_table7 as t7
 from tfdefense.experiments import fm_models as fm
 from tfdefense.experiments import training_recipes as tr
 from tfdefense.experiments.context import PRESETS
-from tfdefense.experiments.dry_run import DRY_RUN_SETTINGS, _ReadLog
+from tfdefense.experiments.dry_run import DRY_RUN_SETTINGS, SettingsReadLog
 from tfdefense.experiments.reference_recipes import REFERENCES, SOURCES, TITLES, UNSTATED
 from tfdefense.models import CDVAE
 from tfdefense.optimizers import TorchSGD
@@ -238,7 +238,7 @@ def test_the_dry_run_recorder_sees_the_epochs_and_batch_settings_a_recipe_reads(
                                          ("table7_normal", "clean_epochs", "at_batch_size"),
                                          ("fm_magnet", "fm_magnet_epochs", "fm_magnet_batch")):
         ctx = Context("paper", str(tmp_path), dict(DRY_RUN_SETTINGS))
-        ctx.settings = _ReadLog(ctx.settings)
+        ctx.settings = SettingsReadLog(ctx.settings)
         r = tr.recipe_for(ctx, model)
         reads = ctx.settings.reads
         assert next(k for k in reversed(reads) if k.endswith("epochs")) == epochs_key

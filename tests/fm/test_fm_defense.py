@@ -118,6 +118,15 @@ def test_logits_average_c_over_x_its_purification_and_engine_morphs(fitted):
     assert max(norms[:len(dgmm_vars)]) > 0 and max(norms[len(dgmm_vars):]) > 0
 
 
+def test_purify_gives_a_tensor_of_the_reconstructions_c_classifies_when_purifying(fitted):
+    det, x = fitted["detector"], fitted["x"][:6]
+    vae = det.engine.combo_vae
+    purified = FMDefense(det).purify(tf.constant(x))
+    assert isinstance(purified, tf.Tensor) and purified.dtype == tf.float32  # the Defense contract
+    np.testing.assert_allclose(purified.numpy(), vae.decode(vae.encode(x)[0], vae.class_unique(x)),
+                               atol=1e-6)
+
+
 def test_save_load_round_trip_keeps_every_answer(fitted, tmp_path):
     det, x = fitted["detector"], fitted["x"][::3]
     defense = FMDefense(det, eot_morphs=4, eot_seed=5)

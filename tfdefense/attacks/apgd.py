@@ -242,8 +242,21 @@ def warn_if_capped(requested: int | None, num_classes: int, who: str) -> None:
             UserWarning, stacklevel=3)
 
 
-class _Ensembled(Attack):
-    """Shared runner: restarts (and targets) only on the points not yet broken."""
+class AutoAttackComponent(Attack):
+    """Base of the attacks AutoAttack runs (APGD, APGD-T, FAB, Square): restarts (and target
+    classes) run only on the points not yet broken, each point's randomness drawn from its id
+    (``point_uniform``), so ``attack_points`` gives a point the same result in any batch.
+
+    A subclass defines ``loss_for(num_classes)`` and the compiled run of one restart,
+    ``_run(model, x, y, target, ids, key, first, loss) -> (x_adv, fooled)``.
+
+    Example:
+        >>> from tfdefense.attacks import APGDTargeted, FAB, Square
+        >>> all(issubclass(c, AutoAttackComponent) for c in (APGDTargeted, FAB, Square))
+        True
+        >>> APGDTargeted().targets_for(10), APGDTargeted().targets_for(3)  # capped at classes - 1
+        (9, 2)
+    """
 
     supported_norms = ("linf", "l2")
     #: whether the runs go against the top target classes (APGD-T, FAB-T)
@@ -332,7 +345,7 @@ class _Ensembled(Attack):
 @register("apgd_dlr", loss="dlr")
 @register("apgd_ce", loss="ce")
 @register("apgd")
-class APGD(_Ensembled):
+class APGD(AutoAttackComponent):
     """Untargeted Auto-PGD on cross-entropy or DLR, Linf or L2 (Croce & Hein 2020).
 
     The DLR loss (Eq. 3) needs 3 classes: on a 2-class model ``loss="dlr"``
@@ -427,5 +440,5 @@ class APGDTargeted(APGD):
         return apgd_objective("dlr_targeted", num_classes)
 
 
-__all__ = ["APGD", "APGDTargeted", "DEFAULT_TARGETS", "apgd_run", "checkpoints", "dlr",
+__all__ = ["APGD", "APGDTargeted", "AutoAttackComponent", "DEFAULT_TARGETS", "apgd_run", "checkpoints", "dlr",
            "dlr_targeted", "objective", "point_normal", "point_uniform", "warn_if_capped"]

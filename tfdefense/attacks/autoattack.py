@@ -94,7 +94,7 @@ _BUDGETS = {  # version -> (steps, n_target_classes, queries, eot_iter)
 }
 
 
-#: the objectives components run (``_Ensembled.loss_for``), in words
+#: the objectives components run (``AutoAttackComponent.loss_for``), in words
 OBJECTIVE_TEXT = {
     "ce": "cross-entropy",
     "ce_targeted": "targeted cross-entropy −CE(z, t)",

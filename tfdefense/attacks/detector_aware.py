@@ -59,8 +59,8 @@ import tensorflow as tf
 
 from tfdefense.attacks import losses
 from tfdefense.attacks.base import CompiledAttack, check_model_output, predict_logits, register
-from tfdefense.attacks.iterative import project, random_start, steepest_step
 from tfdefense.defend.base import REJECTED, Defense
+from tfdefense.perturbation import project, random_start, steepest_step
 from tfdefense.validation import check_images, check_labels, check_number, check_positive_int
 
 #: EOT draws per step on a stochastic defense when ``eot_iter`` is None (AutoAttack rand's)

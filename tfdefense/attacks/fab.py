@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from tfdefense.attacks.apgd import _Ensembled, point_normal, point_uniform
+from tfdefense.attacks.apgd import AutoAttackComponent, point_normal, point_uniform
 from tfdefense.attacks.base import register
 from tfdefense.validation import check_number, check_positive_int
 
@@ -144,7 +144,7 @@ def fab_run(model, x, y, target, ids, key, *, eps, norm, steps, alpha_max=0.1, e
 
 
 @register("fab_t")
-class FAB(_Ensembled):
+class FAB(AutoAttackComponent):
     """FAB-T: targeted minimal-perturbation attack, scored within eps (Croce & Hein 2020).
 
     Args:

@@ -10,7 +10,9 @@ normalization. Two backends:
   ``tf.while_loop`` over steps. Why not cleverhans itself: its random start
   draws from TensorFlow's global generator (no per-call seed, so results
   cannot be made to repeat per seed), and run as it is it executes step by
-  step in Python (see ``bench/attacks.py`` for the speed difference).
+  step in Python (see ``bench/attacks.py`` for the speed difference). The
+  graph, ``iterative_attack`` and its steps, lives in ``tfdefense.perturbation``
+  (adversarial training runs it too) and is importable from here as before.
 * ``backend="cleverhans"``: calls the cleverhans function unchanged (eager),
   with ``sanity_checks=False`` because its asserts fail under numpy 2
   (``basic_iterative_method`` always asserts, so BIM is PGD with
@@ -39,137 +41,18 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from tfdefense.attacks import losses
 from tfdefense.attacks.base import CompiledAttack, register
+from tfdefense.perturbation import (  # noqa: F401  (the compiled core; public here as before)
+    iterative_attack,
+    iterative_attack_early_stop,
+    objective_gradient,
+    project,
+    random_start,
+    steepest_step,
+)
 from tfdefense.validation import check_number
 
-_TINY = 1e-12  # cleverhans' avoid_zero_div
 _DEFAULT_EPS = {"linf": 8 / 255, "l2": 1.0}
-_REDUCE = (1, 2, 3)
-
-
-def _l2(t: tf.Tensor) -> tf.Tensor:
-    return tf.sqrt(tf.maximum(_TINY, tf.reduce_sum(tf.square(t), _REDUCE, keepdims=True)))
-
-
-def steepest_step(grad: tf.Tensor, size, norm: str) -> tf.Tensor:
-    """cleverhans ``optimize_linear``: the steepest ascent step of ``size`` in ``norm``."""
-    if norm == "linf":
-        return size * tf.sign(grad)
-    return size * grad / _l2(grad)
-
-
-def project(x_adv: tf.Tensor, x: tf.Tensor, eps, norm: str) -> tf.Tensor:
-    """cleverhans ``clip_eta`` onto the ``eps`` ball around ``x``, then into [0, 1]."""
-    eta = x_adv - x
-    if norm == "linf":
-        eta = tf.clip_by_value(eta, -eps, eps)
-    else:
-        eta = eta * tf.minimum(1.0, eps / _l2(eta))
-    return tf.clip_by_value(x + eta, 0.0, 1.0)
-
-
-def random_start(x: tf.Tensor, eps, norm: str, seed: tf.Tensor) -> tf.Tensor:
-    """Uniform start in the ``eps`` ball (Madry et al. 2018; L2: uniform in the ball)."""
-    shape = tf.shape(x)
-    if norm == "linf":
-        eta = tf.random.stateless_uniform(shape, seed, -1.0, 1.0) * eps
-    else:
-        direction = tf.random.stateless_normal(shape, seed)
-        direction = direction / _l2(direction)
-        dim = tf.cast(tf.reduce_prod(shape[1:]), x.dtype)
-        u = tf.random.stateless_uniform(shape[:1], seed + 1)
-        radius = tf.reshape(u ** (1.0 / dim), [-1, 1, 1, 1])
-        eta = direction * radius * eps
-    return project(x + eta, x, eps, norm)
-
-
-def objective_gradient(model, x_adv, y, loss: str, kappa, targeted: bool) -> tf.Tensor:
-    """Gradient of the summed per-example objective with respect to ``x_adv``."""
-    with tf.GradientTape() as tape:
-        tape.watch(x_adv)
-        logits = model(x_adv)
-        if loss == "ce":
-            value = losses.cross_entropy(logits, y, targeted)
-        else:
-            value = losses.margin(logits, y, kappa, targeted)
-        value = tf.reduce_sum(value)
-    grad = tape.gradient(value, x_adv)
-    if grad is None:
-        raise ValueError(
-            "model: no gradient flows from the logits to the images; wrap "
-            "non-differentiable steps with tfdefense.attacks.bpda"
-        )
-    return grad
-
-
-def iterative_attack(model, x, y, seed, *, eps, step, steps, norm, loss="ce", kappa=float("inf"),
-                     targeted=False, rand_init=False, decay=None):
-    """The shared graph of FGSM / BIM / PGD / MIM / C&W-Linf (one batch)."""
-    x_adv = random_start(x, eps, norm, seed) if rand_init else x
-    momentum = tf.zeros_like(x)
-    for _ in tf.range(steps):
-        grad = objective_gradient(model, x_adv, y, loss, kappa, targeted)
-        if decay is not None:  # MIM (Dong et al. 2018), as cleverhans normalizes
-            grad = grad / tf.maximum(_TINY, tf.reduce_mean(tf.abs(grad), _REDUCE, keepdims=True))
-            momentum = decay * momentum + grad
-            grad = momentum
-        # clip into [0, 1] before the projection, as cleverhans' fast_gradient_method does
-        stepped = tf.clip_by_value(x_adv + steepest_step(grad, step, norm), 0.0, 1.0)
-        x_adv = project(stepped, x, eps, norm)
-    return x_adv
-
-
-def iterative_attack_early_stop(model, x, y, seed, *, eps, step, steps, norm, loss="ce",
-                               kappa=float("inf"), targeted=False, rand_init=False, decay=None):
-    """``iterative_attack`` that freezes each example at its first success.
-
-    An example whose current iterate is already misclassified (untargeted) or
-    classified as its target (targeted) keeps that iterate and leaves the
-    batch: later steps run on the still-unbroken examples only. The success
-    test reuses the logits of the gradient's forward pass, so it costs
-    nothing. The result differs from the plain version only where the plain
-    attack would walk back out of a successful point, so robust accuracy can
-    only go down; the work shrinks with every success.
-    """
-    x_adv = random_start(x, eps, norm, seed) if rand_init else x
-    momentum = tf.zeros_like(x)
-    active = tf.range(tf.shape(x)[0])
-
-    def body(i, x_adv, momentum, active):
-        xa, xo, ya = (tf.gather(t, active) for t in (x_adv, x, y))
-        with tf.GradientTape() as tape:
-            tape.watch(xa)
-            logits = model(xa)
-            if loss == "ce":
-                value = losses.cross_entropy(logits, ya, targeted)
-            else:
-                value = losses.margin(logits, ya, kappa, targeted)
-            value = tf.reduce_sum(value)
-        grad = tape.gradient(value, xa)
-        if grad is None:
-            raise ValueError("model: no gradient flows from the logits to the images; wrap "
-                             "non-differentiable steps with tfdefense.attacks.bpda")
-        pred = tf.argmax(logits, axis=-1, output_type=ya.dtype)
-        done = tf.equal(pred, ya) if targeted else tf.not_equal(pred, ya)
-        if decay is not None:
-            ma = tf.gather(momentum, active)
-            grad = grad / tf.maximum(_TINY, tf.reduce_mean(tf.abs(grad), _REDUCE, keepdims=True))
-            ma = decay * ma + grad
-            grad = ma
-            momentum = tf.tensor_scatter_nd_update(momentum, active[:, None], ma)
-        stepped = tf.clip_by_value(xa + steepest_step(grad, step, norm), 0.0, 1.0)
-        new = tf.where(done[:, None, None, None], xa, project(stepped, xo, eps, norm))
-        x_adv = tf.tensor_scatter_nd_update(x_adv, active[:, None], new)
-        return i + 1, x_adv, momentum, tf.boolean_mask(active, tf.logical_not(done))
-
-    _, x_adv, _, _ = tf.while_loop(
-        lambda i, _x, _m, active: tf.logical_and(i < steps, tf.size(active) > 0),
-        body,
-        (tf.constant(0), x_adv, momentum, active),
-        shape_invariants=(tf.TensorShape([]), x_adv.shape, momentum.shape, tf.TensorShape([None])),
-    )
-    return x_adv
 
 
 class _GradientAttack(CompiledAttack):

@@ -1,7 +1,9 @@
 """Per-example attack objectives, written to be *maximized* by the attacker.
 
 Pure functions of (logits, labels) so they can be tested against hand values
-and reused inside compiled graphs.
+and reused inside compiled graphs. ``cross_entropy`` and the Carlini-Wagner
+``margin``, which adversarial training uses too, live in ``tfdefense.perturbation``
+and are importable from here as before; the APGD objectives are this module's own.
 
 The DLR losses of AutoAttack (Croce & Hein 2020, Eq. 3 and 4) read the 3rd
 (untargeted) and the 4th (targeted) largest logit, so they exist only for
@@ -21,6 +23,8 @@ Example:
 from __future__ import annotations
 
 import tensorflow as tf
+
+from tfdefense.perturbation import cross_entropy, margin  # noqa: F401  (public here as before)
 
 #: fewest classes each APGD objective is defined for
 MIN_CLASSES = {"ce": 2, "ce_targeted": 2, "dlr": 3, "dlr_targeted": 4}
@@ -120,26 +124,3 @@ def apgd_loss(loss: str, logits: tf.Tensor, y: tf.Tensor, target: tf.Tensor | No
     if loss == "dlr":
         return dlr(logits, y)
     return dlr_targeted(logits, y, target)
-
-
-def cross_entropy(logits: tf.Tensor, labels: tf.Tensor, targeted: bool = False) -> tf.Tensor:
-    """Softmax cross-entropy of ``labels``; negated when ``targeted`` (move towards them)."""
-    ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
-    return -ce if targeted else ce
-
-
-def margin(
-    logits: tf.Tensor, labels: tf.Tensor, kappa: float = float("inf"), targeted: bool = False
-) -> tf.Tensor:
-    """Carlini-Wagner f6 margin, capped at ``kappa``.
-
-    Untargeted: ``min(max_{j != y} Z_j - Z_y, kappa)``; targeted (y = target):
-    ``min(Z_y - max_{j != y} Z_j, kappa)`` (Carlini & Wagner 2017, Eq. f6;
-    the ``MarginLoss`` of the CD-VAE code's ``advex/attacks.py``).
-    """
-    num_classes = tf.shape(logits)[-1]
-    onehot = tf.one_hot(labels, num_classes, dtype=logits.dtype)
-    z_y = tf.reduce_sum(onehot * logits, axis=-1)
-    z_other = tf.reduce_max(logits - onehot * 1e9, axis=-1)
-    value = z_y - z_other if targeted else z_other - z_y
-    return tf.minimum(value, tf.cast(kappa, logits.dtype))

@@ -29,7 +29,7 @@ import tensorflow as tf
 
 from tfdefense.attacks import losses
 from tfdefense.attacks.base import CompiledAttack, register
-from tfdefense.attacks.iterative import project
+from tfdefense.perturbation import project
 from tfdefense.validation import check_number, check_positive_int
 
 

@@ -35,7 +35,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from tfdefense.attacks.apgd import _Ensembled, point_uniform
+from tfdefense.attacks.apgd import AutoAttackComponent, point_uniform
 from tfdefense.attacks.base import register
 from tfdefense.validation import check_number, check_positive_int
 
@@ -181,7 +181,7 @@ def square_run(model, x, y, ids, key, *, eps, norm, steps, p_init=0.8):
 
 
 @register("square")
-class Square(_Ensembled):
+class Square(AutoAttackComponent):
     """Square Attack, Linf or L2, untargeted on the margin loss (Andriushchenko et al. 2020).
 
     Gradient-free: runs on any callable images -> logits, differentiable or not.

@@ -23,7 +23,7 @@ from tfdefense.baselines.magnet_nets import (
     MNIST_STRUCTURE_II,
     magnet_autoencoder,
 )
-from tfdefense.baselines.wgan_gp import WGANGP
+from tfdefense.baselines.wgan_gp import WGANGP, wgan_gp_optimizer
 
 __all__ = [
     "WGANGP",
@@ -41,4 +41,5 @@ __all__ = [
     "gradient_penalty",
     "magnet_autoencoder",
     "reconstruction_error",
+    "wgan_gp_optimizer",
 ]

@@ -28,7 +28,7 @@ As a ``Defense``: ``defend(x)`` classifies the projection in one graph and accep
 every input (the projection is applied unconditionally, so it is part of the
 classifier; Defense-GAN never rejects). ``logits(x)`` is the adaptive attacker's
 path: the projection has no useful gradient (an L-step optimisation), so it is
-wrapped in ``tfdefense.attacks.bpda`` with the identity as its gradient (BPDA,
+wrapped in ``bpda`` (``tfdefense.perturbation``) with the identity as its gradient (BPDA,
 Athalye et al. 2018 §4.1, the attack that broke Defense-GAN).
 
 Example:
@@ -56,8 +56,8 @@ import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
-from tfdefense.attacks.adaptive import bpda
 from tfdefense.defend.base import Defense, register_defense
+from tfdefense.perturbation import bpda
 from tfdefense.validation import check_images, check_number, check_positive_int
 
 #: gradient-descent steps L (Samangouei et al. 2018, MNIST; official mnist.yml)

@@ -41,42 +41,44 @@ PAPER_WIDTH = 64
 _STAGES = {28: (4, 2, 1), 64: (8, 4, 2, 1)}
 
 
-def _check_shape(image_shape):
-    shape = tuple(image_shape)
+def _check_shape(shape, name: str) -> tuple[int, int, int]:
+    shape = tuple(shape)
     if len(shape) != 3 or shape[0] != shape[1] or shape[0] not in _STAGES:
-        raise ValueError(f"image_shape: expected (28, 28, C) or (64, 64, C) images, got {shape}")
-    return check_positive_int(shape[2], "image_shape channels")
+        raise ValueError(f"{name}: expected (28, 28, C) or (64, 64, C) images, got {shape}")
+    return shape[0], shape[1], check_positive_int(shape[2], f"{name} channels")
 
 
 def defense_gan_generator(latent_dim: int = PAPER_LATENT_DIM, width: int = PAPER_WIDTH,
-                          image_shape: tuple[int, int, int] = (28, 28, 1),
+                          output_shape: tuple[int, int, int] = (28, 28, 1),
                           name: str = "defense_gan_generator") -> keras.Model:
-    """Latent codes (N, latent_dim) -> images (N, H, W, C) in [0, 1] (28×28 or 64×64)."""
+    """Latent codes (N, latent_dim) -> images (N, H, W, C) in [0, 1] of ``output_shape``
+    (H, W, C), 28×28 or 64×64 (the name the library's decoders use)."""
     latent_dim = check_positive_int(latent_dim, "latent_dim")
     width = check_positive_int(width, "width")
-    channels = _check_shape(image_shape)
-    stages = _STAGES[image_shape[0]]
+    side, _, channels = _check_shape(output_shape, "output_shape")
+    stages = _STAGES[side]
     z = keras.Input((latent_dim,), name="latent")
     h = layers.Dense(4 * 4 * stages[0] * width, activation="relu")(z)
     h = layers.Reshape((4, 4, stages[0] * width))(h)
     for i, mult in enumerate(stages[1:]):
         h = layers.Conv2DTranspose(mult * width, 5, strides=2, padding="same",
                                    activation="relu")(h)
-        if i == 0 and image_shape[0] == 28:  # 8x8 -> 7x7, so that 7 -> 14 -> 28
+        if i == 0 and side == 28:  # 8x8 -> 7x7, so that 7 -> 14 -> 28
             h = layers.Cropping2D(((0, 1), (0, 1)))(h)
     images = layers.Conv2DTranspose(channels, 5, strides=2, padding="same",
                                     activation="sigmoid")(h)
     return keras.Model(z, images, name=name)
 
 
-def defense_gan_critic(width: int = PAPER_WIDTH, image_shape: tuple[int, int, int] = (28, 28, 1),
+def defense_gan_critic(width: int = PAPER_WIDTH, input_shape: tuple[int, int, int] = (28, 28, 1),
                        name: str = "defense_gan_critic") -> keras.Model:
-    """Images (N, H, W, C) in [0, 1] (28×28 or 64×64) -> Wasserstein critic scores (N, 1)."""
+    """Images (N, H, W, C) in [0, 1] of ``input_shape`` (H, W, C), 28×28 or 64×64 ->
+    Wasserstein critic scores (N, 1)."""
     width = check_positive_int(width, "width")
-    _check_shape(image_shape)
-    x = keras.Input(tuple(image_shape), name="images")
+    input_shape = _check_shape(input_shape, "input_shape")
+    x = keras.Input(input_shape, name="images")
     h = x
-    for mult in reversed(_STAGES[image_shape[0]]):  # w, 2w, 4w (, 8w)
+    for mult in reversed(_STAGES[input_shape[0]]):  # w, 2w, 4w (, 8w)
         h = layers.Conv2D(mult * width, 5, strides=2, padding="same")(h)
         h = layers.LeakyReLU(0.2)(h)
     h = layers.Flatten()(h)

@@ -51,7 +51,7 @@ from tfdefense.baselines.magnet_detector import (
     DETECTORS,
     PAPER_REJECTION_RATE,
     MagNetDetector,
-    image_shape,
+    declared_input_shape,
     min_fit_images,
 )
 from tfdefense.decisions import REJECTED_LABEL, Decision
@@ -83,7 +83,7 @@ class MagNet(Defense):
         #: the two detectors and their thresholds (a ``tfdefense.detect.Detector``)
         self.detector = MagNetDetector(autoencoder_i, autoencoder_ii, rejection_rate, batch_size)
         self.batch_size = self.detector.batch_size
-        self.input_shape = self.detector.input_shape or image_shape(classifier)
+        self.input_shape = self.detector.input_shape or declared_input_shape(classifier)
 
     # ---------------------------------------------------------------- the parts
     @property

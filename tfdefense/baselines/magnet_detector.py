@@ -48,7 +48,8 @@ from tfdefense.baselines.losses import reconstruction_error
 from tfdefense.detect.base import Detector, register_detector
 from tfdefense.validation import check_images, check_number, check_positive_int
 
-__all__ = ["DETECTORS", "PAPER_REJECTION_RATE", "MagNetDetector", "min_fit_images"]
+__all__ = ["DETECTORS", "PAPER_REJECTION_RATE", "MagNetDetector", "declared_input_shape",
+           "min_fit_images"]
 
 #: MagNet's per-detector false-positive rate on MNIST (Meng & Chen 2017, §5.1)
 PAPER_REJECTION_RATE = 0.001
@@ -65,8 +66,17 @@ def min_fit_images(rejection_rate: float) -> int:
     return int(math.ceil(1.0 / rejection_rate - 1e-9))
 
 
-def image_shape(*models) -> tuple[int, int, int] | None:
-    """(H, W, C) of the first model that declares a rank-4 input, else None (any)."""
+def declared_input_shape(*models) -> tuple[int, int, int] | None:
+    """The ``input_shape`` (H, W, C) of the first model that declares a rank-4 input, else
+    None (any).
+
+    Example:
+        >>> import keras
+        >>> from tfdefense.baselines import magnet_autoencoder
+        >>> flat = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+        >>> declared_input_shape(flat, magnet_autoencoder()), declared_input_shape(flat)
+        ((28, 28, 1), None)
+    """
     for model in models:
         try:
             shape = model.input_shape
@@ -97,8 +107,8 @@ class MagNetDetector(Detector):
                                            low_inclusive=False, high_inclusive=False)
         self.batch_size = check_positive_int(batch_size, "batch_size")
         # a DenoisingAutoEncoder declares its shape through the autoencoder it trains
-        self.input_shape = image_shape(*(m for ae in (autoencoder_i, autoencoder_ii)
-                                         for m in (ae, getattr(ae, "autoencoder", None))))
+        self.input_shape = declared_input_shape(*(m for ae in (autoencoder_i, autoencoder_ii)
+                                                   for m in (ae, getattr(ae, "autoencoder", None))))
         #: (2,) thresholds of detectors I and II; -1 until ``fit``
         self.thresholds = tf.Variable(tf.fill([len(DETECTORS)], UNFITTED), trainable=False,
                                       name="magnet_thresholds")

@@ -40,8 +40,15 @@ PAPER_GP_WEIGHT = 10.0
 PAPER_CRITIC_STEPS = 5
 
 
-def paper_optimizer() -> keras.optimizers.Optimizer:
-    """Adam(1e-4, β₁ = 0.5, β₂ = 0.9), Defense-GAN's WGAN-GP optimizer (official code)."""
+def wgan_gp_optimizer() -> keras.optimizers.Optimizer:
+    """Adam(1e-4, β₁ = 0.5, β₂ = 0.9): Gulrajani et al. 2017's WGAN-GP optimizer, as
+    Defense-GAN's official code trains its GAN with it.
+
+    Example:
+        >>> opt = wgan_gp_optimizer()
+        >>> type(opt).__name__, round(float(opt.learning_rate), 6), opt.beta_1, opt.beta_2
+        ('Adam', 0.0001, 0.5, 0.9)
+    """
     return keras.optimizers.Adam(1e-4, beta_1=0.5, beta_2=0.9)
 
 
@@ -82,12 +89,12 @@ class WGANGP(keras.Model):
     def compile(self, optimizer=None, critic_optimizer=None, **kwargs):
         """``optimizer`` updates the generator, ``critic_optimizer`` the critic.
 
-        Both default to ``paper_optimizer()``.
+        Both default to ``wgan_gp_optimizer()``.
         """
-        super().compile(optimizer=optimizer if optimizer is not None else paper_optimizer(),
+        super().compile(optimizer=optimizer if optimizer is not None else wgan_gp_optimizer(),
                         **kwargs)
         self.critic_optimizer = (keras.optimizers.get(critic_optimizer)
-                                 if critic_optimizer is not None else paper_optimizer())
+                                 if critic_optimizer is not None else wgan_gp_optimizer())
         # each optimizer holds the slots of its own network only
         self.optimizer.build(self.generator.trainable_variables)
         self.critic_optimizer.build(self.critic.trainable_variables)

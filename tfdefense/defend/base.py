@@ -12,6 +12,10 @@ made of (a purifier, a detector, an adversarially trained classifier):
 * ``logits(x)``: the differentiable end-to-end path an adaptive attacker targets, with
   BPDA (``attacks.bpda``) where a step has no useful gradient; when ``stochastic`` is
   True the path is random and an attacker averages it (``attacks.eot``).
+* ``purify(x)`` (defenses that purify: ``GreyBoxDefense``, ``AdversarialCDVAEDefense``,
+  ``FMDefense``): the purified images of a batch, the ones the defense classifies, as a
+  float32 ``tf.Tensor`` (N, H, W, C) of TensorFlow ops like ``logits`` (differentiable where
+  the purifier is); ``.numpy()`` gives the array.
 * ``detection_margin(x)`` (defenses with ``detects = True``): a float (N,) tensor, > 0
   exactly where ``defend`` rejects, differentiable, so a gradient attack becomes
   detector-aware by one loss term (push it below 0).

@@ -242,11 +242,12 @@ class FMDefense(Defense):
         out = self._resistance(x)
         return {"resistance": out["resistance"], "distance": tf.cast(out["distance"], tf.float32)}
 
-    # ------------------------------------------------------------------ numpy helpers
-    def purify(self, x) -> np.ndarray:
-        """The combo-VAE reconstruction of x (§III-D), images in [0, 1]."""
-        return self.combo_vae.reconstruct(x).numpy()
+    def purify(self, x: tf.Tensor) -> tf.Tensor:
+        """The combo-VAE reconstruction D([μ(x), z_u(x)]) of a batch (§III-D), float32 images in
+        [0, 1]: what C classifies where ``defend`` purifies."""
+        return self.combo_vae(tf.cast(x, tf.float32), training=False)
 
+    # ------------------------------------------------------------------ numpy helpers
     def _labels_graph(self):
         if self._labels_fn is None:
             def labels(x, decision):

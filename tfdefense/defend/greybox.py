@@ -73,7 +73,7 @@ class GreyBoxDefense(Defense):
                 raise ValueError(f"{name}: expected True or False, got {getattr(self, name)!r}")
         check_positive_int(self.batch_size, "batch_size")
 
-    def purify(self, x) -> tf.Tensor:
+    def purify(self, x: tf.Tensor) -> tf.Tensor:
         """G(x) (clipped to [0, 1] when ``clip``), differentiable."""
         g = self.cdvae.generate(tf.cast(x, tf.float32), training=False, sample=self.sample)
         return tf.clip_by_value(g, 0.0, 1.0) if self.clip else g

@@ -688,8 +688,16 @@ def _unseen_note(ctx, m: dict) -> str:
     return text
 
 
-def _verdict(m: dict) -> str:
-    """The paper's two white-box claims, ℓ∞ robustness and the edge on unseen attacks, checked."""
+def claims_verdict(m: dict) -> str:
+    """The paper's two white-box claims, ℓ∞ robustness and the edge on unseen attacks, checked
+    on the measurements ``m`` (model -> "white_box" / "adaptive" -> column -> accuracy %).
+
+    Example:
+        >>> cells = {"clean": 90.0, "pgd_linf": 1.0, "pgd_l2": 10.0, "unseen": 10.0}
+        >>> m = {name: {"white_box": cells, "adaptive": cells} for name in PAPER}
+        >>> claims_verdict(m).endswith("not above the undefended classifier: the defense breaks.")
+        True
+    """
     at, pgd, normal = m["CD-VAE-AT"], m["PGD-AT"], m["Normal"]
     drops = {c: at["white_box"][c] - at["adaptive"][c] for c in ATTACKS if c in at["adaptive"]}
     worst = max(drops, key=drops.get)
@@ -727,8 +735,13 @@ def _trained_recipe(ctx, model: str):
     return entry["recipe"] if entry else tr.recipe(ctx.preset, model)
 
 
-def _objective_note(objective: str) -> str:
-    """How the Training note describes CD-VAE-AT's objective (``AdversarialCDVAE.objective``)."""
+def training_objective_note(objective: str) -> str:
+    """How the Training note describes CD-VAE-AT's objective (``AdversarialCDVAE.objective``).
+
+    Example:
+        >>> training_objective_note("paper")
+        '; clean CD-VAE loss mixed in with weight 1'
+    """
     if objective == "paper":
         return "; clean CD-VAE loss mixed in with weight 1"
     return ("; the official script's objective (AdversarialCDVAE objective='official', "
@@ -741,7 +754,7 @@ def _notes(ctx, m: dict) -> list[str]:
     s = lambda k: setting(ctx, k)  # noqa: E731
     pre, at_r, pgd_r = (_trained_recipe(ctx, f"table7_{k}") for k in ("cdvae", "cdvae_at", "pgd_at"))
     at, pgd = m["CD-VAE-AT"], m["PGD-AT"]
-    verdict = f"Verdict: {_verdict(m)}"
+    verdict = f"Verdict: {claims_verdict(m)}"
     notes = [
         verdict,
         f"Data {ctx.dataset}, first {s('attack_images')} test images; paper: CIFAR-10, 10,000. "
@@ -756,7 +769,7 @@ def _notes(ctx, m: dict) -> list[str]:
         f"{s('train_steps')} steps of eps/√steps, κ {s('kappa')}, c {s('margin')}; L_G "
         + ("pulls G(x′) to the clean x as the official code does, where Eq. 9 reconstructs x′"
            if s("reconstruction_target") == "clean" else "reconstructs x′ (Eq. 9)")
-        + _objective_note(at_r.model.get("objective", "paper")) + "); PGD-AT trains "
+        + training_objective_note(at_r.model.get("objective", "paper")) + "); PGD-AT trains "
         f"{pgd_r.epochs} epochs from "
         + ("the clean classifier" if pgd_r.model.get("init") == "Normal" else "scratch (Laidlaw et al.)")
         + f"; D_G starts from the clean classifier ({s('clean_epochs')} epochs; official) but, in "

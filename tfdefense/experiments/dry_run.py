@@ -111,8 +111,17 @@ def real_setting(preset: str, key: str, role: str | None = None) -> Any:
     return None
 
 
-class _ReadLog(dict):
-    """The context's settings, recording which keys experiments read (to attribute fits)."""
+class SettingsReadLog(dict):
+    """The context's settings, recording which keys experiments read (``record_fits``
+    attributes each fit to the epochs and batch settings read before it).
+
+    Example:
+        >>> settings = SettingsReadLog({"cdvae_epochs": 2, "batch_size": 8})
+        >>> settings["cdvae_epochs"], settings.get("batch_size"), settings.get("missing")
+        (2, 8, None)
+        >>> settings.reads
+        ['cdvae_epochs', 'batch_size']
+    """
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -201,7 +210,7 @@ def record_fits(ctx: Context) -> Iterator[list[Fit]]:
         return next((k for k in reversed(reads) if test(k)), None)
 
     def fit(model, x=None, y=None, *args, **kwargs):
-        reads = ctx.settings.reads[mark[0]:] if isinstance(ctx.settings, _ReadLog) else []
+        reads = ctx.settings.reads[mark[0]:] if isinstance(ctx.settings, SettingsReadLog) else []
         mark[0] += len(reads)
         timer = _StepTimer()
         callbacks = list(kwargs.get("callbacks") or [])
@@ -411,7 +420,7 @@ def dry_run(preset: str, out: str, only: Sequence[str] | None = None,
     settings = {**limits, **DRY_RUN_SETTINGS, **(overrides or {})}
     with mock_datasets(preset) as n:
         ctx = MockContext(preset, out, settings)
-        ctx.settings = _ReadLog(ctx.settings)
+        ctx.settings = SettingsReadLog(ctx.settings)
         with record_fits(ctx) as fits:
             run = reproduce(preset, out, only=only, log=log, context=ctx)
     result = DryRun(preset, run, list(fits), plan(preset, fits, n), n)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from tfdefense.detect.resistance import resistance_thresholds
-from tfdefense.plots import _save, plt
+from tfdefense.plots import plt, save_figure
 
 UNIFIED = np.round(np.linspace(0.0, 1.0, 21), 3)
 RHOS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999)
@@ -113,7 +113,7 @@ def resistance_histograms(resistances, path: str) -> str:
         ax.axis("off")
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
     return path
 
 
@@ -135,5 +135,5 @@ def detection_curves(r_val, resistances, path: str) -> str:
     axes[1].set_xticks(range(len(RHOS)), [str(r) for r in RHOS], rotation=45, fontsize=7)
     axes[1].legend(fontsize=6, loc="lower left")
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
     return path

@@ -258,10 +258,6 @@ def input_shape(ctx) -> tuple[int, int, int]:
     return tuple(data.spec(ctx.dataset).shape)
 
 
-#: the old name, still called by ``fm_table2.py`` (whose owner moves it to ``input_shape``)
-image_shape = input_shape
-
-
 def combo_vae_nets(ctx, dgmm: DGMM) -> tuple[keras.Model, keras.Model, keras.Model | None]:
     """(encoder, decoder, TC discriminator or None) of the active dataset's combo-VAE.
 

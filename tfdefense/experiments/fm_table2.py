@@ -528,7 +528,7 @@ def _notes(ctx, ev, meas, n, n_ad, n_dg) -> list[str]:
         f"degenerates to the minimum), η = {det.eta}; validation false-positive rate "
         f"{100 * vfp:.1f}%, θ_d = {det.theta_d_:.3f}.",
         f"MagNet: autoencoders I (3, avg, 3) and II (3) (MagNet's MNIST ones, on "
-        f"{'x'.join(map(str, fm.image_shape(ctx)))} images here), {s('fm_magnet_epochs')} epochs "
+        f"{'x'.join(map(str, fm.input_shape(ctx)))} images here), {s('fm_magnet_epochs')} epochs "
         f"(paper 100), rejection rate {s('fm_magnet_rejection_rate')} per detector on "
         f"{len(ev.r_val)} validation images (paper 0.001 needs ⌈1/r⌉ = 1,000; rate r rejects at "
         f"most ⌊{len(ev.r_val)}·r⌋ = {int(len(ev.r_val) * s('fm_magnet_rejection_rate') + 1e-9)} "
@@ -583,7 +583,7 @@ def combo_vae_text(ctx) -> str:
     """The combo-VAE the active dataset uses, for the notes."""
     s = lambda k: fm.setting(ctx, k)  # noqa: E731
     if s("fm_nets") == "face":
-        shape = fm.image_shape(ctx)
+        shape = fm.input_shape(ctx)
         down = int(np.prod(s("fm_face_strides")))
         nets = (f"the face nets of Table I (widths {tuple(s('fm_face_filters'))}, residual "
                 f"{s('fm_face_residual_filters')} × {s('fm_face_residual_blocks')} per side, strides "

@@ -134,7 +134,7 @@ MODELS: dict[str, TrainedModel] = {
 
 # ----------------------------------------------------------------------------- quick
 _ADAM = {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7}  # Keras defaults: Adam(1e-3) as before
-_ADAMW = {**_ADAM, "weight_decay": 1e-6}  # CDVAE.compile()'s paper_optimizer(), as before
+_ADAMW = {**_ADAM, "weight_decay": 1e-6}  # CDVAE.compile()'s cdvae_optimizer(), as before
 _CDVAE_REDUCTIONS = {"re": "mean over pixels and batch", "ce": "mean over batch, mixed with lambda",
                      "kl": "mean over latent units and batch"}
 #: objective="official" (both presets): the script's reductions, with our per-latent mean KL

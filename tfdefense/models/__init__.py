@@ -1,8 +1,8 @@
 """Subclassed Keras models that hold the training logic of both papers."""
 
-from tfdefense.models.cdvae import CDVAE, paper_optimizer
+from tfdefense.models.cdvae import CDVAE, cdvae_optimizer
 
-__all__ = ["CDVAE", "paper_optimizer"]
+__all__ = ["CDVAE", "cdvae_optimizer"]
 from tfdefense.models.dgmm import DGMM  # noqa: E402, I001  (FM-Defense)
 
 __all__ += ["DGMM"]

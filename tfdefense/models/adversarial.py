@@ -5,7 +5,7 @@ G(x); the defended prediction is D_G(G(x)) (``call``). Every training batch,
 in one compiled graph:
 
 1. **Craft x′ (Eq. 7)** against the whole pipeline D_G(G(·)): Linf PGD on the
-   Carlini-Wagner margin ``min(max_{j≠y} Z_j − Z_y, κ)`` (``attacks.losses.margin``,
+   Carlini-Wagner margin ``min(max_{j≠y} Z_j − Z_y, κ)`` (``perturbation.margin``,
    the same function the attacks layer uses), uniform random start, ``steps``
    steps of eps/√steps, only on the samples D_G(G(x)) classifies right
    (official ``tools/adv_train_cifar.py``: eps 8/255, 10 steps, κ = 10; the
@@ -69,7 +69,6 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from tfdefense.attacks.iterative import iterative_attack
 from tfdefense.models import vae_losses
 from tfdefense.models.adversarial_losses import (  # noqa: F401 (re-exported)
     disentangling_loss,
@@ -80,6 +79,7 @@ from tfdefense.models.adversarial_losses import (  # noqa: F401 (re-exported)
     official_selection,
 )
 from tfdefense.models.cdvae import CDVAE
+from tfdefense.perturbation import iterative_attack
 from tfdefense.validation import check_number, check_positive_int
 
 RECONSTRUCTION_TARGETS = ("adversarial", "clean")

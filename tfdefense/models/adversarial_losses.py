@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from tfdefense.attacks import losses as attack_losses
+from tfdefense import perturbation
 
 __all__ = ["margin_to_wrong_class", "most_likely_wrong_class", "disentangling_loss",
            "official_selection", "official_objective", "global_count"]
@@ -33,7 +33,7 @@ __all__ = ["margin_to_wrong_class", "most_likely_wrong_class", "disentangling_lo
 
 def margin_to_wrong_class(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
     """Z_y − max_{y′≠y} Z_{y′} per example (Eq. 8's margin, on logits as the official code)."""
-    return -attack_losses.margin(logits, labels)
+    return -perturbation.margin(logits, labels)
 
 
 def most_likely_wrong_class(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:

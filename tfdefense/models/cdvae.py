@@ -45,8 +45,14 @@ CIFAR_NORMALIZATION = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))  # of
 CLASSIFIER_INPUTS = ("residual", "input", "generated")
 
 
-def paper_optimizer() -> keras.optimizers.Optimizer:
-    """AdamW(lr 1e-3, β = (0.9, 0.999), weight decay 1e-6): the official CD-VAE optimiser."""
+def cdvae_optimizer() -> keras.optimizers.Optimizer:
+    """AdamW(lr 1e-3, β = (0.9, 0.999), weight decay 1e-6): the official CD-VAE optimiser.
+
+    Example:
+        >>> opt = cdvae_optimizer()
+        >>> type(opt).__name__, round(float(opt.learning_rate), 6), opt.weight_decay
+        ('AdamW', 0.001, 1e-06)
+    """
     return keras.optimizers.AdamW(learning_rate=1e-3, weight_decay=1e-6)
 
 
@@ -193,8 +199,8 @@ class CDVAE(input_checks.CheckedInputs, keras.Model):
         return cls(enc, dec, clf, **kwargs)
 
     def compile(self, optimizer: Any = None, **kwargs) -> None:
-        """``keras.Model.compile``; no optimizer means the paper's AdamW (``paper_optimizer``)."""
-        super().compile(optimizer=optimizer if optimizer is not None else paper_optimizer(),
+        """``keras.Model.compile``; no optimizer means CD-VAE's AdamW (``cdvae_optimizer``)."""
+        super().compile(optimizer=optimizer if optimizer is not None else cdvae_optimizer(),
                         **kwargs)
         if self.built and self.optimizer is not None:
             # its slots now, not inside the first traced train_step: Keras traces that step

@@ -5,8 +5,8 @@ craft x′ by Linf PGD on the cross-entropy (uniform random start, ``steps``
 steps of ``step_size``, projection onto the eps ball and [0, 1]; the
 classifier in inference mode), then minimise CE(f(x′), y) (Madry et al. 2018,
 Eq. 2.1); ``clean_weight`` > 0 adds the clean CE (Goodfellow et al. 2015's
-mix), 0 is pure Madry. The attack is ``tfdefense.attacks.iterative``'s PGD
-graph, the same one the evaluation runs.
+mix), 0 is pure Madry. The attack is ``tfdefense.perturbation``'s PGD graph,
+the same one the evaluation's PGD (``tfdefense.attacks.PGD``) runs.
 
 Defaults give the same budget as ``AdversarialCDVAE``: eps 8/255, 10 steps of
 eps/√10 (Madry's CIFAR-10 setting is 7 steps of 2/255; MNIST 40 of 0.01).
@@ -30,8 +30,8 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from tfdefense.attacks.iterative import iterative_attack
 from tfdefense.models import input_checks
+from tfdefense.perturbation import iterative_attack
 from tfdefense.validation import check_number, check_positive_int
 
 # Keras runs ``train_step`` without AutoGraph; the attack's loop needs it (see adversarial.py).
