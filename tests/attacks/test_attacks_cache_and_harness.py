@@ -231,3 +231,50 @@ def test_a_defense_without_attack_model_is_attacked_through_its_logits(trained, 
     assert meta["model_fingerprint"] == model_fingerprint(model)
     assert cached.rows[0].accuracy == evaluate_robustness(
         defense, (x[:10], y[:10]), "fgsm", verbose=False).rows[0].accuracy
+
+
+def _tiny_autoattack(eps=0.3):
+    from tfdefense.attacks import AutoAttack
+
+    return AutoAttack(eps=eps, version="quick", steps=3, n_target_classes=1, queries=20, seed=0)
+
+
+def test_a_greybox_autoattack_is_judged_by_the_attack_model_and_read_by_the_defense(trained):
+    model, x, y, _ = trained
+    defense = _reject_unsure(model)
+    xs, ys = x[:12], y[:12]
+    result = evaluate_robustness(defense, (xs, ys), {"aa": _tiny_autoattack()},
+                                 attack_model=model, verbose=False)
+    by_model = _tiny_autoattack().run(xs, ys, model=model, verbose=False)
+    by_defense = _tiny_autoattack().run(xs, ys, model=model, labels_of=defense.predict,
+                                        verbose=False)
+    # the defense rejects unsure points, which a defense-judged run keeps attacking
+    assert not np.array_equal(by_model.x_adv, by_defense.x_adv)
+    (row,) = result.rows  # one row: the defense reading the attacker's examples
+    assert row.labels == defense.predict(by_model.x_adv).tolist()
+    assert row.accuracy == np.mean(defense.predict(by_model.x_adv) == ys)
+
+
+def test_a_cached_autoattack_run_is_reused_whole_and_rerun_when_its_budget_changes(
+        trained, tmp_path, monkeypatch):
+    from tfdefense.attacks import AutoAttack
+
+    model, x, y, _ = trained
+    data = (x[:12], y[:12])
+    first = evaluate_robustness(model, data, {"aa": _tiny_autoattack()}, cache_dir=tmp_path,
+                                verbose=False)
+    assert (tmp_path / "aa" / "run.npz").exists()
+
+    def no_run(*args, **kwargs):
+        raise AssertionError("AutoAttack ran although its cached run matches")
+
+    monkeypatch.setattr(AutoAttack, "run", no_run)
+    again = evaluate_robustness(model, data, {"aa": _tiny_autoattack()}, cache_dir=tmp_path,
+                                verbose=False)
+    assert [(r.label, r.accuracy, r.labels) for r in again.rows] == [
+        (r.label, r.accuracy, r.labels) for r in first.rows]
+    assert again.gradient_masking_flags == first.gradient_masking_flags
+    assert again.autoattack_tables == first.autoattack_tables
+    with pytest.raises(AssertionError, match="cached run matches"):
+        evaluate_robustness(model, data, {"aa": _tiny_autoattack(eps=0.2)}, cache_dir=tmp_path,
+                            verbose=False)

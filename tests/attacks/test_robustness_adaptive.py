@@ -91,6 +91,10 @@ def test_worst_case_is_the_per_image_minimum_over_the_attacks_of_each_norm(scrip
     assert scripted.worst_case_accuracy == 2 / 8
     rows = {r.label: r for r in scripted.rows}
     assert rows["a_linf"].accuracy == 4 / 8 and rows["a_linf"].defense_accuracy == 6 / 8
+    # each row keeps the per-image labels: A moved 0 to FOOL (1), caught 1 and 2 (-1); 7 was
+    # at FOOL already
+    assert rows["a_linf"].labels == [1, REJECTED, REJECTED, 0, 0, 0, 0, 1]
+    assert rows["c_l2"].labels == [0, 1, 0, 0, 1, REJECTED, 0, 1]
     assert [rows[k].norm for k in ("a_linf", "b_linf", "c_l2", "d_unbounded")] == [
         "linf", "linf", "l2", "other"]
 

@@ -78,7 +78,8 @@ def data_fingerprint(x: np.ndarray, y: np.ndarray | None) -> str:
     return h.hexdigest()
 
 
-def _atomic_savez(path: Path, **arrays) -> None:
+def atomic_savez(path: Path, **arrays) -> None:
+    """``np.savez`` to ``path`` through a temporary file (never a half-written file)."""
     tmp = path.with_suffix(".tmp.npz")
     np.savez(tmp, **arrays)
     os.replace(tmp, path)
@@ -172,7 +173,7 @@ class AdversarialSet:
                 missing.append(i)
         for i, x_adv in attack.iter_batches(model, x, y, missing, strategy=strategy,
                                             desc=f"{attack.name} set", verbose=show):
-            _atomic_savez(path / f"batch_{i:05d}.npz", x_adv=x_adv, y=y[i * bs : (i + 1) * bs])
+            atomic_savez(path / f"batch_{i:05d}.npz", x_adv=x_adv, y=y[i * bs : (i + 1) * bs])
             parts[i] = x_adv
         computed = len(missing)
         return cls(np.concatenate(parts), y, attack.name, params, model_fp, data_fp, path,

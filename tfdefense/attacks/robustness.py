@@ -15,7 +15,16 @@ defense's own attack surface: ``defense.logits``, averaged over
 ``AutoAttack`` of the ``rand`` version gets the raw ``logits`` (it averages
 gradients itself). A ``DetectorAwarePGD`` always gets the defense itself.
 ``attack_model`` (a callable) replaces the logits path for every other attack,
-e.g. the bare classifier for a grey-box evaluation.
+e.g. the bare classifier for a grey-box evaluation; an AutoAttack then judges
+success by that model alone (the attacker does not query the defense) and its
+examples are read by the defense in one row.
+
+**Caching.** With ``cache_dir`` each attack's examples are stored under
+``cache_dir/<label>`` with the attacked model's fingerprint and reused while
+nothing changed: an ``AdversarialSet`` per batch, an AutoAttack run whole (its
+components run on the points left standing). Every row keeps the per-image
+labels (``AttackResult.labels``), so worst cases can be taken over the rows of
+several evaluations on the same images.
 
 **The adaptive evaluation** (``preset="adaptive"``, the default when neither
 ``attacks`` nor ``preset`` is given): PGD-Linf, PGD-L2 and C&W-Linf through the
@@ -69,6 +78,7 @@ Example:
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -80,8 +90,13 @@ import tensorflow as tf
 from tqdm.auto import tqdm
 
 from tfdefense.attacks.adaptive import eot
-from tfdefense.attacks.adversarial_set import AdversarialSet, model_fingerprint
-from tfdefense.attacks.autoattack import AutoAttack
+from tfdefense.attacks.adversarial_set import (
+    AdversarialSet,
+    atomic_savez,
+    data_fingerprint,
+    model_fingerprint,
+)
+from tfdefense.attacks.autoattack import AutoAttack, AutoAttackRun
 from tfdefense.attacks.base import (
     Attack,
     check_model_output,
@@ -163,6 +178,9 @@ class AttackResult:
     cumulative: bool = False
     #: the attack's norm group (``threat_norm``): "linf", "l2" or "other"
     norm: str = ""
+    #: per image, the label ``predict`` gave its attacked version (``REJECTED`` = -1): the
+    #: row's verdicts, for worst cases over rows of several evaluations
+    labels: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -195,6 +213,8 @@ class RobustnessResult:
     seeds: dict[str, int] = field(default_factory=dict)
     #: tfdefense, tensorflow and keras versions of the run
     versions: dict[str, str] = field(default_factory=dict)
+    #: per image, the label ``predict`` gave the clean image (``REJECTED`` = -1)
+    clean_labels: list[int] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -497,6 +517,7 @@ def evaluate_robustness(
         model=_model_name(predict),
         reported=reported,
         versions=_versions(),
+        clean_labels=np.asarray(clean_pred, np.int64).tolist(),
     )
     robust_all = clean_correct.copy()
     robust: dict[str, np.ndarray] = {}
@@ -509,12 +530,19 @@ def evaluate_robustness(
             if float(attack.eps) not in result.eps[norm]:
                 result.eps[norm].append(float(attack.eps))
         start = time.perf_counter()
-        if isinstance(attack, AutoAttack) and cache_dir is None:
-            run = attack.run(x, y, model=model, labels_of=labels_of, verbose=verbose,
-                             strategy=strategy)
-            _autoattack_rows(result, label, attack, run, x, y, clean_correct, norm)
+        if isinstance(attack, AutoAttack):
+            # success is judged by what the attacker queries: the defense itself, or, with an
+            # ``attack_model`` (a grey-box / transfer attacker), that model alone
+            judge = None if attack_model is not None else labels_of
+            if cache_dir is None:
+                run = attack.run(x, y, model=model, labels_of=judge, verbose=verbose,
+                                 strategy=strategy)
+            else:
+                run = _cached_autoattack(attack, model, x, y, judge, Path(cache_dir) / label,
+                                         fingerprint_for(model), verbose, strategy)
+            final = _autoattack_rows(result, label, attack, run, x, y, clean_correct, norm,
+                                     None if judge is not None else labels_of)
             result.gradient_masking_flags[label] = run.gradient_masking
-            final = run.pred_after[-1] if run.components else run.clean_pred
             fooled = (final != y) & (final != REJECTED)
         else:
             if cache_dir is not None:
@@ -566,18 +594,61 @@ def _row(label: str, attack: Attack, pred: np.ndarray, y: np.ndarray, x_adv: np.
         images_per_second=len(x) / seconds if seconds > 0 else float("inf"),
         cumulative=cumulative,
         norm=norm,
+        labels=np.asarray(pred, np.int64).tolist(),
     )
 
 
-def _autoattack_rows(result, label, attack, run, x, y, clean_correct, norm) -> None:
-    """Append an AutoAttack run to ``result``: a row per component, one for the ensemble."""
-    for i, name in enumerate(run.components):
-        result.rows.append(_row(f"{label}/{name}", attack, run.pred_after[i], y, run.x_adv, x,
-                                clean_correct, run.seconds[i], run.broken_by == i, True, norm,
-                                name=name))
+def _autoattack_rows(result, label, attack, run, x, y, clean_correct, norm,
+                     read=None) -> np.ndarray:
+    """Append an AutoAttack run to ``result`` and return the final labels: a row per component
+    and one for the ensemble when the run judged success by ``predict`` itself; with ``read``
+    (a grey-box run judged by the attack model) one row, ``read``'s labels on its examples."""
     final = run.pred_after[-1] if run.components else run.clean_pred
+    if read is not None:
+        final = np.asarray(read(run.x_adv)).astype(np.int64)
+    else:
+        for i, name in enumerate(run.components):
+            result.rows.append(_row(f"{label}/{name}", attack, run.pred_after[i], y, run.x_adv, x,
+                                    clean_correct, run.seconds[i], run.broken_by == i, True, norm,
+                                    name=name))
     result.rows.append(_row(label, attack, final, y, run.x_adv, x, clean_correct,
                             sum(run.seconds), np.ones(len(x), bool), False, norm))
     result.autoattack_tables.append(run.to_markdown())
     if run.gradient_masking is not None:
         result.gradient_masking = bool(result.gradient_masking) or run.gradient_masking
+    return final
+
+
+def _cached_autoattack(attack: AutoAttack, model, x: np.ndarray, y: np.ndarray, labels_of,
+                       path: Path, fingerprint: str, verbose: bool, strategy) -> AutoAttackRun:
+    """``attack.run`` stored whole in ``path`` (``run.npz`` + ``meta.json``: the attack's
+    parameters, the model's and the data's fingerprints, who judged success) and reused
+    while they match. AutoAttack runs each component on the points left standing, so it is
+    cached as one run, not per batch as ``AdversarialSet`` does."""
+    meta = json.loads(json.dumps({
+        "attack": attack.name,
+        "params": {k: v for k, v in attack.get_config().items() if k != "verbose"},
+        "model_fingerprint": fingerprint,
+        "data_fingerprint": data_fingerprint(x, y),
+        "judge": "attacked model" if labels_of is None else "predict",
+    }))
+    meta_path, arrays_path = path / "meta.json", path / "run.npz"
+    if arrays_path.exists() and meta_path.exists() and json.loads(meta_path.read_text()) == meta:
+        with np.load(arrays_path) as f:
+            k = json.loads(str(f["extra"]))
+            return AutoAttackRun(
+                attack.version, attack.norm, float(attack.eps), [str(c) for c in f["components"]],
+                f["x_adv"], np.asarray(y), f["clean_pred"], list(f["pred_after"]), f["broken_by"],
+                [float(s) for s in f["seconds"]], k["num_classes"], k["objectives"], k["targets"])
+    run = attack.run(x, y, model=model, labels_of=labels_of, verbose=verbose, strategy=strategy)
+    path.mkdir(parents=True, exist_ok=True)
+    extra = {"num_classes": run.num_classes, "objectives": run.objectives, "targets": run.targets}
+    pred_after = (np.stack(run.pred_after) if run.pred_after
+                  else np.zeros((0, len(x)), np.int64))
+    atomic_savez(arrays_path, x_adv=run.x_adv, clean_pred=run.clean_pred, pred_after=pred_after,
+                 broken_by=run.broken_by, components=np.asarray(run.components, dtype=str),
+                 seconds=np.asarray(run.seconds, np.float64), extra=json.dumps(extra))
+    tmp = meta_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(meta, indent=1))
+    os.replace(tmp, meta_path)
+    return run

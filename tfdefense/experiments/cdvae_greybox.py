@@ -36,13 +36,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
-
-from tfdefense.attacks import eot
+from tfdefense.attacks import AutoAttack
+from tfdefense.attacks.base import Attack
 from tfdefense.attacks.presets import get_preset, preset_params
-from tfdefense.defend import GreyBoxDefense
-from tfdefense.experiments import autoattack_cells
+from tfdefense.defend import ClassifierDefense, GreyBoxDefense
+from tfdefense.defend.base import Defense
 from tfdefense.experiments import cdvae_models as cm
+from tfdefense.experiments import grid
 from tfdefense.experiments.registry import register
 from tfdefense.experiments.result import Result, beside_paper
 
@@ -93,16 +93,37 @@ def aa_setting(ctx, key: str):
     return AUTOATTACK.get(ctx.preset, AUTOATTACK["paper"])[key]
 
 
-def _attacks(ctx, model):
+def _attacks(ctx, only: Sequence[str] | None = None) -> dict[str, Attack]:
+    """The ``cdvae_defense`` preset's attacks (or those labelled in ``only``) at the run's
+    budgets; ``defense_steps`` (smoke runs) cuts every attack's steps."""
     attacks = get_preset("cdvae_defense", data=cm.attack_data(ctx), quick=ctx.preset == "quick",
-                         model=model, seed=ctx.settings["seed"], verbose=True)
+                         seed=ctx.settings["seed"], verbose=True)
+    unknown = sorted(set(only or ()) - set(attacks))
+    if unknown:
+        raise ValueError(f"greybox attacks: unknown {unknown}; expected labels from {list(attacks)}")
     steps = cm.setting(ctx, "defense_steps")
     if steps:  # smoke runs: fewer steps for every attack (and one C&W binary-search step)
         for attack in attacks.values():
             attack.steps = steps
             if hasattr(attack, "binary_search_steps"):
                 attack.binary_search_steps = 1
-    return attacks
+    return {k: a for k, a in attacks.items() if only is None or k in only}
+
+
+def _autoattack(ctx, norm: str, stochastic: bool = False) -> AutoAttack:
+    """AutoAttack at the preset's budget (the "rand" EOT version if ``stochastic``)."""
+    version = aa_setting(ctx, "autoattack_version")
+    steps, queries, eot_iter = (aa_setting(ctx, "autoattack_steps"),
+                                aa_setting(ctx, "autoattack_queries"), None)
+    if stochastic:
+        # AutoAttack's version for randomized defenses: APGD-CE + APGD-DLR averaging each
+        # step over posterior draws; quick: 20 steps and eot_samples draws (standard 100 x 20)
+        steps = steps or (20 if version == "quick" else None)
+        eot_iter = cm.setting(ctx, "eot_samples") if version == "quick" else None
+        version, queries = "rand", None
+    return AutoAttack(eps=_aa_eps(ctx, norm), norm=norm, version=version, steps=steps,
+                      queries=queries, eot_iter=eot_iter, seed=ctx.settings["seed"],
+                      batch_size=128)
 
 
 def defenses(ctx) -> dict[str, GreyBoxDefense]:
@@ -115,70 +136,19 @@ def defenses(ctx) -> dict[str, GreyBoxDefense]:
     }
 
 
-def greybox_examples(ctx, only: Sequence[str] | None = None) -> dict[str, np.ndarray]:
-    """x′ of every defense attack (or of the labels in ``only``) crafted on D̂ (the grey-box
-    attacker), cached per attack."""
+def greybox_accuracies(ctx, defense: Defense, only: Sequence[str] | None = None) -> dict[str, float]:
+    """Accuracy (%) of ``defense`` on the ``defense_images`` test images, clean and under each
+    defense attack (or those in ``only``) crafted on D̂ (the grey-box attacker; the sets are
+    cached once for every defense that reads them): one grey-box row of Table 6."""
     x, y = cm.eval_arrays(ctx, cm.setting(ctx, "defense_images"))
-    out = {"x": x, "y": y}
-    attacks = _attacks(ctx, cm.reference_classifier(ctx))
-    unknown = sorted(set(only or ()) - set(attacks))
-    if unknown:
-        raise ValueError(f"greybox attacks: unknown {unknown}; expected labels from {list(attacks)}")
-    for label, attack in attacks.items():
-        if only is not None and label not in only:
-            continue
-        out[label] = ctx.cached_arrays(f"cdvae/greybox_{label}",
-                                       lambda a=attack: {"x_adv": a.generate(x, y)})["x_adv"]
-    return out
-
-
-def greybox_accuracies(defense: GreyBoxDefense, grey: dict[str, np.ndarray],
-                       attacks: Sequence[str]) -> dict[str, float]:
-    """Accuracy (%) of ``defense`` on the clean images of ``greybox_examples`` and on the x′ of
-    each of ``attacks``: one grey-box row of Table 6."""
-    x, y = grey["x"], grey["y"]
-    accs = {"clean": 100.0 * defense.accuracy(x, y)}
-    accs.update({a: 100.0 * defense.accuracy(grey[a], y) for a in attacks})
-    return accs
-
-
-def whitebox_examples(ctx, name: str, defense, x, y) -> dict[str, np.ndarray]:
-    """x′ of every defense attack run through the defense itself, cached per attack."""
-    out = {}
-    for label, attack in _attacks(ctx, defense.logits).items():
-        def compute(a=attack):
-            return {"x_adv": a.generate(x, y)}
-
-        out[label] = ctx.cached_arrays(f"cdvae/whitebox_{name}_{label}", compute)["x_adv"]
-    return out
-
-
-def whitebox_accuracy(ctx, name: str, defense, x, y) -> dict[str, float]:
-    """Accuracy (%) of ``defense`` under every attack run through the defense itself."""
-    return {label: 100.0 * defense.accuracy(x_adv, y)
-            for label, x_adv in whitebox_examples(ctx, name, defense, x, y).items()}
+    result = grid.evaluate(ctx, "cdvae_greybox", defense, x, y, _attacks(ctx, only),
+                           attack_model=cm.reference_classifier(ctx))
+    return grid.accuracies(result, y)
 
 
 def _aa_eps(ctx, norm: str) -> float:
     preset = "autoattack_l2" if norm == "l2" else "autoattack"
     return preset_params(preset, cm.attack_data(ctx))["autoattack"][1]["eps"]
-
-
-def autoattack_cell(ctx, key: str, model, x, y, norm: str, labels_of=None, stochastic=False,
-                    ) -> autoattack_cells.AutoAttackCell:
-    """One cached AutoAttack run at the preset's budget (the "rand" EOT version if ``stochastic``)."""
-    version = aa_setting(ctx, "autoattack_version")
-    params = {"steps": aa_setting(ctx, "autoattack_steps"),
-              "queries": aa_setting(ctx, "autoattack_queries")}
-    if stochastic:
-        # AutoAttack's version for randomized defenses: APGD-CE + APGD-DLR averaging each
-        # step over posterior draws; quick: 20 steps and eot_samples draws (standard 100 x 20)
-        params = {"steps": params["steps"] or (20 if version == "quick" else None),
-                  "eot_iter": cm.setting(ctx, "eot_samples") if version == "quick" else None}
-        version = "rand"
-    return autoattack_cells.run(ctx, key, model, x, y, eps=_aa_eps(ctx, norm), norm=norm,
-                                version=version, labels_of=labels_of, seed=ctx.settings["seed"],
-                                **params)
 
 
 def _paper_rows(ctx) -> tuple[dict, dict | None]:
@@ -188,18 +158,71 @@ def _paper_rows(ctx) -> tuple[dict, dict | None]:
     return PAPER_TABLE6, PAPER_TABLE6_IMAGENET
 
 
-@register("cdvae_table6", order=30, datasets=cm.DATASETS)
-def table6(ctx) -> Result:
-    grey = greybox_examples(ctx)
-    x, y = grey["x"], grey["y"]
-    attacks = [c for c in COLUMNS if c != "clean"]
+def _evaluations(ctx, x, y, norms) -> dict[str, tuple]:
+    """Every (defense, attack set, images) of the table through the grid: row key ->
+    (result, labels of the images it ran on). Grey-box sets are crafted on D̂ once and read by
+    every defense; white-box ones through each defense; the sampling G under EOT."""
     reference = cm.reference_classifier(ctx)
     defs = defenses(ctx)
-    for key, defense in defs.items():  # folders `tfdefense evaluate --defense` reads
+    readers = {"normal": ClassifierDefense(reference), **defs}
+    n_white = cm.setting(ctx, "whitebox_images")
+    n_aa = min(aa_setting(ctx, "autoattack_images"), n_white)
+    xw, yw, xa, ya = x[:n_white], y[:n_white], x[:n_aa], y[:n_aa]
+    attacks = _attacks(ctx)
+    aa = {f"aa_{norm}": _autoattack(ctx, norm) for norm in norms}
+    out = {}
+    for key, reader in readers.items():
+        out[f"grey_{key}"] = (grid.evaluate(ctx, "cdvae_greybox", reader, x, y, attacks,
+                                            attack_model=reference), y)
+        out[f"grey_aa_{key}"] = (grid.evaluate(ctx, "cdvae_greybox_aa", reader, xa, ya, aa,
+                                               attack_model=reference), ya)
+    for key in defs:
+        out[f"white_{key}"] = (grid.evaluate(ctx, f"cdvae_whitebox_{key}", defs[key], xw, yw,
+                                             attacks), yw)
+        out[f"white_aa_{key}"] = (grid.evaluate(ctx, f"cdvae_whitebox_aa_{key}", defs[key], xa, ya,
+                                                aa), ya)
+    # the sampling G: each evaluation restarts G's stream, so its draws do not depend on what
+    # drew before (training in this process, or attacks a second run reads from the cache)
+    sampling = GreyBoxDefense(defs["g"].cdvae, defs["g"].classifier, sample=True)
+    n_eot = cm.setting(ctx, "eot_samples")
+    cm.restart_sampling(sampling.cdvae, ctx.settings["seed"])
+    out["eot"] = (grid.evaluate(ctx, "cdvae_whitebox_sampling", sampling, xw, yw,
+                                {"pgd_linf": attacks["pgd_linf"]}, eot_samples=n_eot), yw)
+    if "linf" in norms:
+        cm.restart_sampling(sampling.cdvae, ctx.settings["seed"])
+        out["eot_aa"] = (grid.evaluate(ctx, "cdvae_whitebox_sampling_aa", sampling, xa, ya,
+                                       {"aa_linf": _autoattack(ctx, "linf", stochastic=True)}), ya)
+    return out
+
+
+def _aa_cells(ev: dict, key: str, base: str, norms) -> dict[str, float]:
+    """An AutoAttack row: clean and ``base``'s attacks on the AutoAttack images, each
+    AutoAttack, and per norm the worst case over PGD, C&W and AutoAttack of that norm."""
+    result, ya = ev[key]
+    base_result, y = ev[base]
+    n = len(ya)
+    cells = grid.accuracies(base_result, y, n)
+    for norm in norms:
+        if f"aa_{norm}" not in {r.label for r in result.rows}:
+            continue
+        aa_ok = grid.robust(result, f"aa_{norm}", ya)
+        others = [grid.robust(base_result, a, y, n) for a in _NORM_ATTACKS[norm]
+                  if a in {r.label for r in base_result.rows}]
+        cells[f"aa_{norm}"] = 100.0 * float(aa_ok.mean())
+        cells[f"worst_{norm}"] = grid.worst_case([aa_ok, *others])
+    return cells
+
+
+@register("cdvae_table6", order=30, datasets=cm.DATASETS)
+def table6(ctx) -> Result:
+    for key, defense in defenses(ctx).items():  # folders `tfdefense evaluate --defense` reads
         ctx.save_defense(f"{ctx.dataset}/cdvae_greybox{'' if key == 'same' else '_g'}", defense)
-    paper_table, paper_only = _paper_rows(ctx)
+    x, y = cm.eval_arrays(ctx, cm.setting(ctx, "defense_images"))
     norms = tuple(aa_setting(ctx, "autoattack_norms"))
+    ev = _evaluations(ctx, x, y, norms)
+    paper_table, paper_only = _paper_rows(ctx)
     aa_columns = {k: v for k, v in AA_COLUMNS.items() if k.split("_")[1] in norms}
+    n_aa, n_eot = len(ev["grey_aa_normal"][1]), cm.setting(ctx, "eot_samples")
     rows, meas = [], {}
 
     def add(name, accs, paper_key=None):
@@ -207,98 +230,51 @@ def table6(ctx) -> Result:
         row = {"defense": name}
         for i, col in enumerate(COLUMNS):
             row[COLUMNS[col]] = beside_paper(accs.get(col), None if paper is None else paper[i])
-        for col, label in aa_columns.items():
-            row[label] = beside_paper(accs.get(col), None)
+        row.update({label: beside_paper(accs.get(col), None) for col, label in aa_columns.items()})
         rows.append(row)
         meas[name] = accs
 
-    normal = {"clean": cm.accuracy(reference, x, y)}
-    normal.update({a: cm.accuracy(reference, grey[a], y) for a in attacks})
-    add("normal (D̂ on x′)", normal, "normal")
-    for key, label in (("same", "CD-VAE grey-box: D̂ on G(x′)"),
-                       ("g", "CD-VAE grey-box: G-classifier on G(x′)")):
-        add(label, greybox_accuracies(defs[key], grey, attacks), "CD-VAE")
-
-    n_white = cm.setting(ctx, "whitebox_images")
-    xw, yw = x[:n_white], y[:n_white]
-    white = {}
-    for key, label in (("same", "white-box through G: D̂ on G(x′)"),
-                       ("g", "white-box through G: G-classifier on G(x′)")):
-        d = defs[key]
-        white[key] = whitebox_examples(ctx, key, d, xw, yw)
-        accs = {"clean": 100.0 * d.accuracy(xw, yw),
-                **{a: 100.0 * d.accuracy(adv, yw) for a, adv in white[key].items()}}
-        add(label, accs)
-
-    n_eot = cm.setting(ctx, "eot_samples")
-    sampling = GreyBoxDefense(defs["g"].cdvae, defs["g"].classifier, sample=True)
-    eot_fn = eot(sampling.logits, n=n_eot)
-    eot_attack = _attacks(ctx, eot_fn)["pgd_linf"]
-    x_eot = ctx.cached_arrays("cdvae/whitebox_eot_pgd_linf",
-                              lambda: {"x_adv": eot_attack.generate(xw, yw)})["x_adv"]
-    eot_accs = {"clean": 100.0 * sampling.accuracy(xw, yw),
-                "pgd_linf": 100.0 * sampling.accuracy(x_eot, yw)}
-    add(f"white-box, sampling G + EOT ({n_eot} draws): G-classifier", eot_accs)
-
-    # AutoAttack (issue 10) on the first images of the same sets, beside PGD / C&W
-    n_aa = min(aa_setting(ctx, "autoattack_images"), len(xw))
-    xa, ya = x[:n_aa], y[:n_aa]
-    cells: dict[str, autoattack_cells.AutoAttackCell] = {}
-    readers = {"normal": lambda im: cm.predict_logits(reference, im).argmax(1),
-               "same": defs["same"].predict, "g": defs["g"].predict}
-
-    def aa_accs(reader, adv_of: dict, aa: dict) -> dict[str, float]:
-        """Accuracy (%) of ``reader`` on the AutoAttack images: clean, each attack, worst case."""
-        ok = {a: reader(adv[:n_aa]) == ya for a, adv in adv_of.items()}
-        out = {"clean": 100.0 * float(np.mean(reader(xa) == ya))}
-        out.update({a: 100.0 * float(v.mean()) for a, v in ok.items()})
-        for norm, cell_ok in aa.items():
-            worst = cell_ok.copy()
-            for a in _NORM_ATTACKS[norm]:
-                if a in ok:
-                    worst &= ok[a]
-            out[f"aa_{norm}"] = 100.0 * float(cell_ok.mean())
-            out[f"worst_{norm}"] = 100.0 * float(worst.mean())
-        return out
-
-    for norm in norms:  # grey-box: crafted on D̂ alone, read by every defense
-        cells[f"greybox_{norm}"] = autoattack_cell(ctx, f"cdvae/aa_greybox_{norm}", reference,
-                                                   xa, ya, norm)
-    for key, label in (("normal", "normal (D̂ on x′)"), ("same", "CD-VAE grey-box: D̂ on G(x′)"),
-                       ("g", "CD-VAE grey-box: G-classifier on G(x′)")):
-        reader = readers[key]
-        aa = {norm: reader(cells[f"greybox_{norm}"].x_adv) == ya for norm in norms}
+    labels = {"normal": "normal (D̂ on x′)", "same": "CD-VAE grey-box: D̂ on G(x′)",
+              "g": "CD-VAE grey-box: G-classifier on G(x′)"}
+    white = {"same": "D̂ on G(x′)", "g": "G-classifier on G(x′)"}
+    for key, label in labels.items():
+        add(label, grid.accuracies(*ev[f"grey_{key}"]), "normal" if key == "normal" else "CD-VAE")
+    for key, label in white.items():
+        add(f"white-box through G: {label}", grid.accuracies(*ev[f"white_{key}"]))
+    add(f"white-box, sampling G + EOT ({n_eot} draws): G-classifier", grid.accuracies(*ev["eot"]))
+    for key, label in labels.items():
         add(f"AutoAttack grey-box ({n_aa} images): {label}",
-            aa_accs(reader, {a: grey[a] for a in attacks}, aa))
-    for key, label in (("same", "D̂ on G(x′)"), ("g", "G-classifier on G(x′)")):
-        d = defs[key]
-        for norm in norms:  # white-box: the ensemble on the whole pipeline
-            cells[f"whitebox_{key}_{norm}"] = autoattack_cell(
-                ctx, f"cdvae/aa_whitebox_{key}_{norm}", d.logits, xa, ya, norm,
-                labels_of=d.predict)
-        aa = {norm: d.predict(cells[f"whitebox_{key}_{norm}"].x_adv) == ya for norm in norms}
+            _aa_cells(ev, f"grey_aa_{key}", f"grey_{key}", norms))
+    for key, label in white.items():
         add(f"white-box through G, AutoAttack ({n_aa} images): {label}",
-            aa_accs(d.predict, white[key], aa))
-    if "linf" in norms:  # the sampling G: AutoAttack's EOT version, judged on one draw
-        cell = autoattack_cell(ctx, "cdvae/aa_whitebox_sampling_linf", sampling.logits, xa, ya,
-                               "linf", labels_of=sampling.predict, stochastic=True)
-        cells["whitebox_sampling_linf"] = cell
-        pgd_ok = sampling.predict(x_eot[:n_aa]) == ya
+            _aa_cells(ev, f"white_aa_{key}", f"white_{key}", norms))
+    runs = {f"greybox_{n}": (ev["grey_aa_normal"], f"aa_{n}") for n in norms}
+    runs.update({f"whitebox_{k}_{n}": (ev[f"white_aa_{k}"], f"aa_{n}") for k in white for n in norms})
+    if "eot_aa" in ev:
+        result, ya = ev["eot_aa"]
         add(f"white-box, sampling G, AutoAttack-rand ({n_aa} images, EOT "
-            f"{cell.params['eot_iter'] or 20} draws): G-classifier",
-            {"clean": cell.clean_accuracy, "pgd_linf": 100.0 * float(pgd_ok.mean()),
-             "aa_linf": cell.accuracy, "worst_linf": 100.0 * float((cell.correct & pgd_ok).mean())})
-    meas["autoattack"] = {k: c.summary() for k, c in cells.items()}
-    meas["autoattack_seconds"] = float(sum(c.total_seconds for c in cells.values()))
-
+            f"{result.rows[-1].params.get('eot_iter') or 20} draws): G-classifier",
+            {**_aa_cells(ev, "eot_aa", "eot", ("linf",)),
+             "clean": grid.accuracies(result, ya)["clean"]})
+        runs["whitebox_sampling_linf"] = (ev["eot_aa"], "aa_linf")
+    meas["autoattack"] = {k: grid.autoattack_summary(r, label, ya)
+                          for k, ((r, ya), label) in runs.items()}
+    meas["autoattack_seconds"] = float(sum(v["seconds"] for v in meas["autoattack"].values()))
     if paper_only:
         for key, label in (("normal", "normal"), ("CD-VAE", "CD-VAE grey-box")):
             row = {"defense": f"restricted ImageNet, {label} (paper only: {NEEDS_DATA})"}
-            for i, col in enumerate(COLUMNS):
-                row[COLUMNS[col]] = beside_paper(None, paper_only[key][i])
+            row.update({COLUMNS[c]: beside_paper(None, paper_only[key][i])
+                        for i, c in enumerate(COLUMNS)})
             rows.append(row)
+    return Result("cdvae_table6", "CD-VAE Table 6: grey-box defense by G(x′), and white-box attacks on it",
+                  ctx.preset, ctx.dataset, columns=["defense", *COLUMNS.values(), *aa_columns.values()],
+                  rows=rows, notes=_notes(ctx, rows, meas, len(x), len(ev["eot"][1]), n_aa, norms,
+                                          paper_only), measurements=meas)
 
+
+def _notes(ctx, rows, meas, n, n_white, n_aa, norms, paper_only) -> list[str]:
     params = preset_params("cdvae_defense", cm.attack_data(ctx), quick=ctx.preset == "quick")
+    n_eot = cm.setting(ctx, "eot_samples")
     broken = [r["defense"] for r in rows if r["defense"].startswith("white-box")
               and min(v for k, v in meas[r["defense"]].items() if k != "clean") < 10.0]
     notes = [
@@ -307,18 +283,21 @@ def table6(ctx) -> Result:
         if paper_only else
         "Accuracy (%), ours (paper restricted ImageNet, ResNet-50, γ = 2e-1; the paper's CD-VAE "
         "row stands beside both of our grey-box rows).",
-        f"Grey-box rows: {len(x)} test images, attacks crafted on D̂ (pre-trained on x, the attacker "
-        f"does not know the CD-VAE). White-box rows: the first {len(xw)} of them, attacks crafted "
+        f"Grey-box rows: {n} test images, attacks crafted on D̂ (pre-trained on x, the attacker "
+        f"does not know the CD-VAE). White-box rows: the first {n_white} of them, attacks crafted "
         "on x → G(x) → classifier with exact gradients through the VAE (posterior mean, "
         "deterministic; BPDA is not needed because every step is differentiable). The EOT row "
         f"attacks the sampling variant of G with PGD-Linf over {n_eot} posterior draws per step.",
+        "Every cell is a defense read on one attack's examples, through "
+        "tfdefense.attacks.evaluate_robustness (experiments.grid), the same evaluation "
+        "`tfdefense evaluate --defense` runs on the saved defenses.",
         "Attack settings: " + "; ".join(f"{COLUMNS[k]} {v[0]} {v[1]}" for k, v in params.items()),
         ("Quick preset: 20 attack steps instead of the paper's 100 and C&W-L2 with 5 x 100 Adam "
          "steps, i.e. weaker attacks than the paper's." if ctx.preset == "quick" else
          "Paper preset: 100 attack steps."),
         f"CD-VAE γ = {cm.setting(ctx, 'defense_gamma'):g} (the paper's CIFAR-10 grey-box setting); "
         "G(x′) is clipped to [0, 1] before classification. " + cm.architecture_note(ctx),
-        _autoattack_note(ctx, cells, n_aa, norms),
+        _autoattack_note(ctx, meas["autoattack"], n_aa, norms),
         ("The defense BREAKS under the white-box attack: accuracy below 10% in "
          + "; ".join(broken) + ". It is a grey-box defense only." if broken else
          "Under the white-box attacks measured here the defense keeps at least 10% accuracy in "
@@ -327,24 +306,21 @@ def table6(ctx) -> Result:
     if paper_only:
         notes.append("Restricted-ImageNet rows: the paper's numbers only (ResNet-50, γ = 2e-1, "
                      f"from the paper's Table 6); ours {NEEDS_DATA} (preset paper_imagenet).")
-    columns = ["defense", *COLUMNS.values(), *aa_columns.values()]
-    return Result("cdvae_table6", "CD-VAE Table 6: grey-box defense by G(x′), and white-box attacks on it",
-                  ctx.preset, ctx.dataset, columns=columns, rows=rows,
-                  notes=notes, measurements=meas)
+    return notes
 
 
-def _autoattack_note(ctx, cells: dict, n: int, norms: tuple[str, ...]) -> str:
-    first = next(iter(cells.values()))
-    p = first.params
+def _autoattack_note(ctx, runs: dict, n: int, norms: tuple[str, ...]) -> str:
+    p = next(iter(runs.values()))["params"]
     budget = ("quick version: 20 steps, 3 target classes, Square 1000 queries — weaker than the "
               "standard version, which the paper's own evaluation script runs"
               if p["version"] == "quick" else f"{p['version']} version")
-    if p["steps"] or p["queries"]:
-        budget += f" (overridden: steps {p['steps']}, Square queries {p['queries']})"
+    if aa_setting(ctx, "autoattack_steps") or aa_setting(ctx, "autoattack_queries"):
+        budget += (f" (overridden: steps {aa_setting(ctx, 'autoattack_steps')}, Square queries "
+                   f"{aa_setting(ctx, 'autoattack_queries')})")
     eps = ", ".join(f"{norm} eps {_aa_eps(ctx, norm):.4g}" for norm in norms)
-    flags = "; ".join(f"{k}: {c.masking_text()}" for k, c in cells.items()
-                      if k.startswith("whitebox") and c.gradient_masking is not None)
-    seconds = sum(c.total_seconds for c in cells.values())
+    flags = "; ".join(f"{k}: {grid.masking_text(r['gradient_masking'])}" for k, r in runs.items()
+                      if k.startswith("whitebox") and r["gradient_masking"] is not None)
+    seconds = sum(r["seconds"] for r in runs.values())
     return (f"AutoAttack rows (Croce & Hein 2020; not in the paper's Table 6): the first {n} images, "
             f"{budget}; {eps}. Grey-box: the ensemble crafted on D̂ alone (success judged by D̂), "
             "its examples read by each defense (a point D̂ resists keeps its clean image). "

@@ -17,7 +17,7 @@ and by the same code as the tables:
 * Table 4: detection AUC of KD, LID and MD on R(x) (``cdvae_detection.evaluate_detectors``
   on the residual side), attacks of ``mixup_detection_attacks`` (quick: PGD-Linf);
 * Table 6: grey-box accuracy, D̂ on G(x′) with x′ crafted on D̂
-  (``cdvae_greybox.greybox_examples`` / ``greybox_accuracies``), attacks of
+  (``cdvae_greybox.greybox_accuracies``: the same cached sets), attacks of
   ``mixup_greybox_attacks`` (quick: PGD-Linf).
 
 It is registered last (after FM-Defense's experiments) so that adding it changes nothing an
@@ -57,7 +57,7 @@ METHODS = tuple(f"{m} (R(x))" for m in cd.METHODS.values())
 
 
 def measure(ctx, alpha: float, features: ce.FrechetFeatures,
-            grey: dict[str, np.ndarray]) -> dict[str, Any]:
+            attacks: list[str] | None) -> dict[str, Any]:
     """Every figure of the ablation for the CD-VAE trained at mixup ``alpha`` (JSON-able)."""
     model = cm.cdvae(ctx, mixup_alpha=alpha)
     study = ce.study_arrays(ctx, mixup_alpha=alpha)
@@ -68,7 +68,6 @@ def measure(ctx, alpha: float, features: ce.FrechetFeatures,
     auc = {method: {attack: 100.0 * entry["metrics"]["auc"]
                     for attack, entry in detectors.get(method, {}).items() if "metrics" in entry}
            for method in METHODS}
-    attacks = [a for a in grey if a not in ("x", "y")]
     defense = GreyBoxDefense(model, cm.reference_classifier(ctx))
     return {
         "alpha": float(alpha),
@@ -82,7 +81,7 @@ def measure(ctx, alpha: float, features: ce.FrechetFeatures,
                                for m, v in auc.items()},
         "detection_errors": {m: {a: e["error"] for a, e in d.items() if "error" in e}
                              for m, d in detectors.items()},
-        "greybox": cg.greybox_accuracies(defense, grey, attacks),
+        "greybox": cg.greybox_accuracies(ctx, defense, attacks),
     }
 
 
@@ -207,8 +206,8 @@ def mixup_ablation(ctx) -> Result:
     if not grid or any(a < 0 for a in grid):
         raise ValueError(f"mixup_grid setting: expected α >= 0, got {cm.setting(ctx, 'mixup_grid')}")
     features = ce.FrechetFeatures(ctx)
-    grey = cg.greybox_examples(ctx, only=cm.setting(ctx, "mixup_greybox_attacks"))
-    per_alpha = {alpha: measure(ctx, alpha, features, grey) for alpha in grid}
+    attacks = cm.setting(ctx, "mixup_greybox_attacks")  # None: every Table 6 attack
+    per_alpha = {alpha: measure(ctx, alpha, features, attacks) for alpha in grid}
     figure = plot_ablation(per_alpha, ctx.figure_path("cdvae_mixup_ablation"))
     return Result(NAME, "CD-VAE mixup ablation: D(R(x)), reconstruction, Tables 1, 4 and 6 against "
                   "mixup α", ctx.preset, ctx.dataset, columns=columns(per_alpha),

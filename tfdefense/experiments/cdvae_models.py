@@ -413,6 +413,13 @@ def accuracy(fn: Callable, x: np.ndarray, y: np.ndarray) -> float:
     return top_k_accuracy(predict_logits(fn, x), y, 1)
 
 
+def restart_sampling(model: keras.Model, seed: int) -> None:
+    """Set ``model``'s ``SeedGenerator`` to the state a new one seeded ``seed`` starts in, so
+    the draws after it do not depend on what drew before (training in this process, or
+    attacks that a second run reads from the cache)."""
+    model.seed_generator.state.assign(keras.random.SeedGenerator(seed).state.value)
+
+
 def architecture_note(ctx) -> str:
     spec = data_lib.spec(ctx.dataset)
     kind = setting(ctx, "classifier")

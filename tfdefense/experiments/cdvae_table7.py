@@ -61,6 +61,7 @@ from tfdefense import nets
 from tfdefense.attacks import eot, get_attack
 from tfdefense.defend import AdversarialCDVAEDefense, ClassifierDefense
 from tfdefense.experiments import autoattack_cells
+from tfdefense.experiments import cdvae_models as cm
 from tfdefense.experiments import training_recipes as tr
 from tfdefense.experiments.registry import register
 from tfdefense.experiments.result import Result, beside_paper
@@ -506,19 +507,14 @@ def sampling_check(ctx, model, x, y) -> dict[str, float]:
     seed = ctx.settings["seed"]
     # each cell restarts G's sampling stream: its draws do not depend on what drew before it
     # (training in this process, or attacks that a second run reads from the cache)
-    _restart_sampling(model, seed)
+    cm.restart_sampling(model, seed)
     clean = 100 * correct(fn, x, y).mean()
-    _restart_sampling(model, seed)
+    cm.restart_sampling(model, seed)
     plain = _run_attack(ctx, "CD-VAE-AT-sampling", fn, x, y, "pgd_linf", params)
-    _restart_sampling(model, seed)
+    cm.restart_sampling(model, seed)
     with_eot = _run_attack(ctx, f"CD-VAE-AT-sampling-eot{n_eot}", eot(fn, n_eot), x, y,
                            "pgd_linf", params, score=fn)  # scored on one sampled prediction
     return {"clean": clean, "pgd_linf": 100 * plain.mean(), "pgd_linf_eot": 100 * with_eot.mean()}
-
-
-def _restart_sampling(model, seed: int) -> None:
-    """Set the model's ``SeedGenerator`` to the state a new one seeded ``seed`` starts in."""
-    model.seed_generator.state.assign(keras.random.SeedGenerator(seed).state.value)
 
 
 # ----------------------------------------------------------------- the table

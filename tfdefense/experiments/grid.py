@@ -1,0 +1,115 @@
+"""Defense × attack grids for the experiment tables, through ``evaluate_robustness``.
+
+A table cell is one defense read on one attack's examples. ``evaluate`` runs the
+attacks of a row set against a defense with ``tfdefense.attacks.evaluate_robustness``
+(through the defense's own ``logits``, or crafted on an ``attack_model`` for a
+grey-box row), caching every attack's examples under the run's
+``cache/grid/<key>/<attack>`` with the attacked model's fingerprint, so a set
+crafted on one model is read by every defense that shares the key.
+``accuracies`` turns a result into the table's percentages (on all images or the
+first ``n``), ``robust`` gives the per-image verdicts, and ``worst_case`` takes
+the per-image minimum over any rows of any results on the same images. No attack
+code lives in the experiments: they choose defenses, attacks and images.
+
+Example:
+    >>> import numpy as np
+    >>> from tfdefense.attacks.robustness import AttackResult, RobustnessResult
+    >>> row = lambda label, labels: AttackResult(label, "x", {}, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ...                                          labels=labels)
+    >>> y = np.array([0, 1, 2, 3])
+    >>> result = RobustnessResult(4, 1.0, 0.0, rows=[row("a", [0, 1, 9, 3]), row("b", [0, 9, 2, -1])],
+    ...                           clean_labels=[0, 1, 2, 3])
+    >>> accuracies(result, y)
+    {'clean': 100.0, 'a': 75.0, 'b': 50.0}
+    >>> accuracies(result, y, n=2)
+    {'clean': 100.0, 'a': 100.0, 'b': 50.0}
+    >>> robust(result, "b", y, rejected_ok=True).tolist()
+    [True, False, True, True]
+    >>> float(worst_case([robust(result, "a", y), robust(result, "b", y)]))
+    25.0
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from tfdefense.attacks import evaluate_robustness
+from tfdefense.attacks.base import Attack
+from tfdefense.attacks.robustness import RobustnessResult
+from tfdefense.defend.base import REJECTED
+
+
+def evaluate(ctx, key: str, defense, x: np.ndarray, y: np.ndarray,
+             attacks: Mapping[str, Attack], *, attack_model=None,
+             eot_samples: int | None = None) -> RobustnessResult:
+    """``evaluate_robustness`` of ``defense`` under ``attacks`` on ``(x, y)``, cached under
+    ``cache/grid/<key>``; ``attack_model``: craft on that model (grey-box) instead of the
+    defense's ``logits``; ``eot_samples``: EOT draws for a stochastic defense."""
+    return evaluate_robustness(defense, (x, y), dict(attacks), attack_model=attack_model,
+                               cache_dir=os.path.join(ctx.cache_dir, "grid", key),
+                               eot_samples=eot_samples, verbose=True)
+
+
+def _labels(result: RobustnessResult, label: str) -> np.ndarray:
+    rows = [r for r in result.rows if r.label == label and not r.cumulative]
+    if not rows:
+        raise ValueError(f"label: no attack row {label!r}; expected one of "
+                         f"{[r.label for r in result.rows if not r.cumulative]}")
+    return np.asarray(rows[0].labels, np.int64)
+
+
+def robust(result: RobustnessResult, label: str, y: np.ndarray, n: int | None = None,
+           rejected_ok: bool = False) -> np.ndarray:
+    """Per image (the first ``n``): the defense labelled attack ``label``'s example correctly
+    ("clean": the clean image), or rejected it if ``rejected_ok``."""
+    labels = np.asarray(result.clean_labels) if label == "clean" else _labels(result, label)
+    labels, y = labels[:n], np.asarray(y)[:n]
+    return (labels == y) | (rejected_ok & (labels == REJECTED))
+
+
+def accuracies(result: RobustnessResult, y: np.ndarray, n: int | None = None,
+               labels: Sequence[str] | None = None) -> dict[str, float]:
+    """Accuracy (%) clean and under each attack row (or those in ``labels``), on the first
+    ``n`` images (default all)."""
+    names = labels if labels is not None else [r.label for r in result.rows if not r.cumulative]
+    return {name: 100.0 * float(robust(result, name, y, n).mean()) for name in ("clean", *names)}
+
+
+def worst_case(verdicts: Sequence[np.ndarray]) -> float:
+    """Percent of images every verdict array (True = withstood) leaves standing, over the
+    images they all cover (their common prefix)."""
+    n = min(len(v) for v in verdicts)
+    return 100.0 * float(np.logical_and.reduce([np.asarray(v, bool)[:n] for v in verdicts]).mean())
+
+
+def autoattack_summary(result: RobustnessResult, label: str, y: np.ndarray) -> dict:
+    """JSON-able numbers of one AutoAttack row of ``result``: robust and clean accuracy (%),
+    the robust accuracy after each component, the gradient-masking flag, seconds, parameters."""
+    row = next(r for r in result.rows if r.label == label and not r.cumulative)
+    parts = [r for r in result.rows if r.cumulative and r.label.startswith(f"{label}/")]
+    return {
+        "n": result.n,
+        "clean": 100.0 * float(robust(result, "clean", y).mean()),
+        "robust": 100.0 * row.accuracy,
+        # robust accuracy (%) after each component and the ones before it (AutoAttack's log)
+        "after": {r.attack: 100.0 * r.accuracy for r in parts},
+        "gradient_masking": result.gradient_masking_flags.get(label),
+        "seconds": row.seconds,
+        "params": {k: row.params.get(k) for k in ("version", "norm", "eps", "steps", "queries",
+                                                   "eot_iter", "n_target_classes")},
+    }
+
+
+def masking_text(flag: bool | None) -> str:
+    """AutoAttack's gradient-masking flag in words (None: no Square ran)."""
+    if flag is None:
+        return "no Square run (no masking check)"
+    if flag:
+        return "GRADIENT MASKING suspected: Square broke points every gradient attack failed on"
+    return "no sign of gradient masking (Square broke no point the gradient attacks missed)"
+
+
+__all__ = ["accuracies", "autoattack_summary", "evaluate", "masking_text", "robust", "worst_case"]
