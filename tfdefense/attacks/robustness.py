@@ -496,7 +496,8 @@ def evaluate_robustness(
     def fingerprint_for(model) -> str:
         if fingerprint is not None:
             return fingerprint
-        if is_defense and (model is predict or model is logits_fn or model is surface):
+        # ``==``: an ``attack_model`` of ``defense.logits`` is another bound-method object
+        if is_defense and (model is predict or model == logits_fn or model is surface):
             fp = _defense_fingerprint(predict)
             return f"{fp}:eot{eot_samples}" if model is surface and stochastic else fp
         return model_fingerprint(model)

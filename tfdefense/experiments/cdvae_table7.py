@@ -58,10 +58,11 @@ import tensorflow as tf
 
 from tfdefense import data as data_lib
 from tfdefense import nets
-from tfdefense.attacks import eot, get_attack
+from tfdefense.attacks import AutoAttack, get_attack
 from tfdefense.defend import AdversarialCDVAEDefense, ClassifierDefense
-from tfdefense.experiments import autoattack_cells
+from tfdefense.defend.base import Defense
 from tfdefense.experiments import cdvae_models as cm
+from tfdefense.experiments import grid
 from tfdefense.experiments import training_recipes as tr
 from tfdefense.experiments.registry import register
 from tfdefense.experiments.result import Result, beside_paper
@@ -334,18 +335,12 @@ def train_models(ctx) -> tuple[dict[str, keras.Model], dict[str, float]]:
 
 
 # ---------------------------------------------------------------- evaluation
-def _logits_fn(model: keras.Model, sample: bool = False):
-    if sample:
-        return lambda images: model.defended_logits(images, training=False, sample=True)
-    return lambda images: model(images, training=False)
-
-
-def correct(fn, x: np.ndarray, y: np.ndarray, batch_size: int = 250) -> np.ndarray:
-    """Per-image correctness of ``fn``'s argmax, in compiled batches."""
-    graph = tf.function(fn, reduce_retracing=True, autograph=False)
-    preds = [np.argmax(graph(tf.constant(x[i:i + batch_size])).numpy(), 1)
-             for i in range(0, len(x), batch_size)]
-    return np.concatenate(preds) == y
+def defense_of(model: keras.Model, sample: bool = False) -> Defense:
+    """The ``Defense`` a Table 7 model is: D_G(G(x)) for a CD-VAE-AT (``sample``: G draws z),
+    the classifier for PGD-AT and Normal."""
+    if isinstance(model, AdversarialCDVAE):
+        return AdversarialCDVAEDefense(model, sample=sample)
+    return ClassifierDefense(getattr(model, "classifier", model))
 
 
 #: why ReColor has no cell on greyscale data (the cell's short form, then the note's)
@@ -402,29 +397,33 @@ def _attack_specs(ctx, adaptive: bool) -> dict[str, list[tuple[str, dict]]]:
     return specs
 
 
-def _run_attack(ctx, model_name, fn, x, y, attack: str, params: dict, score=None) -> np.ndarray:
-    """Per-image correctness (of ``score``, default ``fn``) under an attack on ``fn``; cached."""
+def _label(attack: str, params: dict) -> str:
+    """An attack's row label in the grid: its name and parameters."""
     tag = "_".join(f"{k}{v:g}" if isinstance(v, float) else f"{k}{v}"
                    for k, v in sorted(params.items()))
-    key = f"table7_{ctx.preset}/{model_name}_{attack}_{tag}_n{len(x)}".replace(".", "p")
+    return f"{attack}_{tag}".replace(".", "p")
 
-    def compute():
-        kwargs = {"seed": ctx.settings["seed"], "batch_size": 100, **params}
-        x_adv = get_attack(attack, model=fn, **kwargs).generate(x, y)
-        return {"correct": correct(fn if score is None else score, x_adv, y)}
 
-    return ctx.cached_arrays(key, compute, depends_on=training_settings(ctx))["correct"]
+def _evaluate(ctx, name: str, defense: Defense, x, y, attacks: dict, **kwargs):
+    """``grid.evaluate`` under ``table7_<preset>/<name>`` (the white-box and adaptive sets of a
+    model share it, so an attack of both runs once)."""
+    return grid.evaluate(ctx, f"table7_{ctx.preset}/{name}", defense, x, y, attacks, **kwargs)
+
+
+def _attacks(ctx, specs) -> dict:
+    return {_label(a, p): get_attack(a, **{"seed": ctx.settings["seed"], "batch_size": 100, **p})
+            for a, p in specs}
 
 
 def survival(ctx, name: str, model, x, y, adaptive: bool) -> dict[str, np.ndarray]:
     """Per column, per image: correct under every attack of the cell (and "clean")."""
-    fn = _logits_fn(model)
-    out = {"clean": correct(fn, x, y)}
-    for column, attacks in _attack_specs(ctx, adaptive).items():
-        survived = np.ones(len(x), bool)
-        for attack, params in attacks:
-            survived &= _run_attack(ctx, name, fn, x, y, attack, params)
-        out[column] = survived
+    specs = _attack_specs(ctx, adaptive)
+    result = _evaluate(ctx, name, defense_of(model), x, y,
+                       _attacks(ctx, [s for column in specs.values() for s in column]))
+    out = {"clean": grid.robust(result, "clean", y)}
+    for column, attacks in specs.items():
+        out[column] = np.logical_and.reduce([grid.robust(result, _label(a, p), y)
+                                             for a, p in attacks])
     return out
 
 
@@ -435,86 +434,87 @@ def evaluate_model(ctx, name: str, model, x, y, adaptive: bool) -> dict[str, flo
     return out
 
 
-def _aa_params(ctx) -> dict:
-    return {"version": setting(ctx, "autoattack_version"), "steps": setting(ctx, "autoattack_steps"),
-            "queries": setting(ctx, "autoattack_queries"), "seed": ctx.settings["seed"]}
+def _autoattack(ctx, norm: str, sample: bool = False) -> AutoAttack:
+    """AutoAttack at the preset's budget; ``sample``: the "rand" version for the sampling G
+    (APGD-CE + APGD-DLR with EOT over posterior draws; quick: 20 steps, eot_samples draws)."""
+    version, steps = setting(ctx, "autoattack_version"), setting(ctx, "autoattack_steps")
+    params = {"queries": setting(ctx, "autoattack_queries")}
+    if sample:
+        quick = version == "quick"
+        version, steps = "rand", steps or (20 if quick else None)
+        params = {"queries": None, "eot_iter": setting(ctx, "eot_samples") if quick else None}
+    return AutoAttack(eps=setting(ctx, norm), norm=norm, version=version, steps=steps,
+                      seed=ctx.settings["seed"], batch_size=100, **params)
 
 
-def autoattack_eval(ctx, name: str, model, x, y) -> tuple[dict, dict]:
+def autoattack_eval(ctx, name: str, model, x, y) -> dict:
     """AutoAttack on the first ``autoattack_images`` of ``x`` (ℓ∞ and/or ℓ2) beside the same
-    images' white-box and adaptive cells.
-
-    Returns ``(accuracies %, cells)``: ``clean``, the white-box ``pgd_linf`` / ``pgd_l2`` /
-    ``cw_linf`` of the same images, ``aa_<norm>`` and ``worst_<norm>`` (per image, the
-    worst case over the adaptive cell of that norm and AutoAttack), and the runs by norm.
-    """
+    images' white-box and adaptive cells: ``clean``, the white-box ``pgd_linf`` / ``pgd_l2`` /
+    ``cw_linf`` of the same images, ``aa_<norm>``, ``adaptive_<norm>``, ``worst_<norm>`` (per
+    image, the worst case over the adaptive cell of that norm and AutoAttack) and the runs."""
     n = min(setting(ctx, "autoattack_images"), len(x))
     xa, ya = x[:n], y[:n]
-    fn = _logits_fn(model)
     white = survival(ctx, name, model, x, y, adaptive=False)
     adaptive = survival(ctx, name, model, x, y, adaptive=True)
     out = {"n": n, "clean": 100 * white["clean"][:n].mean()}
     out.update({c: 100 * white[c][:n].mean() for c in ("pgd_linf", "pgd_l2", "cw_linf")})
-    cells = {}
-    for norm in setting(ctx, "autoattack_norms"):
-        cell = autoattack_cells.run(ctx, f"table7_{ctx.preset}/{name}_autoattack_{norm}", fn, xa, ya,
-                                    eps=setting(ctx, norm), norm=norm, batch_size=100,
-                                    depends_on=training_settings(ctx), **_aa_params(ctx))
-        cells[norm] = cell
+    norms = setting(ctx, "autoattack_norms")
+    result = _evaluate(ctx, f"{name}_autoattack", defense_of(model), xa, ya,
+                       {f"aa_{norm}": _autoattack(ctx, norm) for norm in norms})
+    for norm in norms:
+        ok = grid.robust(result, f"aa_{norm}", ya)
         column = "pgd_linf" if norm == "linf" else "pgd_l2"
-        out[f"aa_{norm}"] = cell.accuracy
+        out[f"aa_{norm}"] = 100 * ok.mean()
         out[f"adaptive_{norm}"] = 100 * adaptive[column][:n].mean()
-        out[f"worst_{norm}"] = 100 * (adaptive[column][:n] & cell.correct).mean()
-    return out, cells
+        out[f"worst_{norm}"] = 100 * (adaptive[column][:n] & ok).mean()
+    out["runs"] = {norm: grid.autoattack_summary(result, f"aa_{norm}", ya) for norm in norms}
+    return out
 
 
-def autoattack_sampling(ctx, model, x, y) -> tuple[dict, object]:
-    """The sampling G against AutoAttack-rand (APGD-CE + APGD-DLR, EOT over posterior draws)."""
+def autoattack_sampling(ctx, model, x, y) -> dict:
+    """The sampling G against AutoAttack-rand, success judged on one sampled prediction."""
     n = min(setting(ctx, "autoattack_images"), len(x))
     xa, ya = x[:n], y[:n]
-    fn = _logits_fn(model, sample=True)
-    params = _aa_params(ctx)
-    quick = params["version"] == "quick"
-    params.update(version="rand", queries=None,
-                  steps=params["steps"] or (20 if quick else None),
-                  eot_iter=setting(ctx, "eot_samples") if quick else None)
-    # success judged on one sampled prediction (the run's default labels: one draw of fn)
-    cell = autoattack_cells.run(ctx, f"table7_{ctx.preset}/CD-VAE-AT-sampling_autoattack_linf", fn,
-                                xa, ya, eps=setting(ctx, "linf"), norm="linf", batch_size=100,
-                                depends_on=training_settings(ctx), **params)
-    return {"n": n, "clean": cell.clean_accuracy, "aa_linf": cell.accuracy}, cell
+    cm.restart_sampling(model, ctx.settings["seed"])
+    result = _evaluate(ctx, "CD-VAE-AT-sampling_autoattack", defense_of(model, sample=True),
+                       xa, ya, {"aa_linf": _autoattack(ctx, "linf", sample=True)})
+    run = grid.autoattack_summary(result, "aa_linf", ya)
+    return {"n": n, "clean": run["clean"], "aa_linf": run["robust"], "run": run}
 
 
 def spsa_check(ctx, name: str, model, x, y) -> dict[str, float]:
     """Gradient-free SPSA vs gradient C&W-ℓ∞ on the same subset (gradient-masking check)."""
     n = setting(ctx, "spsa_images")
     x, y = x[:n], y[:n]
-    fn = _logits_fn(model)
     linf = setting(ctx, "linf")
-    spsa = _run_attack(ctx, name, fn, x, y, "spsa", {
-        "eps": linf, "steps": setting(ctx, "spsa_steps"), "samples": setting(ctx, "spsa_samples")})
-    grad = _run_attack(ctx, name, fn, x, y, "cw_linf",
-                       {"eps": linf, "steps": setting(ctx, "eval_steps"), "kappa": 10.0})
-    return {"clean": 100 * correct(fn, x, y).mean(), "spsa": 100 * spsa.mean(),
+    specs = [("spsa", {"eps": linf, "steps": setting(ctx, "spsa_steps"),
+                       "samples": setting(ctx, "spsa_samples")}),
+             ("cw_linf", {"eps": linf, "steps": setting(ctx, "eval_steps"), "kappa": 10.0})]
+    result = _evaluate(ctx, f"{name}_spsa", defense_of(model), x, y, _attacks(ctx, specs))
+    spsa, grad = (grid.robust(result, _label(a, p), y) for a, p in specs)
+    return {"clean": 100 * grid.robust(result, "clean", y).mean(), "spsa": 100 * spsa.mean(),
             "gradient": 100 * grad.mean(), "both": 100 * (spsa & grad).mean(), "n": n}
 
 
 def sampling_check(ctx, model, x, y) -> dict[str, float]:
-    """The official test-time behaviour (G samples z): PGD-ℓ∞ without and with EOT."""
-    fn = _logits_fn(model, sample=True)
-    n_eot, linf, steps = setting(ctx, "eot_samples"), setting(ctx, "linf"), setting(ctx, "eval_steps")
-    params = {"eps": linf, "steps": steps}
-    seed = ctx.settings["seed"]
-    # each cell restarts G's sampling stream: its draws do not depend on what drew before it
-    # (training in this process, or attacks that a second run reads from the cache)
-    cm.restart_sampling(model, seed)
-    clean = 100 * correct(fn, x, y).mean()
-    cm.restart_sampling(model, seed)
-    plain = _run_attack(ctx, "CD-VAE-AT-sampling", fn, x, y, "pgd_linf", params)
-    cm.restart_sampling(model, seed)
-    with_eot = _run_attack(ctx, f"CD-VAE-AT-sampling-eot{n_eot}", eot(fn, n_eot), x, y,
-                           "pgd_linf", params, score=fn)  # scored on one sampled prediction
-    return {"clean": clean, "pgd_linf": 100 * plain.mean(), "pgd_linf_eot": 100 * with_eot.mean()}
+    """The official test-time behaviour (G samples z): PGD-ℓ∞ without EOT (on one draw of the
+    logits per step) and with EOT, each scored on one sampled prediction."""
+    n_eot = setting(ctx, "eot_samples")
+    defense = defense_of(model, sample=True)
+    attacks = _attacks(ctx, [("pgd_linf", {"eps": setting(ctx, "linf"),
+                                           "steps": setting(ctx, "eval_steps")})])
+    label = next(iter(attacks))
+    # each evaluation restarts G's sampling stream: its draws do not depend on what drew
+    # before it (training in this process, or attacks that a second run reads from the cache)
+    cm.restart_sampling(model, ctx.settings["seed"])
+    plain = _evaluate(ctx, "CD-VAE-AT-sampling", defense, x, y, attacks,
+                      attack_model=defense.logits)
+    cm.restart_sampling(model, ctx.settings["seed"])
+    with_eot = _evaluate(ctx, f"CD-VAE-AT-sampling-eot{n_eot}", defense, x, y, attacks,
+                         eot_samples=n_eot)
+    return {"clean": 100 * grid.robust(plain, "clean", y).mean(),
+            "pgd_linf": 100 * grid.robust(plain, label, y).mean(),
+            "pgd_linf_eot": 100 * grid.robust(with_eot, label, y).mean()}
 
 
 # ----------------------------------------------------------------- the table
@@ -599,7 +599,7 @@ def run(ctx) -> Result:
                          "clean": beside_paper(spsa["clean"], None, 1),
                          "C&W-ℓ∞": f"{spsa['gradient']:.1f} grad / {spsa['spsa']:.1f} SPSA"})
             measured[name]["spsa"] = spsa
-            aa, cells = autoattack_eval(ctx, name, model, x, y)
+            aa = autoattack_eval(ctx, name, model, x, y)
             aa_only = {k: v for k, v in aa.items() if k in ("clean", "aa_linf", "aa_l2")}
             row = _row(name, f"AutoAttack ({setting(ctx, 'autoattack_version')}, {aa['n']} images)",
                        aa_only, True)
@@ -607,7 +607,7 @@ def run(ctx) -> Result:
             for key in ("pgd_linf", "pgd_l2", "cw_linf"):  # white-box PGD of the same images
                 row[_COLUMN_OF[key]] = beside_paper(aa[key], None, 1)
             rows.append(row)
-            measured[name]["autoattack"] = {**aa, "runs": {k: c.summary() for k, c in cells.items()}}
+            measured[name]["autoattack"] = aa
         measured[name]["eval_seconds"] = time.perf_counter() - t0
     sampled = sampling_check(ctx, models["CD-VAE-AT"], x, y)
     measured["CD-VAE-AT"]["sampling"] = sampled
@@ -616,10 +616,11 @@ def run(ctx) -> Result:
                  "clean": beside_paper(sampled["clean"], None, 1),
                  "PGD-ℓ∞": f"{sampled['pgd_linf']:.1f} / {sampled['pgd_linf_eot']:.1f}"})
     if setting(ctx, "autoattack_sampling"):
-        aa_s, cell = autoattack_sampling(ctx, models["CD-VAE-AT"], x, y)
-        measured["CD-VAE-AT"]["autoattack_sampling"] = {**aa_s, "run": cell.summary()}
+        aa_s = autoattack_sampling(ctx, models["CD-VAE-AT"], x, y)
+        measured["CD-VAE-AT"]["autoattack_sampling"] = aa_s
         rows.append(_row("CD-VAE-AT", f"G samples z: AutoAttack-rand ({aa_s['n']} images, EOT "
-                         f"{cell.params['eot_iter'] or 20} draws)", aa_s, False))
+                         f"{aa_s['run']['params']['eot_iter'] or 20} draws)",
+                         {k: aa_s[k] for k in ("clean", "aa_linf")}, False))
     result = Result("cdvae_table7", "CD-VAE Table 7: white-box defense (adversarial training)",
                     preset=ctx.preset, dataset=ctx.dataset, columns=COLUMNS, rows=rows,
                     notes=_notes(ctx, measured), measurements=measured)

@@ -87,15 +87,22 @@ def worst_case(verdicts: Sequence[np.ndarray]) -> float:
 
 def autoattack_summary(result: RobustnessResult, label: str, y: np.ndarray) -> dict:
     """JSON-able numbers of one AutoAttack row of ``result``: robust and clean accuracy (%),
-    the robust accuracy after each component, the gradient-masking flag, seconds, parameters."""
+    the points each component broke (fooled after every component before it failed), the
+    points only Square broke, the gradient-masking flag, seconds and the parameters."""
     row = next(r for r in result.rows if r.label == label and not r.cumulative)
     parts = [r for r in result.rows if r.cumulative and r.label.startswith(f"{label}/")]
+    broken, before = {}, np.asarray(result.clean_labels) == y
+    for part in parts:  # components in the order they ran, each on the points left standing
+        labels = np.asarray(part.labels)
+        fooled = (labels != y) & (labels != REJECTED)
+        broken[part.attack] = int(np.sum(before & fooled))
+        before = before & ~fooled
     return {
         "n": result.n,
         "clean": 100.0 * float(robust(result, "clean", y).mean()),
         "robust": 100.0 * row.accuracy,
-        # robust accuracy (%) after each component and the ones before it (AutoAttack's log)
-        "after": {r.attack: 100.0 * r.accuracy for r in parts},
+        "broken_by": broken,
+        "square_only": broken.get("square", 0),
         "gradient_masking": result.gradient_masking_flags.get(label),
         "seconds": row.seconds,
         "params": {k: row.params.get(k) for k in ("version", "norm", "eps", "steps", "queries",
