@@ -231,39 +231,62 @@ class Evaluator:
         self.resistances[key] = r
         return r
 
-    def fm_scores(self, key, x_adv, y, clean):
-        """FM-Defense on ADV: paper final accuracy on CLE ∪ ADV and the ADV-only accuracy."""
+    def fm_scores(self, key, x_adv, y, clean) -> tuple[dict, np.ndarray]:
+        """FM-Defense on ADV: (the paper's final accuracy on CLE ∪ ADV, the ADV-only accuracy
+        and the confusion counts; per image of ADV, rejected or labelled correctly)."""
         xc, r_c = clean
         lab_c, dec_c = self.fmd.predict_resistance(xc[: len(x_adv)], r_c[: len(x_adv)])
         lab_a, dec_a = self.fmd.predict_resistance(x_adv, self.resistance(key, x_adv))
         n = len(x_adv)
         mixed = defense_accuracy(np.r_[y, y], np.r_[np.zeros(n, bool), np.ones(n, bool)],
                                  np.r_[lab_c, lab_a], np.r_[dec_c, dec_a])
-        adv_only = np.mean((lab_a == REJECTED) | (lab_a == y))
-        return {"final": mixed["final_accuracy"], "adv_only": float(adv_only), **{
+        ok = (lab_a == REJECTED) | (lab_a == y)
+        return {"final": mixed["final_accuracy"], "adv_only": float(ok.mean()), **{
             k: mixed[k] for k in ("detected_adversarial", "clean_false_positive",
-                                  "true_positive", "true_negative", "recovered", "salvageable")}}
-
-    def fm_adv_ok(self, key, x_adv, y):
-        """Per image of ADV: FM-Defense rejects it or labels it correctly."""
-        lab, _ = self.fmd.predict_resistance(x_adv, self.resistance(key, x_adv))
-        return (lab == REJECTED) | (lab == y)
+                                  "true_positive", "true_negative", "recovered", "salvageable")}}, ok
 
     def magnet_ok(self, x_adv, y):
         """Per image: MagNet rejects it or labels its reformed image correctly."""
         pred = self.magnet.predict(x_adv)
         return (pred == REJECTED) | (pred == y)
 
-    def magnet_adv(self, x_adv, y):
-        return float(np.mean(self.magnet_ok(x_adv, y)))
-
     def dgan_ok(self, key, x_adv, y):
+        """Per image: Defense-GAN labels its projection correctly (cached per ``key``)."""
         pred = self.ctx.cached_arrays(fm.cache_key(self.ctx, f"{DGAN_CACHE}_pred_{key}", "/"), lambda: {
             "p": self.dgan.predict(x_adv)})["p"]
         return pred == y
 
-    def dgan_acc(self, key, x_adv, y):
-        return float(np.mean(self.dgan_ok(key, x_adv, y)))
+
+class Grid:
+    """Table II's (attack × defense) grid: per attack row, per column, per image whether the
+    defense withstood it (``VERDICT_COLUMNS``); the row's cells are their means (FM-Defense's
+    own column, the final accuracy on CLE ∪ ADV, from ``Evaluator.fm_scores``)."""
+
+    def __init__(self, paper: dict):
+        self.paper, self.rows, self.meas = paper, [], {}
+        #: Linf attack -> column -> per-image verdicts, for the worst-case row
+        self.linf: dict[str, dict[str, np.ndarray]] = {}
+
+    def row(self, name: str, cells: dict, paper=None) -> None:
+        paper = paper or (None, None, None, None)
+        self.rows.append({"attack": name,
+                          "no defense": beside_paper(_pct(cells.get("none")), paper[0]),
+                          "FM-Defense": beside_paper(_pct(cells.get("fm")), paper[1]),
+                          "FM-Defense (ADV only)": _pct(cells.get("fm_adv")),
+                          "MagNet": beside_paper(_pct(cells.get("magnet")), paper[3]),
+                          "Defense-GAN": beside_paper(_pct(cells.get("dgan")), paper[2])})
+        self.meas[name] = cells
+
+    def attack(self, name: str, verdict: dict[str, np.ndarray], fm_scores: dict | None = None,
+               linf: str | None = None, paper=None, **extra) -> None:
+        """One attack row from its per-image ``verdict`` (column -> array); ``linf``: the key
+        it joins the worst case under; ``extra``: cells that are not this row's verdicts."""
+        cells = {c: float(np.mean(v)) for c, v in verdict.items()}
+        if fm_scores is not None:
+            cells.update(fm=fm_scores["final"], fm_detail=fm_scores)
+        self.row(name, {**extra, **cells}, paper)
+        if linf is not None:
+            self.linf[linf] = verdict
 
 
 def cached_attack(ctx, key: str, fn) -> np.ndarray:
@@ -298,34 +321,24 @@ def run_table2(ctx, name: str, paper: dict) -> Result:
     r_clean = ev.resistance("clean", x)
     clean = (x, r_clean)
     clf = ev.clf
-    rows, meas = [], {"settings": {k: fm.setting(ctx, k) for k in fm.SETTINGS["quick"]}}
-
-    def row(name, cells, paper=None):
-        paper = paper or (None, None, None, None)
-        rows.append({"attack": name,
-                     "no defense": beside_paper(_pct(cells.get("none")), paper[0]),
-                     "FM-Defense": beside_paper(_pct(cells.get("fm")), paper[1]),
-                     "FM-Defense (ADV only)": _pct(cells.get("fm_adv")),
-                     "MagNet": beside_paper(_pct(cells.get("magnet")), paper[3]),
-                     "Defense-GAN": beside_paper(_pct(cells.get("dgan")), paper[2])})
-        meas[name] = cells
+    grid = Grid(paper)
+    grid.meas["settings"] = {k: fm.setting(ctx, k) for k in fm.SETTINGS["quick"]}
 
     # clean row: plain accuracy of every defense on CLE (FM: strict, rejected = wrong)
     lab_c, dec_c = ev.fmd.predict_resistance(x, r_clean)
     mag_c = ev.magnet.predict(x)
-    row("clean (no attack)", {
+    grid.row("clean (no attack)", {
         "none": np.mean(labels(clf, x) == y), "fm": np.mean(lab_c == y),
-        "magnet": np.mean(mag_c == y), "dgan": ev.dgan_acc("clean", x, y),
+        "magnet": np.mean(mag_c == y), "dgan": float(np.mean(ev.dgan_ok("clean", x, y))),
         "fm_false_positive": float(np.mean(dec_c != 0)),
         "magnet_false_positive": float(np.mean(mag_c == REJECTED))}, paper["clean"])
     timings["clean"] = time.perf_counter() - t0
 
-    # paper protocol: attacks crafted on C, then each defense. ``verdicts``: per Linf attack,
-    # per column, per image whether the defense withstood it (the worst-case row's grid)
+    # paper protocol: attacks crafted on C, then each defense; adaptive: the same attack
+    # through each defense's own path
     n_ad, n_dg = fm.setting(ctx, "fm_adaptive_images"), fm.setting(ctx, "fm_dgan_adaptive_images")
     xa_, ya_ = x[:n_ad], y[:n_ad]
     xd_, yd_ = x[:n_dg], y[:n_dg]
-    verdicts: dict[str, dict[str, np.ndarray]] = {}
     fm_logits = ev.fmd.logits  # EOT over the engine's morphs, through the DGMM
     paper_attacks = attacks(ctx, clf)
     fm_attacks = attacks(ctx, fm_logits)
@@ -334,51 +347,38 @@ def run_table2(ctx, name: str, paper: dict) -> Result:
     for label, attack in paper_attacks.items():
         linf = attack.norm == "linf"
         x_adv = cached_attack(ctx, label, lambda a=attack: a.generate(x, y))
-        s = ev.fm_scores(label, x_adv, y, clean)
-        row(ATTACK_NAMES[label] + " (paper protocol)", {
-            "none": np.mean(labels(clf, x_adv) == y), "fm": s["final"], "fm_adv": s["adv_only"],
-            "magnet": ev.magnet_adv(x_adv, y), "dgan": ev.dgan_acc(label, x_adv, y),
-            "fm_detail": s}, paper[label])
-        if linf:
-            verdicts[f"{label} (paper protocol)"] = {
-                "none": labels(clf, x_adv) == y, "fm_adv": ev.fm_adv_ok(label, x_adv, y),
-                "magnet": ev.magnet_ok(x_adv, y), "dgan": ev.dgan_ok(label, x_adv, y)}
+        s, fm_ok = ev.fm_scores(label, x_adv, y, clean)
+        none = labels(clf, x_adv) == y
+        grid.attack(ATTACK_NAMES[label] + " (paper protocol)",
+                    {"none": none, "fm_adv": fm_ok, "magnet": ev.magnet_ok(x_adv, y),
+                     "dgan": ev.dgan_ok(label, x_adv, y)}, s,
+                    f"{label} (paper protocol)" if linf else None, paper[label])
         timings[label] = time.perf_counter() - t0
-        # adaptive: the same attack through each defense's own path
         xf = cached_attack(ctx, f"fm_adaptive_{label}", lambda a=fm_attacks[label]:
                             a.generate(xa_, ya_))
-        sf = ev.fm_scores(f"adaptive_{label}", xf, ya_, clean)
+        sf, fm_ok = ev.fm_scores(f"adaptive_{label}", xf, ya_, clean)
         xm = cached_attack(ctx, f"magnet_adaptive_{label}", lambda a=mag_attacks[label]:
                             a.generate(xa_, ya_))
-        cells = {"none": np.mean(labels(clf, x_adv) == y), "fm": sf["final"],
-                 "fm_adv": sf["adv_only"], "magnet": ev.magnet_adv(xm, ya_), "fm_detail": sf}
-        verdict = {"fm_adv": ev.fm_adv_ok(f"adaptive_{label}", xf, ya_),
-                   "magnet": ev.magnet_ok(xm, ya_)}
+        verdict = {"fm_adv": fm_ok, "magnet": ev.magnet_ok(xm, ya_)}
         if label == "fgsm" or fm.setting(ctx, "fm_dgan_every_attack"):
             xg = cached_attack(ctx, f"{DGAN_CACHE}_adaptive_{label}", lambda a=dgan_attacks[label]:
                                 a.generate(xd_, yd_))
-            cells["dgan"] = ev.dgan_acc(f"adaptive_{label}", xg, yd_)
             verdict["dgan"] = ev.dgan_ok(f"adaptive_{label}", xg, yd_)
-        row(ATTACK_NAMES[label] + " (adaptive)", cells)
-        if linf:
-            verdicts[f"{label} (adaptive)"] = verdict
+        grid.attack(ATTACK_NAMES[label] + " (adaptive)", verdict, sf,
+                    f"{label} (adaptive)" if linf else None, none=float(none.mean()))
         timings[f"adaptive_{label}"] = time.perf_counter() - t0
 
     # strongest adaptive attacker: PGD-Linf eps 0.3 through each defense
     x_pgd = cached_attack(ctx, "pgd", lambda: pgd(ctx, clf).generate(x, y))
     xf = cached_attack(ctx, "fm_adaptive_pgd", lambda: pgd(ctx, fm_logits).generate(xa_, ya_))
-    sf = ev.fm_scores("adaptive_pgd", xf, ya_, clean)
+    sf, fm_ok = ev.fm_scores("adaptive_pgd", xf, ya_, clean)
     xm = cached_attack(ctx, "magnet_adaptive_pgd",
                         lambda: pgd(ctx, ev.magnet.logits).generate(xa_, ya_))
     xg = cached_attack(ctx, f"{DGAN_CACHE}_adaptive_pgd",
                         lambda: pgd(ctx, ev.dgan.logits).generate(xd_, yd_))
-    row("PGD-Linf ε=0.3 (adaptive)", {
-        "none": np.mean(labels(clf, x_pgd) == y), "fm": sf["final"], "fm_adv": sf["adv_only"],
-        "magnet": ev.magnet_adv(xm, ya_), "dgan": ev.dgan_acc("adaptive_pgd", xg, yd_),
-        "fm_detail": sf})
-    verdicts["PGD (adaptive)"] = {
-        "none": labels(clf, x_pgd) == y, "fm_adv": ev.fm_adv_ok("adaptive_pgd", xf, ya_),
-        "magnet": ev.magnet_ok(xm, ya_), "dgan": ev.dgan_ok("adaptive_pgd", xg, yd_)}
+    grid.attack("PGD-Linf ε=0.3 (adaptive)", {
+        "none": labels(clf, x_pgd) == y, "fm_adv": fm_ok, "magnet": ev.magnet_ok(xm, ya_),
+        "dgan": ev.dgan_ok("adaptive_pgd", xg, yd_)}, sf, "PGD (adaptive)")
     timings["adaptive_pgd"] = time.perf_counter() - t0
 
     # defense-specific attackers: targeted EOT PGD on FM-Defense; the detector-aware PGD
@@ -386,21 +386,17 @@ def run_table2(ctx, name: str, paper: dict) -> Result:
     targets = second_class(clf, xa_, ya_)
     xt = cached_attack(ctx, "fm_adaptive_pgd_targeted",
                         lambda: pgd(ctx, fm_logits, targeted=True).generate(xa_, targets))
-    st = ev.fm_scores("adaptive_pgd_targeted", xt, ya_, clean)
-    row(TARGETED_ROW, {"fm": st["final"], "fm_adv": st["adv_only"], "fm_detail": st})
-    verdicts["targeted PGD (FM-Defense)"] = {
-        "fm_adv": ev.fm_adv_ok("adaptive_pgd_targeted", xt, ya_)}
+    st, fm_ok = ev.fm_scores("adaptive_pgd_targeted", xt, ya_, clean)
+    grid.attack(TARGETED_ROW, {"fm_adv": fm_ok}, st, "targeted PGD (FM-Defense)")
     n_fa = min(fm.setting(ctx, "fm_detector_aware_images"), n_ad)
     xfa = cached_attack(ctx, "fm_detector_aware_pgd", lambda: detector_aware_pgd(
         ctx, ev.fmd, fm.setting(ctx, "fm_pgd_steps"), fm.setting(ctx, "fm_detector_aware_batch"),
     ).generate(xa_[:n_fa], ya_[:n_fa]))
-    sfa = ev.fm_scores("detector_aware_pgd", xfa, ya_[:n_fa], clean)
+    sfa, fm_ok = ev.fm_scores("detector_aware_pgd", xfa, ya_[:n_fa], clean)
     xma = cached_attack(ctx, "magnet_detector_aware_pgd", lambda: detector_aware_pgd(
         ctx, ev.magnet, 2 * fm.setting(ctx, "fm_pgd_steps")).generate(xa_, ya_))
-    row(DETECTOR_AWARE_ROW, {"fm": sfa["final"], "fm_adv": sfa["adv_only"],
-                             "magnet": ev.magnet_adv(xma, ya_), "fm_detail": sfa})
-    verdicts["detector-aware PGD"] = {"fm_adv": ev.fm_adv_ok("detector_aware_pgd", xfa, ya_[:n_fa]),
-                                      "magnet": ev.magnet_ok(xma, ya_)}
+    grid.attack(DETECTOR_AWARE_ROW, {"fm_adv": fm_ok, "magnet": ev.magnet_ok(xma, ya_)}, sfa,
+                "detector-aware PGD")
     timings["defense_aware"] = time.perf_counter() - t0
 
     # AutoAttack (issue 10): on C, and adaptive through each defense's surrogate. On fewer
@@ -409,19 +405,19 @@ def run_table2(ctx, name: str, paper: dict) -> Result:
     aa_start = time.perf_counter()
     n_aa = min(aa_setting(ctx, "fm_autoattack_images"), n_ad)
     n_aa_dg = min(aa_setting(ctx, "fm_autoattack_dgan_images"), n_dg)
-    aa, aa_cells, verdicts["AutoAttack"] = _autoattack_rows(ctx, ev, fm_logits, x, y, clean,
-                                                           n_aa, n_aa_dg)
-    row(AA_ROW, aa_cells)
+    aa, s_fm, ok_aa = _autoattack_rows(ctx, ev, fm_logits, x, y, clean, n_aa, n_aa_dg)
+    grid.attack(AA_ROW, ok_aa, s_fm, "AutoAttack")
+    meas = grid.meas
     meas["autoattack"] = aa
     timings["autoattack"] = time.perf_counter() - aa_start
     timings["autoattack_total"] = time.perf_counter() - t0
 
     # the worst case per image over every Linf attack of the table
-    worst, worst_n = worst_case(verdicts)
-    row(WORST_ROW, worst)
-    meas["worst_case"] = {"accuracy": worst, "images": worst_n, "attacks": list(verdicts),
+    worst, worst_n = worst_case(grid.linf)
+    grid.row(WORST_ROW, worst)
+    meas["worst_case"] = {"accuracy": worst, "images": worst_n, "attacks": list(grid.linf),
                           "per_attack": {k: {c: float(np.mean(v[c][:worst_n[c]])) for c in v}
-                                         for k, v in verdicts.items()}}
+                                         for k, v in grid.linf.items()}}
 
     from tfdefense.experiments import fm_figures
 
@@ -440,14 +436,14 @@ def run_table2(ctx, name: str, paper: dict) -> Result:
     meas["timings_s"] = timings
     meas["settings"].update({k: aa_setting(ctx, k) for k in AUTOATTACK["quick"]})
     return Result(name, f"FM-Defense Table II: accuracy (%) under attack, {LABELS[ctx.role]}",
-                  ctx.preset, ctx.dataset, columns=COLUMNS, rows=rows,
+                  ctx.preset, ctx.dataset, columns=COLUMNS, rows=grid.rows,
                   notes=_notes(ctx, ev, meas, len(x), len(xa_), len(xd_)), figures=figures,
                   measurements=meas)
 
 
 def _autoattack_rows(ctx, ev, fm_logits, x, y, clean, n, n_dg):
     """AutoAttack on C and through each defense, on the first ``n`` (Defense-GAN: ``n_dg``)
-    images. Returns (measurements, the row's cells, per column the per-image verdicts).
+    images. Returns (measurements, FM-Defense's scores, per column the per-image verdicts).
     """
     version = aa_setting(ctx, "fm_autoattack_version")
     n_classes = fm.num_classes(ctx)
@@ -470,15 +466,11 @@ def _autoattack_rows(ctx, ev, fm_logits, x, y, clean, n, n_dg):
                       labels_of=ev.magnet.predict),
         "dgan": run(f"aa_{DGAN_CACHE}_adaptive", ev.dgan.logits, xd, yd, queries=dgan_queries),
     }
-    # per image: the defense's verdict on the AutoAttack and on the PGD example
-    ok_aa = {"none": runs["none"].correct,
-             "fm_adv": ev.fm_adv_ok("aa_adaptive", runs["fm"].x_adv, ya),
+    # per image: the defense's verdict on the AutoAttack example
+    s_fm, fm_ok = ev.fm_scores("aa_adaptive", runs["fm"].x_adv, ya, clean)
+    ok_aa = {"none": runs["none"].correct, "fm_adv": fm_ok,
              "magnet": ev.magnet_ok(runs["magnet"].x_adv, ya),
              "dgan": ev.dgan_ok("aa_adaptive", runs["dgan"].x_adv, yd)}
-    s_fm = ev.fm_scores("aa_adaptive", runs["fm"].x_adv, ya, clean)
-    aa_cells = {"none": float(ok_aa["none"].mean()), "fm": s_fm["final"], "fm_adv": s_fm["adv_only"],
-                "magnet": float(ok_aa["magnet"].mean()), "dgan": float(ok_aa["dgan"].mean()),
-                "fm_detail": s_fm}
     plan = AutoAttack(**{k: v for k, v in common.items() if k != "batch_size"})
     out = {
         "n": n, "n_dgan": n_dg, "params": {**common, "dgan_queries": dgan_queries},
@@ -490,7 +482,7 @@ def _autoattack_rows(ctx, ev, fm_logits, x, y, clean, n, n_dg):
         "runs": {k: r.summary() for k, r in runs.items()},
         "seconds": float(sum(r.total_seconds for r in runs.values())),
     }
-    return out, aa_cells, ok_aa
+    return out, s_fm, ok_aa
 
 
 def second_class(clf, x, y) -> np.ndarray:
