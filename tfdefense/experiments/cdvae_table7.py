@@ -225,75 +225,76 @@ def training_settings(ctx) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------- the models
-def train_models(ctx) -> tuple[dict[str, keras.Model], dict[str, float]]:
-    """Normal classifier, pre-trained CD-VAE, CD-VAE-AT and PGD-AT (cached); seconds each."""
-    x, y = ctx.arrays("train")
-    limit = setting(ctx, "train_images")
-    x, y = (x[:limit], y[:limit]) if limit else (x, y)
-    verbose, seed = setting(ctx, "verbose"), ctx.settings["seed"]
-    seconds: dict[str, float] = {}
-    at_weights = {"cr": setting(ctx, "at_gamma"), "cg": setting(ctx, "at_gamma"),
-                  "kl": setting(ctx, "at_beta")}
-    # the recipes this run trains with, for the report (also when the models come from the cache)
-    for name in ("table7_normal", "table7_cdvae", "table7_pgd_at"):
-        tr.recipe_for(ctx, name, **({"ce": setting(ctx, "gamma")} if name == "table7_cdvae" else {}))
-    tr.recipe_for(ctx, "table7_cdvae_at", **at_weights)
-    if setting(ctx, "d_g_epochs"):
-        tr.recipe_for(ctx, "table7_d_g")
+class _Trainer:
+    """Trains (or loads from the cache) Table 7's models on the run's training images, timing
+    each; every model starts from ``keras.utils.set_random_seed(seed)``."""
 
-    def timed(name, build):
+    def __init__(self, ctx):
+        self.ctx = ctx
+        x, y = ctx.arrays("train")
+        limit = setting(ctx, "train_images")
+        self.x, self.y = (x[:limit], y[:limit]) if limit else (x, y)
+        self.verbose, self.seed = setting(ctx, "verbose"), ctx.settings["seed"]
+        self.seconds: dict[str, float] = {}
+        self.at_weights = {"cr": setting(ctx, "at_gamma"), "cg": setting(ctx, "at_gamma"),
+                           "kl": setting(ctx, "at_beta")}
+        self.common = {"eps": setting(ctx, "train_eps"), "attack_steps": setting(ctx, "train_steps")}
+
+    def timed(self, name: str, build):
         start = time.perf_counter()
-        model = ctx.cached_model(_key(ctx, name), build, depends_on=training_settings(ctx))
-        seconds[name] = time.perf_counter() - start
+        model = self.ctx.cached_model(_key(self.ctx, name), build,
+                                      depends_on=training_settings(self.ctx))
+        self.seconds[name] = time.perf_counter() - start
         return model
 
-    def train(model, inputs, recipe, model_key: str):
-        tr.fit(model, inputs, y, recipe, seed=seed, verbose=verbose, callbacks=[ctx.backup()],
-               model_key=model_key)
+    def train(self, model, inputs, recipe, model_key: str):
+        tr.fit(model, inputs, self.y, recipe, seed=self.seed, verbose=self.verbose,
+               callbacks=[self.ctx.backup()], model_key=model_key)
         return model
 
+    @staticmethod
     def classifier_compile(model, recipe, n):
         model.compile(optimizer=tr.optimizer(recipe, n), metrics=["accuracy"],
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         return model
 
-    def normal():
-        keras.utils.set_random_seed(seed)
-        recipe = tr.recipe_for(ctx, "table7_normal")
-        model = classifier_compile(_new_classifier(ctx, "classifier_x"), recipe, len(x))
-        return train(model, x, recipe, "table7_normal")
+    def normal(self):
+        keras.utils.set_random_seed(self.seed)
+        recipe = tr.recipe_for(self.ctx, "table7_normal")
+        model = self.classifier_compile(_new_classifier(self.ctx, "classifier_x"), recipe,
+                                        len(self.x))
+        return self.train(model, self.x, recipe, "table7_normal")
 
-    def cdvae():
-        keras.utils.set_random_seed(seed)
+    def cdvae(self):
+        keras.utils.set_random_seed(self.seed)
+        ctx = self.ctx
         recipe = tr.recipe_for(ctx, "table7_cdvae", ce=setting(ctx, "gamma"))
         weights = recipe.loss_weights
         model = CDVAE.for_dataset(ctx.dataset, latent_dim=setting(ctx, "latent_dim"),
                                   width=setting(ctx, "width"), gamma=weights["ce"],
-                                  classifier=_new_classifier(ctx, "classifier"), seed=seed,
+                                  classifier=_new_classifier(ctx, "classifier"), seed=self.seed,
                                   beta=weights["kl"], reconstruction_weight=weights["re"],
                                   mixup_alpha=recipe.mixup_alpha)
-        model.compile(tr.optimizer(recipe, len(x)))
-        return train(model, x, recipe, "table7_cdvae")
+        model.compile(tr.optimizer(recipe, len(self.x)))
+        return self.train(model, self.x, recipe, "table7_cdvae")
 
-    clf = timed("normal", normal)
-    base = timed("cdvae", cdvae)
-
-    def generated_classifier():
+    def generated_classifier(self, base, clf):
         """D_G warm start: the clean classifier fine-tuned on G(x) of the pre-trained CD-VAE."""
-        keras.utils.set_random_seed(seed)
+        keras.utils.set_random_seed(self.seed)
+        x = self.x
         g = np.concatenate([base.generate(tf.constant(x[i:i + 500])).numpy()
                             for i in range(0, len(x), 500)])
-        recipe = tr.recipe_for(ctx, "table7_d_g")
-        return train(classifier_compile(_copy(clf), recipe, len(g)), g, recipe, "table7_d_g")
+        recipe = tr.recipe_for(self.ctx, "table7_d_g")
+        return self.train(self.classifier_compile(_copy(clf), recipe, len(g)), g, recipe,
+                          "table7_d_g")
 
-    d_g = timed("d_g", generated_classifier) if setting(ctx, "d_g_epochs") else _copy(clf)
-    common = {"eps": setting(ctx, "train_eps"), "attack_steps": setting(ctx, "train_steps")}
-
-    def cdvae_at(target: str, key: str, objective: str | None = None):
-        keras.utils.set_random_seed(seed)
+    def cdvae_at(self, base, d_g, target: str, key: str, objective: str | None = None):
+        keras.utils.set_random_seed(self.seed)
+        ctx = self.ctx
         fields = {} if objective is None else {"model.objective": (
             objective, f"ablation row: the other objective, {OBJECTIVE_LABELS[objective]}")}
-        recipe = tr.recipe_for(ctx, "table7_cdvae_at", label=f"table7_{key}", fields=fields, **at_weights)
+        recipe = tr.recipe_for(ctx, "table7_cdvae_at", label=f"table7_{key}", fields=fields,
+                               **self.at_weights)
         weights = recipe.loss_weights
         if weights["cr"] != weights["cg"]:
             raise ValueError(f"table7_cdvae_at recipe: AdversarialCDVAE weighs both cross-entropies "
@@ -306,32 +307,45 @@ def train_models(ctx) -> tuple[dict[str, keras.Model], dict[str, float]]:
                                             reconstruction_weight=weights["re"],
                                             objective=recipe.model.get("objective", "paper"),
                                             clean_weight=weights.get("clean"),
-                                            mixup_alpha=recipe.mixup_alpha, **common)
-        model.compile(tr.optimizer(recipe, len(x)))
-        return train(model, x, recipe, "table7_cdvae_at")
+                                            mixup_alpha=recipe.mixup_alpha, **self.common)
+        model.compile(tr.optimizer(recipe, len(self.x)))
+        return self.train(model, self.x, recipe, "table7_cdvae_at")
 
-    def pgd_at():
-        keras.utils.set_random_seed(seed)
-        recipe = tr.recipe_for(ctx, "table7_pgd_at")
+    def pgd_at(self, clf):
+        keras.utils.set_random_seed(self.seed)
+        recipe = tr.recipe_for(self.ctx, "table7_pgd_at")
         start = _copy(clf) if recipe.model.get("init") == "Normal" else \
-            _new_classifier(ctx, "classifier_pgd_at")
-        model = PGDAdversarialTraining(start, seed=seed, **common)
-        model.compile(tr.optimizer(recipe, len(x)))
-        return train(model, x, recipe, "table7_pgd_at")
+            _new_classifier(self.ctx, "classifier_pgd_at")
+        model = PGDAdversarialTraining(start, seed=self.seed, **self.common)
+        model.compile(tr.optimizer(recipe, len(self.x)))
+        return self.train(model, self.x, recipe, "table7_pgd_at")
 
+
+def train_models(ctx) -> tuple[dict[str, keras.Model], dict[str, float]]:
+    """Normal classifier, pre-trained CD-VAE, CD-VAE-AT and PGD-AT (cached); seconds each."""
+    t = _Trainer(ctx)
+    # the recipes this run trains with, for the report (also when the models come from the cache)
+    for name in ("table7_normal", "table7_cdvae", "table7_pgd_at"):
+        tr.recipe_for(ctx, name, **({"ce": setting(ctx, "gamma")} if name == "table7_cdvae" else {}))
+    tr.recipe_for(ctx, "table7_cdvae_at", **t.at_weights)
+    if setting(ctx, "d_g_epochs"):
+        tr.recipe_for(ctx, "table7_d_g")
+    clf = t.timed("normal", t.normal)
+    base = t.timed("cdvae", t.cdvae)
+    d_g = (t.timed("d_g", lambda: t.generated_classifier(base, clf))
+           if setting(ctx, "d_g_epochs") else _copy(clf))
     target = setting(ctx, "reconstruction_target")
-    models = {"Normal": clf, "PGD-AT": timed("pgd_at", pgd_at),
-              "CD-VAE-AT": timed("cdvae_at", lambda: cdvae_at(target, "cdvae_at"))}
+    models = {"Normal": clf, "PGD-AT": t.timed("pgd_at", lambda: t.pgd_at(clf)),
+              "CD-VAE-AT": t.timed("cdvae_at", lambda: t.cdvae_at(base, d_g, target, "cdvae_at"))}
     if setting(ctx, "target_ablation"):
-        other = next(t for t in TARGET_LABELS if t != target)
-        models[ABLATION] = timed("cdvae_at_other_target",
-                                 lambda: cdvae_at(other, "cdvae_at_other_target"))
+        other = next(k for k in TARGET_LABELS if k != target)
+        models[ABLATION] = t.timed("cdvae_at_other_target", lambda: t.cdvae_at(
+            base, d_g, other, "cdvae_at_other_target"))
     if setting(ctx, "objective_ablation"):
         other_objective = next(o for o in OBJECTIVE_LABELS if o != setting(ctx, "at_objective"))
-        models[OBJECTIVE_ABLATION] = timed(
-            "cdvae_at_other_objective",
-            lambda: cdvae_at(target, "cdvae_at_other_objective", objective=other_objective))
-    return models, seconds
+        models[OBJECTIVE_ABLATION] = t.timed("cdvae_at_other_objective", lambda: t.cdvae_at(
+            base, d_g, target, "cdvae_at_other_objective", objective=other_objective))
+    return models, t.seconds
 
 
 # ---------------------------------------------------------------- evaluation
