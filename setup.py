@@ -37,6 +37,9 @@ setup(
         "mlxtend>=0.23",
         "matplotlib>=3.7",
         "tqdm>=4.60",
+        # tf.summary (``tfdefense train --tensorboard``, tfdefense.callbacks) lives in this
+        # package in TF 2.21: without it tf.summary raises TBNotInstalledError
+        "tensorboard>=2.21,<2.22",
     ],
     extras_require={
         "dev": [
@@ -50,11 +53,18 @@ setup(
             "ipykernel>=6",
             "tensorflow-serving-api>=2.21,<2.22",
             "foolbox>=3.3,<4",
+            # the ART interop / certification cross-checks run in the default suite
+            "adversarial-robustness-toolbox>=1.20,<1.21",
+            "multiprocess",
+            "statsmodels>=0.14",
         ],
         "attacks": ["foolbox>=3.3,<4"],
         "serving": ["tensorflow-serving-api>=2.21,<2.22"],
         # bench/autoattack.py compares our AutoAttack with ART's; not used by the library
         "bench": ["adversarial-robustness-toolbox>=1.20,<1.21", "multiprocess"],
+        # ART interop and the ART cross-check of tfdefense.certify (ART's certify needs statsmodels)
+        # (ART's AutoAttack imports multiprocess)
+        "art": ["adversarial-robustness-toolbox>=1.20,<1.21", "statsmodels>=0.14", "multiprocess"],
         "gpu": ["tensorflow[and-cuda]>=2.21,<2.22"],
     },
     entry_points={"console_scripts": ["tfdefense=tfdefense.cli:main"]},

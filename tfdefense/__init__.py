@@ -27,16 +27,20 @@ _SUBMODULES = (
     "attacks",
     "augment",
     "baselines",
+    "callbacks",
+    "certify",
     "data",
     "defend",
     "detect",
     "distribute",
     "experiments",
     "export",
+    "interop",
     "models",
     "nets",
     "optimizers",
     "perturbation",
+    "profiling",
     "recipes",
     "report",
     "schedules",
@@ -57,7 +61,8 @@ def register_all() -> None:
     """Import every module that registers classes (Keras models, layers, schedules and
     optimizers; defenses; detectors). Keras finds a custom class only if its module was
     imported (ECOSYSTEM_NOTES "Loading saved models"); TensorFlow's own import is the cost."""
-    for name in ("models", "nets", "augment", "attacks", "baselines", "defend", "detect"):
+    for name in ("models", "nets", "augment", "attacks", "baselines", "defend", "detect",
+                 "certify"):
         importlib.import_module(f"tfdefense.{name}")
 
 

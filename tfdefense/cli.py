@@ -40,6 +40,9 @@ def _add_train(sub) -> None:
     p.add_argument("--train-limit", type=int, default=None,
                    help="use only the first N training images (quick runs)")
     p.add_argument("--out", default="runs/cdvae", help="output folder")
+    p.add_argument("--tensorboard", metavar="DIR", default=None,
+                   help="write TensorBoard logs to DIR: every loss term, the learning rate and a "
+                        "grid of x / G(x) / R(x) of 8 test images each epoch")
     _add_scale_options(p)
     p.set_defaults(func=_run_train)
 
@@ -100,6 +103,13 @@ def _run_train(args: argparse.Namespace) -> int:
     strategy = _strategy(args)
     from tfdefense.training import train_cdvae
 
+    callbacks = None
+    if args.tensorboard:
+        from tfdefense import data
+        from tfdefense.callbacks import tensorboard_callbacks
+
+        images = next(iter(data.load(args.dataset, "test").batch(8)))[0].numpy()
+        callbacks = tensorboard_callbacks(args.tensorboard, images=images)
     run = train_cdvae(
         args.dataset,
         epochs=args.epochs,
@@ -114,6 +124,7 @@ def _run_train(args: argparse.Namespace) -> int:
         train_limit=args.train_limit,
         strategy=strategy,
         precision=args.precision,
+        callbacks=callbacks,
     )
     print(json.dumps({"test": run.test_metrics, "files": run.files}, indent=2))
     return 0
@@ -149,6 +160,10 @@ def _add_reproduce(sub) -> None:
     p.add_argument("--combine-only", action="store_true",
                    help="with --seeds N: run nothing, combine the finished runs in OUT/seed0 .. "
                         "OUT/seed<N-1> (e.g. made apart with --set seed=k --out OUT/seed<k>)")
+    p.add_argument("--profile", action="store_true",
+                   help="also write OUT/profile.jsonl (per experiment and for the run: seconds "
+                        "training, attacking, scoring, writing and other, peak RSS) and print it as "
+                        "a table (tfdefense.profiling); with --seeds one per OUT/seed<k>/")
     _add_scale_options(p, strategy_default="auto")
     p.set_defaults(func=_run_reproduce)
 
@@ -166,15 +181,21 @@ def _run_reproduce(args: argparse.Namespace) -> int:
     if args.seeds is not None and args.dry_run:
         raise ValueError("--seeds and --dry-run: a dry run's numbers are of random images; run one "
                          "or the other")
+    if args.profile and args.combine_only:
+        raise ValueError("--profile and --combine-only: combining runs nothing to profile; profile "
+                         "the runs themselves")
     if args.precision is not None:  # a model trained under another policy is another model
         overrides["precision"] = args.precision
     strategy = _strategy(args)
+    from tfdefense import profiling
     from tfdefense.distribute import precision_scope
 
     with contextlib.ExitStack() as stack:
         if strategy is not None:  # models build, train and get attacked over its replicas
             stack.enter_context(strategy.scope())
         stack.enter_context(precision_scope(args.precision))
+        if args.profile:  # every reproduce() below writes its profile.jsonl
+            stack.enter_context(profiling.requested())
         if args.dry_run:
             from tfdefense.experiments.dry_run import dry_run
 
@@ -287,6 +308,8 @@ _LAZY_COMMANDS = (
      "tfdefense.attacks.commands", "add_evaluate_parser"),
     ("detect", "fit an adversarial-example detector (KD, LID, Mahalanobis)",
      "tfdefense.detect.commands", "add_detect_parser"),
+    ("certify", "certified l2 accuracy of a saved classifier by randomized smoothing",
+     "tfdefense.certify.commands", "add_certify_parser"),
 )
 
 

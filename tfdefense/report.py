@@ -26,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -35,6 +36,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from tfdefense import profiling
 from tfdefense.experiments import Context, Result, available, get
 from tfdefense.experiments import training_recipes as tr
 from tfdefense.experiments.registry import datasets_of
@@ -67,24 +69,30 @@ def run_experiments(ctx: Context, names: Sequence[str], log=print,
     """Run each named experiment, catching and recording failures.
 
     ``after_each(results, failed)`` runs after every experiment (``reproduce``
-    rewrites the report there, so a long run shows what it has finished).
+    rewrites the report there, so a long run shows what it has finished). Under an
+    active ``profiling.Profiler`` each experiment is one of its windows.
     """
     results, failed = [], []
+    profiler = profiling.active()
     for name in names:
         fn = get(name)
         log(f"[reproduce] {name} ...")
-        start = time.perf_counter()
-        try:
-            result = fn(ctx)
-            if not isinstance(result, Result):
-                raise TypeError(f"experiment {name!r} returned {type(result).__name__}, expected Result")
-            result.seconds = time.perf_counter() - start
-        except Exception as exc:  # noqa: BLE001 - reported, not swallowed
-            result = failed_result(name, ctx, exc, time.perf_counter() - start)
-            failed.append(name)
-            log(f"[reproduce] {name} FAILED: {type(exc).__name__}: {exc}")
-        else:
-            log(f"[reproduce] {name} done in {result.seconds:.0f} s")
+        with (profiler.experiment(name) if profiler is not None
+              else contextlib.nullcontext({})) as profile_line:
+            start = time.perf_counter()
+            try:
+                result = fn(ctx)
+                if not isinstance(result, Result):
+                    raise TypeError(f"experiment {name!r} returned {type(result).__name__}, "
+                                    "expected Result")
+                result.seconds = time.perf_counter() - start
+            except Exception as exc:  # noqa: BLE001 - reported, not swallowed
+                result = failed_result(name, ctx, exc, time.perf_counter() - start)
+                failed.append(name)
+                profile_line["status"] = "failed"
+                log(f"[reproduce] {name} FAILED: {type(exc).__name__}: {exc}")
+            else:
+                log(f"[reproduce] {name} done in {result.seconds:.0f} s")
         results.append(result)
         if after_each is not None:
             after_each(results, failed)
@@ -179,6 +187,7 @@ def with_relative_figures(result: Result, out: str) -> Result:
     return Result(**{**result.__dict__, "figures": figures})
 
 
+@profiling.timed("write")
 def write_report(ctx: Context, results: list[Result], failed: list[str], seconds: float) -> dict[str, str]:
     """Write ``report.md`` and ``results.json`` into ``ctx.out``; return their paths."""
     os.makedirs(ctx.out, exist_ok=True)
@@ -299,12 +308,15 @@ def atomic_write(path: str, text: str) -> None:
 
 def reproduce(preset: str = "quick", out: str = "report", only: Sequence[str] | None = None,
               overrides: dict[str, Any] | None = None, log=print,
-              context: Context | None = None) -> Reproduction:
+              context: Context | None = None, profile: bool | None = None) -> Reproduction:
     """Run experiments (all registered, or ``only``) and write the report into ``out``.
 
     ``context``: run in this one instead of a new ``Context(preset, out, overrides)``
-    (the dry run passes its own). Raises ``ValueError`` for an unknown preset or
-    experiment name before any work starts.
+    (the dry run passes its own). ``profile``: also write ``profile.jsonl`` beside the
+    report, a line per experiment with its seconds per phase and peak RSS and one for
+    the run (``tfdefense.profiling``), and log them as a table; ``None``: as an enclosing
+    ``profiling.requested()`` block says (off outside one). Raises ``ValueError`` for an
+    unknown preset or experiment name before any work starts.
     """
     ctx = context if context is not None else Context(preset, out, overrides)
     names = list(only) if only else available()
@@ -314,13 +326,20 @@ def reproduce(preset: str = "quick", out: str = "report", only: Sequence[str] | 
         get(name)  # unknown names fail before any work
     if len(set(names)) != len(names):
         raise ValueError(f"only: expected distinct experiment names, got {names}")
-    start = time.perf_counter()
+    if profile is None:
+        profile = profiling.is_requested()
+    profiler = profiling.Profiler(os.path.join(ctx.out, "profile.jsonl")) if profile else None
+    with profiler.active() if profiler is not None else contextlib.nullcontext():
+        start = time.perf_counter()
 
-    def partial(results, failed):
-        write_report(ctx, results, failed, time.perf_counter() - start)
+        def partial(results, failed):
+            write_report(ctx, results, failed, time.perf_counter() - start)
 
-    results, failed = run_experiments(ctx, names, log=log, after_each=partial)
-    seconds = time.perf_counter() - start
-    files = write_report(ctx, results, failed, seconds)
+        results, failed = run_experiments(ctx, names, log=log, after_each=partial)
+        seconds = time.perf_counter() - start
+        files = write_report(ctx, results, failed, seconds)
     log(f"[reproduce] wrote {files['report']} and {files['results']} ({seconds:.0f} s)")
+    if profiler is not None:
+        files["profile"] = profiler.path
+        log(f"[reproduce] profile ({profiler.path}):\n{profiling.table(profiler.lines)}")
     return Reproduction(results, failed, files, seconds)

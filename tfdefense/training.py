@@ -71,7 +71,9 @@ def train_cdvae(
             trains with ``distribute.fit_multi_worker`` (``fit`` is broken there in Keras 3).
         precision: ``"mixed_bfloat16"`` / ``"mixed_float16"`` builds the model under
             that Keras dtype policy (``distribute.set_precision``); ``None``: float32.
-        callbacks: extra Keras callbacks for ``fit``.
+        callbacks: extra Keras callbacks for ``fit`` (TensorBoard logs:
+            ``tfdefense.callbacks.tensorboard_callbacks``); not with a
+            ``MultiWorkerMirroredStrategy``.
         model_kwargs: passed to ``CDVAE.for_dataset``.
     """
     check_positive_int(epochs, "epochs")
@@ -92,6 +94,9 @@ def train_cdvae(
         return model
 
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        if callbacks:  # the custom loop runs no Keras callbacks; refuse rather than drop them
+            raise ValueError("callbacks: MultiWorkerMirroredStrategy trains in a custom loop "
+                             "(distribute.fit_multi_worker) that runs no Keras callbacks")
         model, hist = distribute.fit_multi_worker(build, train, epochs=epochs, strategy=strategy,
                                                   checkpoint_dir=os.path.join(out, "backup"))
         if not distribute.is_chief():  # only the chief writes the run's files

@@ -7,7 +7,7 @@ import pytest
 from tfdefense.attacks.robustness import AttackResult, RobustnessResult
 from tfdefense.defend.base import REJECTED
 from tfdefense.experiments import grid
-from tfdefense.experiments.cdvae_greybox import _aa_cells
+from tfdefense.experiments.cdvae_greybox import autoattack_row_cells
 
 Y = np.array([0, 1, 2, 3, 4])
 
@@ -61,7 +61,7 @@ def test_table6_autoattack_cells_take_the_worst_case_over_pgd_cw_and_autoattack(
     base = _result([0, 1, 2, 3, 4], _row("pgd_linf", [0, 1, 9, 3, 4]),
                    _row("cw_linf", [0, 9, 2, 3, 4]), _row("pgd_l2", [9, 1, 2, 3, 4]))
     aa = _result([0, 1, 2, 3], _row("aa_linf", [0, 1, 2, 9]))
-    cells = _aa_cells({"base": (base, Y), "aa": (aa, Y[:4])}, "aa", "base", ("linf",))
+    cells = autoattack_row_cells({"base": (base, Y), "aa": (aa, Y[:4])}, "aa", "base", ("linf",))
     # on images 0-3: pgd_linf fails 2, cw_linf fails 1, AutoAttack fails 3 -> only 0 survives all
     assert cells["aa_linf"] == 75.0 and cells["worst_linf"] == 25.0
     assert (cells["pgd_linf"], cells["cw_linf"], cells["pgd_l2"], cells["clean"]) == (

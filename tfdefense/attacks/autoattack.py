@@ -77,6 +77,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
+from tfdefense import profiling
 from tfdefense.attacks.apgd import APGD, APGDTargeted, warn_if_capped
 from tfdefense.attacks.base import Attack, register, replica_strategy
 from tfdefense.attacks.fab import FAB
@@ -320,6 +321,7 @@ class AutoAttack(Attack):
         warn_if_capped(self.n_target_classes, num_classes, "autoattack")
         return model, x, y, num_classes
 
+    @profiling.timed("attack")  # a profiled reproduction's attack time (else no cost)
     def run(self, x, y=None, model=None, labels_of: Callable | None = None,
             verbose: bool | None = None,
             strategy: tf.distribute.Strategy | None = None) -> AutoAttackRun:

@@ -62,6 +62,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
+from tfdefense import profiling
 from tfdefense.validation import check_images, check_labels, check_number, check_positive_int
 
 NORMS = ("linf", "l2")
@@ -432,6 +433,7 @@ class Attack:
         logits = predict_logits(model, x, self.batch_size, strategy)
         return np.argmax(logits, axis=1).astype(np.int64)
 
+    @profiling.timed("attack")  # a profiled reproduction's attack time (else no cost)
     def generate(self, x, y=None, model=None,
                  strategy: tf.distribute.Strategy | None = None) -> np.ndarray:
         """Adversarial examples for ``x`` (float32 NHWC in [0, 1]).

@@ -60,6 +60,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfdefense.decisions import DECISIONS, REJECTED_LABEL, Decision
+from tfdefense.profiling import timed
 from tfdefense.saving import PartsRegistry, SavedAsParts
 from tfdefense.validation import check_images, check_positive_int
 
@@ -125,6 +126,7 @@ class Defense(SavedAsParts):
             self.__dict__["_defend_fn"] = graph
         return graph
 
+    @timed("score")
     def predict_with_decisions(self, x, batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(labels int64, decisions int32) for ``x`` (float32 NHWC in [0, 1]), batch by batch."""
         x = check_images(x, "x", shape=self.input_shape, allow_empty=True)
@@ -139,6 +141,7 @@ class Defense(SavedAsParts):
             decisions.append(dec.numpy())
         return (np.concatenate(labels).astype(np.int64), np.concatenate(decisions).astype(np.int32))
 
+    @timed("score")
     def predict(self, x, batch_size: int | None = None) -> np.ndarray:
         """Labels for ``x`` (float32 NHWC in [0, 1]); ``REJECTED`` (−1) where refused."""
         return self.predict_with_decisions(x, batch_size)[0]

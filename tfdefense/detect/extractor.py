@@ -32,6 +32,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfdefense.profiling import timed
 from tfdefense.validation import check_images, check_positive_int
 
 REDUCTIONS = ("flatten", "mean")
@@ -168,6 +169,7 @@ class FeatureExtractor:
         """Validate images for this extractor (float32 NHWC in [0, 1])."""
         return check_images(x, name, shape=self.input_shape)
 
+    @timed("score")
     def extract(self, x, reduce: str | None = None) -> tuple[list[np.ndarray], np.ndarray | None]:
         """(activations, logits) as numpy, computed in compiled minibatches."""
         x = self.check(x)

@@ -55,6 +55,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from tfdefense.profiling import timed
 from tfdefense.validation import check_images, check_number, check_positive_int
 
 
@@ -430,6 +431,7 @@ class MorphEngine:
                                    reduce_retracing=True)
         return self._fn
 
+    @timed("score")
     def resistance(self, x, batch_size: int = 32) -> np.ndarray:
         """Resistance vector r (N, S) in [0, 1]: share of morphs keeping C(x) (§III-A)."""
         self._require_fit()

@@ -17,3 +17,4 @@ from tfdefense.experiments import cdvae_greybox, cdvae_gamma_sweep  # noqa: E402
 from tfdefense.experiments import fm_table2  # noqa: E402, F401, I001
 from tfdefense.experiments import fm_fig4  # noqa: E402, F401, I001
 from tfdefense.experiments import cdvae_mixup_ablation  # noqa: E402, F401, I001
+from tfdefense.experiments import certified_l2  # noqa: E402, F401, I001

@@ -195,7 +195,7 @@ def _evaluations(ctx, x, y, norms) -> dict[str, tuple]:
     return out
 
 
-def _aa_cells(ev: dict, key: str, base: str, norms) -> dict[str, float]:
+def autoattack_row_cells(ev: dict, key: str, base: str, norms) -> dict[str, float]:
     """An AutoAttack row: clean and ``base``'s attacks on the AutoAttack images, each
     AutoAttack, and per norm the worst case over PGD, C&W and AutoAttack of that norm."""
     result, ya = ev[key]
@@ -244,17 +244,17 @@ def table6(ctx) -> Result:
     add(f"white-box, sampling G + EOT ({n_eot} draws): G-classifier", grid.accuracies(*ev["eot"]))
     for key, label in labels.items():
         add(f"AutoAttack grey-box ({n_aa} images): {label}",
-            _aa_cells(ev, f"grey_aa_{key}", f"grey_{key}", norms))
+            autoattack_row_cells(ev, f"grey_aa_{key}", f"grey_{key}", norms))
     for key, label in white.items():
         add(f"white-box through G, AutoAttack ({n_aa} images): {label}",
-            _aa_cells(ev, f"white_aa_{key}", f"white_{key}", norms))
+            autoattack_row_cells(ev, f"white_aa_{key}", f"white_{key}", norms))
     runs = {f"greybox_{n}": (ev["grey_aa_normal"], f"aa_{n}") for n in norms}
     runs.update({f"whitebox_{k}_{n}": (ev[f"white_aa_{k}"], f"aa_{n}") for k in white for n in norms})
     if "eot_aa" in ev:
         result, ya = ev["eot_aa"]
         add(f"white-box, sampling G, AutoAttack-rand ({n_aa} images, EOT "
             f"{result.rows[-1].params.get('eot_iter') or 20} draws): G-classifier",
-            {**_aa_cells(ev, "eot_aa", "eot", ("linf",)),
+            {**autoattack_row_cells(ev, "eot_aa", "eot", ("linf",)),
              "clean": grid.accuracies(result, ya)["clean"]})
         runs["whitebox_sampling_linf"] = (ev["eot_aa"], "aa_linf")
     meas["autoattack"] = {k: grid.autoattack_summary(r, label, ya)

@@ -48,6 +48,7 @@ from tfdefense import data_imagenet, nets
 from tfdefense.experiments import training_recipes as tr
 from tfdefense.models import CDVAE, VQCDVAE
 from tfdefense.models.vq import PAPER_VQ_WEIGHT
+from tfdefense.profiling import timed
 from tfdefense.recipes import Recipe
 
 #: what a table says in place of our number for an ImageNet row that could not run
@@ -329,6 +330,7 @@ def cdvae(ctx, gamma: float | None = None, mixup_alpha: float | None = None) -> 
     return ctx.cached_model(key, train)
 
 
+@timed("score")
 def decompose_arrays(model: CDVAE, x: np.ndarray, batch_size: int = 256) -> dict[str, np.ndarray]:
     """G(x), R(x) and the latent z of images, in compiled batches.
 
@@ -395,6 +397,7 @@ def _compiled(owner, name: str, fn: Callable) -> Callable:
     return entry[1]
 
 
+@timed("score")
 def predict_logits(fn: Callable, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """Logits of a callable images -> logits, in compiled batches."""
     graph = _compiled(fn, "logits", lambda b: fn(b))

@@ -55,7 +55,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from tfdefense import data
+from tfdefense import data, profiling
 from tfdefense._version import __version__
 from tfdefense.distribute import CheckedBackupAndRestore
 from tfdefense.experiments.imagenet_preset import PAPER_IMAGENET
@@ -228,7 +228,8 @@ class Context:
         always holds the defense the report's numbers were measured on.
         """
         path = os.path.join(self.out, "defenses", name)
-        self.saved_defenses[name] = defense.save(path)
+        with profiling.phase("write"):
+            self.saved_defenses[name] = defense.save(path)
         return path
 
     def fingerprint(self, depends_on: Any = None) -> str:
@@ -283,12 +284,13 @@ class Context:
             value = load(path)
         else:
             value = make()
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            root, ext = os.path.splitext(path)
-            tmp = f"{root}{ext}.partial{ext}"
-            save(value, tmp)
-            os.replace(tmp, path)
-            self._record(path, fingerprint)
+            with profiling.phase("write"):
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                root, ext = os.path.splitext(path)
+                tmp = f"{root}{ext}.partial{ext}"
+                save(value, tmp)
+                os.replace(tmp, path)
+                self._record(path, fingerprint)
         self._memory[key] = value
         return value
 
@@ -323,7 +325,8 @@ class Context:
         def train() -> keras.Model:
             self._training.append((key, depends_on))
             try:
-                return build_and_train()
+                with profiling.phase("train"):
+                    return build_and_train()
             finally:
                 self._training.pop()
 

@@ -79,6 +79,9 @@ DRY_RUN_SETTINGS: dict[str, Any] = {
     # FM Table II's AutoAttack rows (the standard version under paper, 1,000 images)
     "fm_autoattack_images": 4, "fm_autoattack_dgan_images": 2, "fm_autoattack_steps": 2,
     "fm_autoattack_queries": 10, "fm_autoattack_dgan_queries": 10,
+    # certified_l2 (the paper preset certifies 500 images with n = 100,000 draws)
+    "certify_images": 2, "certify_n0": 4, "certify_n": 20, "noise_epochs": 1,
+    "stability_epochs": 1,
     "verbose": 0, "fm_verbose": 0,
 }
 
