@@ -292,3 +292,20 @@ def test_cli_profile_refuses_combine_only(tmp_path, capsys):
     assert main(["reproduce", "--seeds", "2", "--combine-only", "--profile",
                  "--out", str(tmp_path)]) == 2
     assert "--profile and --combine-only" in capsys.readouterr().err
+
+
+def test_attacks_run_by_evaluate_robustness_and_adversarial_sets_are_attack_time(tmp_path):
+    from tfdefense.attacks import evaluate_robustness
+
+    def model_fn(images):
+        return tf.zeros((tf.shape(images)[0], 3))
+
+    x, y = np.zeros((4, 2, 2, 1), np.float32), np.zeros(4, np.int64)
+    profiler = profiling.Profiler()
+    with profiler.active(), profiler.experiment("eval") as line:
+        # two batches of 0.05 s each, uncached then through an AdversarialSet
+        evaluate_robustness(model_fn, (x, y), {"s": SleepingAttack(batch_size=2)}, verbose=False)
+        evaluate_robustness(model_fn, (x, y), {"s": SleepingAttack(batch_size=2)}, verbose=False,
+                            cache_dir=tmp_path, fingerprint="f")
+    assert 0.20 <= line["attack_s"] <= 0.20 + SLACK + 0.2
+    assert line["write_s"] > 0.0  # the set's batch files

@@ -107,6 +107,7 @@ from tfdefense.attacks.base import (
 from tfdefense.attacks.detector_aware import DetectorAwarePGD
 from tfdefense.attacks.presets import PRESETS, get_preset
 from tfdefense.defend.base import REJECTED, Defense
+from tfdefense.profiling import phase
 from tfdefense.validation import check_images, check_labels, check_number, check_positive_int
 
 #: the norm groups a worst case is taken over (``threat_norm``)
@@ -554,7 +555,8 @@ def evaluate_robustness(
                 _, xv, yv, _ = attack.prepare(x, y, model)
                 batches = attack.iter_batches(model, xv, yv, strategy=strategy, desc=label,
                                               verbose=verbose, leave=False)
-                x_adv = np.concatenate([adv for _, adv in batches])
+                with phase("attack"):
+                    x_adv = np.concatenate([adv for _, adv in batches])
             seconds = time.perf_counter() - start
             pred = labels_of(x_adv)
             fooled = (pred != y) & (pred != REJECTED)
