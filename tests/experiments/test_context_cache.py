@@ -204,3 +204,17 @@ def test_the_combo_vae_resumes_with_both_optimizers_state(tmp_path, monkeypatch)
     steps = 3 * 1  # 3 epochs of one 64-image batch; the third alone would count 1
     assert int(vae.optimizer.iterations) == steps
     assert int(vae.discriminator_optimizer.iterations) == steps
+
+
+def test_preset_setting_reads_the_run_then_the_preset_then_the_fallback(tmp_path):
+    from tfdefense.experiments.context import preset_setting
+
+    table = {"quick": {"steps": 2, "images": 8}, "paper": {"steps": 100, "images": 1000}}
+    quick = Context("quick", str(tmp_path), {"images": 3})
+    assert preset_setting(quick, table, "images") == 3  # the run's override
+    assert preset_setting(quick, table, "steps") == 2  # the preset's value
+    imagenet = Context("paper_imagenet", str(tmp_path))
+    assert preset_setting(imagenet, table, "steps") == 100  # no such preset: paper's
+    assert preset_setting(imagenet, {"quick": {"steps": 2}}, "steps", fallback="quick") == 2
+    with pytest.raises(ValueError, match=r"unknown key 'epochs'; expected one of \['images', 'steps'\]"):
+        preset_setting(quick, table, "epochs")

@@ -46,6 +46,7 @@ import tensorflow as tf
 from tfdefense import data as data_lib
 from tfdefense import data_imagenet, nets
 from tfdefense.experiments import training_recipes as tr
+from tfdefense.experiments.context import preset_setting
 from tfdefense.models import CDVAE, VQCDVAE
 from tfdefense.models.vq import PAPER_VQ_WEIGHT
 from tfdefense.profiling import timed
@@ -142,12 +143,7 @@ def setting(ctx, key: str) -> Any:
     Presets other than ``quick`` and ``paper`` (e.g. ``paper_imagenet``) take
     the ``paper`` defaults; put any key in that preset's settings to change it.
     """
-    if key in ctx.settings:
-        return ctx.settings[key]
-    preset = SETTINGS.get(ctx.preset, SETTINGS["paper"])
-    if key not in preset:
-        raise ValueError(f"setting: unknown key {key!r}; expected one of {sorted(preset)}")
-    return preset[key]
+    return preset_setting(ctx, SETTINGS, key)
 
 
 def is_imagenet(ctx) -> bool:

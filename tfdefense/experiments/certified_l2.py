@@ -41,6 +41,7 @@ from tfdefense import data as data_lib
 from tfdefense.certify import SmoothedClassifier, StabilityTraining, certified_accuracy
 from tfdefense.experiments import cdvae_models as cm
 from tfdefense.experiments import training_recipes as tr
+from tfdefense.experiments.context import preset_setting
 from tfdefense.experiments.registry import register
 from tfdefense.experiments.result import Result
 
@@ -92,12 +93,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
 def setting(ctx, key: str) -> Any:
     """``ctx.settings[key]`` if set, else this module's per-preset default (``paper`` for
     presets other than ``quick``)."""
-    if key in ctx.settings:
-        return ctx.settings[key]
-    preset = SETTINGS.get(ctx.preset, SETTINGS["paper"])
-    if key not in preset:
-        raise ValueError(f"setting: unknown key {key!r}; expected one of {sorted(preset)}")
-    return preset[key]
+    return preset_setting(ctx, SETTINGS, key)
 
 
 def certify_images(ctx) -> tuple[np.ndarray, np.ndarray]:

@@ -114,6 +114,19 @@ def resolve_datasets(preset: str, overrides: dict[str, Any]) -> dict[str, str | 
     return datasets
 
 
+def preset_setting(ctx, table: dict[str, dict[str, Any]], key: str,
+                   fallback: str = "paper") -> Any:
+    """``ctx.settings[key]`` if the run sets it, else ``table[ctx.preset][key]`` (presets
+    missing from ``table``, e.g. ``paper_imagenet``, take ``table[fallback]``); an unknown
+    key is a ``ValueError`` naming the known ones. An experiment module's ``setting``."""
+    if key in ctx.settings:
+        return ctx.settings[key]
+    preset = table.get(ctx.preset, table[fallback])
+    if key not in preset:
+        raise ValueError(f"setting: unknown key {key!r}; expected one of {sorted(preset)}")
+    return preset[key]
+
+
 class Context:
     """One run's preset, folder and caches.
 
