@@ -6,8 +6,17 @@ and times each signature (median of ``--repeats`` calls after a warm-up) next
 to the compiled Keras call of the same computation, in the same run. One JSON
 line per figure. The export time itself is a figure too.
 
+FM-Defense (issue 18 item 4): the same for its ``defend`` signature (morphs →
+resistance → thresholds → purify or reject → classify, one graph) of an untrained
+Table I combo-VAE + DGMM and ``small_cnn`` with ``--fm-codes`` × ``--fm-morphs``
+morphs per image, beside ``FMDefense.defend`` compiled in this process and the
+engine's roofline: the decoder + classifier FLOPs of every morph of the batch at
+this machine's float32 matmul rate (``bench/morphs.py``'s counts), so
+``roofline_fraction`` = roofline time / measured time.
+
 Usage:
     python bench/export_latency.py --repeats 50
+    python bench/export_latency.py --only fm --fm-codes 20 --fm-morphs 100
 """
 
 from __future__ import annotations
@@ -43,11 +52,60 @@ def median_ms(fn, x, repeats: int) -> float:
     return 1000 * statistics.median(times)
 
 
+def fm_defense_latency(args) -> None:
+    """FM-Defense's exported ``defend`` against the in-process graph and the roofline."""
+    from morphs import matmul_gflops, model_flops
+
+    from tfdefense.defend import FMDefense
+    from tfdefense.detect import MorphEngine, ResistanceDetector
+    from tfdefense.models import DGMM, ComboVAE
+    from tfdefense.nets import small_cnn
+
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x_fit = rng.uniform(size=(64, 28, 28, 1)).astype("float32")
+    dgmm = DGMM.for_dataset("mnist_5k", feature_dim=10, seed=0)
+    vae = ComboVAE.for_dataset("mnist_5k", dgmm, latent_dim=20, discriminator_units=8,
+                               discriminator_depth=1, seed=0)
+    clf = small_cnn((28, 28, 1), 10)
+    engine = MorphEngine(vae, clf, codes=list(range(args.fm_codes)), n_morphs=args.fm_morphs,
+                         seed=0).fit(x_fit)
+    defense = FMDefense(ResistanceDetector(engine, unified_threshold=0.8, theta_d=0.5).fit(x_fit))
+    start = time.perf_counter()
+    path = export.for_serving(defense, os.path.join(tempfile.mkdtemp(), "fm_defense"), 1)
+    emit(figure="export_seconds", model="fm_defense_mnist", seconds=round(time.perf_counter() - start, 2))
+    signature = tf.saved_model.load(path).signatures["defend"]
+    graph = tf.function(defense.defend)
+    per_morph = model_flops(vae.decoder) + model_flops(clf)
+    peak = matmul_gflops()
+    emit(figure="matmul_gflops", value=round(peak, 2))
+    for batch in args.batches:
+        x = tf.constant(rng.uniform(size=(batch, 28, 28, 1)).astype("float32"))
+        saved = median_ms(lambda t: signature(images=t), x, args.repeats)
+        direct = median_ms(graph, x, args.repeats)
+        roofline = 1000 * batch * args.fm_codes * args.fm_morphs * per_morph / (peak * 1e9)
+        emit(figure="fm_defend_latency_ms", batch=batch, codes=args.fm_codes,
+             morphs=args.fm_morphs, saved_model_ms=round(saved, 3),
+             in_process_graph_ms=round(direct, 3), ratio_saved_over_graph=round(saved / direct, 3),
+             roofline_ms=round(roofline, 3), roofline_fraction=round(roofline / saved, 3),
+             load_average=os.getloadavg()[0])
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--repeats", type=int, default=50)
     p.add_argument("--batches", type=int, nargs="+", default=[1, 32])
+    p.add_argument("--only", choices=["cdvae", "fm"], default=None,
+                   help="time one model's signatures (default both)")
+    p.add_argument("--fm-codes", type=int, default=8,
+                   help="FM-Defense: latent codes morphed (quick preset 8, paper 20)")
+    p.add_argument("--fm-morphs", type=int, default=20,
+                   help="FM-Defense: morphs per code (quick preset 20, paper 100)")
     args = p.parse_args()
+    if args.only != "cdvae":
+        fm_defense_latency(args)
+    if args.only == "fm":
+        return
     keras.utils.set_random_seed(0)
     model = CDVAE.for_dataset("mnist_5k", seed=0)
     start = time.perf_counter()
