@@ -64,6 +64,10 @@ def _percent_row(text: str, name: str) -> list[float]:
 def _check_01(text, images):
     assert "max |G(x) + R(x) - x| =" in text
     assert "reloaded from" in text
+    # the fit's TensorBoard callbacks wrote event files (train and validation scalars, the grid)
+    log_dir = Path(os.environ["TFDEFENSE_NB_LOG_DIR"])
+    assert f"TensorBoard logs in {log_dir}" in text
+    assert list(log_dir.rglob("events.out.tfevents.*"))
 
 
 def _check_03(text, images):
@@ -120,9 +124,10 @@ _PARAMS = [pytest.param(n, marks=pytest.mark.slow) for n in SETTINGS]
 
 
 @pytest.mark.parametrize("name", _PARAMS)
-def test_notebook_executes_without_error(name, monkeypatch):
+def test_notebook_executes_without_error(name, monkeypatch, tmp_path):
     for key, value in {**TINY, **SETTINGS[name]}.items():
         monkeypatch.setenv(key, value)
+    monkeypatch.setenv("TFDEFENSE_NB_LOG_DIR", str(tmp_path / "tensorboard"))
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
     assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), (
         f"{name} is stored with outputs; clear them before committing"
