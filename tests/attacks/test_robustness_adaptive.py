@@ -95,6 +95,11 @@ def test_worst_case_is_the_per_image_minimum_over_the_attacks_of_each_norm(scrip
     # at FOOL already
     assert rows["a_linf"].labels == [1, REJECTED, REJECTED, 0, 0, 0, 0, 1]
     assert rows["c_l2"].labels == [0, 1, 0, 0, 1, REJECTED, 0, 1]
+    # and the defense's decisions: C's catch (image 5) rejected, everything else accepted
+    r = int(Decision.REJECTED)
+    assert rows["c_l2"].decisions == [0, 0, 0, 0, 0, r, 0, 0]
+    assert rows["a_linf"].decisions == [0, r, r, 0, 0, 0, 0, 0]
+    assert scripted.clean_decisions == [0] * 8
     assert [rows[k].norm for k in ("a_linf", "b_linf", "c_l2", "d_unbounded")] == [
         "linf", "linf", "l2", "other"]
 

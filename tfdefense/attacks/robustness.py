@@ -182,6 +182,10 @@ class AttackResult:
     #: per image, the label ``predict`` gave its attacked version (``REJECTED`` = -1): the
     #: row's verdicts, for worst cases over rows of several evaluations
     labels: list[int] = field(default_factory=list)
+    #: per image, what the defense did with the attacked version (``tfdefense.decisions``:
+    #: 0 accepted, 1 purified, 2 rejected; all 0 for a plain model); empty for AutoAttack's
+    #: component rows, which keep the labels of its run only
+    decisions: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -216,6 +220,8 @@ class RobustnessResult:
     versions: dict[str, str] = field(default_factory=dict)
     #: per image, the label ``predict`` gave the clean image (``REJECTED`` = -1)
     clean_labels: list[int] = field(default_factory=list)
+    #: per image, the defense's decision on the clean image (see ``AttackResult.decisions``)
+    clean_decisions: list[int] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -510,7 +516,15 @@ def evaluate_robustness(
         check_model_output(logits, len(images))
         return np.argmax(logits, axis=1).astype(np.int64)
 
-    clean_pred = labels_of(x)
+    def read(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(labels, decisions) of ``predict`` on ``images``."""
+        if is_defense:
+            labels, decisions = predict.predict_with_decisions(images)
+            return np.asarray(labels, np.int64), np.asarray(decisions, np.int64)
+        labels = labels_of(images)
+        return labels, np.zeros(len(labels), np.int64)
+
+    clean_pred, clean_decisions = read(x)
     clean_correct = clean_pred == y
     result = RobustnessResult(
         n=len(x),
@@ -520,6 +534,7 @@ def evaluate_robustness(
         reported=reported,
         versions=_versions(),
         clean_labels=np.asarray(clean_pred, np.int64).tolist(),
+        clean_decisions=clean_decisions.tolist(),
     )
     robust_all = clean_correct.copy()
     robust: dict[str, np.ndarray] = {}
@@ -543,7 +558,7 @@ def evaluate_robustness(
                 run = _cached_autoattack(attack, model, x, y, judge, Path(cache_dir) / label,
                                          fingerprint_for(model), verbose, strategy)
             final = _autoattack_rows(result, label, attack, run, x, y, clean_correct, norm,
-                                     None if judge is not None else labels_of)
+                                     None if judge is not None else read)
             result.gradient_masking_flags[label] = run.gradient_masking
             fooled = (final != y) & (final != REJECTED)
         else:
@@ -558,10 +573,10 @@ def evaluate_robustness(
                 with phase("attack"):
                     x_adv = np.concatenate([adv for _, adv in batches])
             seconds = time.perf_counter() - start
-            pred = labels_of(x_adv)
+            pred, decisions = read(x_adv)
             fooled = (pred != y) & (pred != REJECTED)
             result.rows.append(_row(label, attack, pred, y, x_adv, x, clean_correct, seconds,
-                                    np.ones(len(x), bool), False, norm))
+                                    np.ones(len(x), bool), False, norm, decisions=decisions))
         robust_all &= ~fooled
         robust[norm] = robust.get(norm, clean_correct) & ~fooled
     result.worst_case_accuracy = float(robust_all.mean())
@@ -574,7 +589,8 @@ def evaluate_robustness(
 
 def _row(label: str, attack: Attack, pred: np.ndarray, y: np.ndarray, x_adv: np.ndarray,
          x: np.ndarray, clean_correct: np.ndarray, seconds: float, mask: np.ndarray,
-         cumulative: bool, norm: str, name: str | None = None) -> AttackResult:
+         cumulative: bool, norm: str, name: str | None = None,
+         decisions: np.ndarray | None = None) -> AttackResult:
     """One table row: ``pred`` the labels on ``x_adv``; norms over the images in ``mask``."""
     delta = (x_adv - x).reshape(len(x), -1)
     linf = np.abs(delta).max(axis=1)[mask]
@@ -598,6 +614,7 @@ def _row(label: str, attack: Attack, pred: np.ndarray, y: np.ndarray, x_adv: np.
         cumulative=cumulative,
         norm=norm,
         labels=np.asarray(pred, np.int64).tolist(),
+        decisions=[] if decisions is None else np.asarray(decisions, np.int64).tolist(),
     )
 
 
@@ -605,17 +622,20 @@ def _autoattack_rows(result, label, attack, run, x, y, clean_correct, norm,
                      read=None) -> np.ndarray:
     """Append an AutoAttack run to ``result`` and return the final labels: a row per component
     and one for the ensemble when the run judged success by ``predict`` itself; with ``read``
-    (a grey-box run judged by the attack model) one row, ``read``'s labels on its examples."""
+    (a grey-box run judged by the attack model) one row, ``read``'s (labels, decisions) on
+    its examples."""
     final = run.pred_after[-1] if run.components else run.clean_pred
+    decisions = None
     if read is not None:
-        final = np.asarray(read(run.x_adv)).astype(np.int64)
+        final, decisions = read(run.x_adv)
     else:
         for i, name in enumerate(run.components):
             result.rows.append(_row(f"{label}/{name}", attack, run.pred_after[i], y, run.x_adv, x,
                                     clean_correct, run.seconds[i], run.broken_by == i, True, norm,
                                     name=name))
     result.rows.append(_row(label, attack, final, y, run.x_adv, x, clean_correct,
-                            sum(run.seconds), np.ones(len(x), bool), False, norm))
+                            sum(run.seconds), np.ones(len(x), bool), False, norm,
+                            decisions=decisions))
     result.autoattack_tables.append(run.to_markdown())
     if run.gradient_masking is not None:
         result.gradient_masking = bool(result.gradient_masking) or run.gradient_masking
