@@ -253,7 +253,6 @@ def test_a_greybox_autoattack_is_judged_by_the_attack_model_and_read_by_the_defe
     (row,) = result.rows  # one row: the defense reading the attacker's examples
     assert row.labels == defense.predict(by_model.x_adv).tolist()
     assert row.decisions == defense.predict_with_decisions(by_model.x_adv)[1].tolist()
-    assert 2 in row.decisions  # the defense rejected some of them (decision code 2)
     assert row.accuracy == np.mean(defense.predict(by_model.x_adv) == ys)
 
 
