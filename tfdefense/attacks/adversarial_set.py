@@ -79,6 +79,13 @@ def data_fingerprint(x: np.ndarray, y: np.ndarray | None) -> str:
     return h.hexdigest()
 
 
+def atomic_write_json(path: Path, value: Any) -> None:
+    """``value`` as indented JSON in ``path``, through a temporary file (never half-written)."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(value, indent=1))
+    os.replace(tmp, path)
+
+
 def atomic_savez(path: Path, **arrays) -> None:
     """``np.savez`` to ``path`` through a temporary file (never a half-written file)."""
     tmp = path.with_suffix(".tmp.npz")
@@ -159,9 +166,7 @@ class AdversarialSet:
         if old != meta:
             for f in path.glob("batch_*.npz"):
                 f.unlink()
-            tmp = meta_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(meta, indent=1))
-            os.replace(tmp, meta_path)
+            atomic_write_json(meta_path, meta)
         show = attack.verbose if verbose is None else verbose
         parts: list[np.ndarray | None] = [None] * len(starts)
         missing = []

@@ -78,7 +78,6 @@ Example:
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -93,6 +92,7 @@ from tfdefense.attacks.adaptive import eot
 from tfdefense.attacks.adversarial_set import (
     AdversarialSet,
     atomic_savez,
+    atomic_write_json,
     data_fingerprint,
     model_fingerprint,
 )
@@ -671,7 +671,5 @@ def _cached_autoattack(attack: AutoAttack, model, x: np.ndarray, y: np.ndarray, 
     atomic_savez(arrays_path, x_adv=run.x_adv, clean_pred=run.clean_pred, pred_after=pred_after,
                  broken_by=run.broken_by, components=np.asarray(run.components, dtype=str),
                  seconds=np.asarray(run.seconds, np.float64), extra=json.dumps(extra))
-    tmp = meta_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(meta, indent=1))
-    os.replace(tmp, meta_path)
+    atomic_write_json(meta_path, meta)
     return run
