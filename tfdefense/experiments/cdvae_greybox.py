@@ -112,18 +112,12 @@ def _attacks(ctx, only: Sequence[str] | None = None) -> dict[str, Attack]:
 
 def _autoattack(ctx, norm: str, stochastic: bool = False) -> AutoAttack:
     """AutoAttack at the preset's budget (the "rand" EOT version if ``stochastic``)."""
-    version = aa_setting(ctx, "autoattack_version")
-    steps, queries, eot_iter = (aa_setting(ctx, "autoattack_steps"),
-                                aa_setting(ctx, "autoattack_queries"), None)
-    if stochastic:
-        # AutoAttack's version for randomized defenses: APGD-CE + APGD-DLR averaging each
-        # step over posterior draws; quick: 20 steps and eot_samples draws (standard 100 x 20)
-        steps = steps or (20 if version == "quick" else None)
-        eot_iter = cm.setting(ctx, "eot_samples") if version == "quick" else None
-        version, queries = "rand", None
-    return AutoAttack(eps=_aa_eps(ctx, norm), norm=norm, version=version, steps=steps,
-                      queries=queries, eot_iter=eot_iter, seed=ctx.settings["seed"],
-                      batch_size=128)
+    return grid.autoattack(eps=_aa_eps(ctx, norm), norm=norm,
+                           version=aa_setting(ctx, "autoattack_version"),
+                           steps=aa_setting(ctx, "autoattack_steps"),
+                           queries=aa_setting(ctx, "autoattack_queries"),
+                           seed=ctx.settings["seed"], batch_size=128,
+                           eot_samples=cm.setting(ctx, "eot_samples"), stochastic=stochastic)
 
 
 def defenses(ctx) -> dict[str, GreyBoxDefense]:

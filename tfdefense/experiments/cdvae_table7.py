@@ -451,14 +451,12 @@ def evaluate_model(ctx, name: str, model, x, y, adaptive: bool) -> dict[str, flo
 def _autoattack(ctx, norm: str, sample: bool = False) -> AutoAttack:
     """AutoAttack at the preset's budget; ``sample``: the "rand" version for the sampling G
     (APGD-CE + APGD-DLR with EOT over posterior draws; quick: 20 steps, eot_samples draws)."""
-    version, steps = setting(ctx, "autoattack_version"), setting(ctx, "autoattack_steps")
-    params = {"queries": setting(ctx, "autoattack_queries")}
-    if sample:
-        quick = version == "quick"
-        version, steps = "rand", steps or (20 if quick else None)
-        params = {"queries": None, "eot_iter": setting(ctx, "eot_samples") if quick else None}
-    return AutoAttack(eps=setting(ctx, norm), norm=norm, version=version, steps=steps,
-                      seed=ctx.settings["seed"], batch_size=100, **params)
+    return grid.autoattack(eps=setting(ctx, norm), norm=norm,
+                           version=setting(ctx, "autoattack_version"),
+                           steps=setting(ctx, "autoattack_steps"),
+                           queries=setting(ctx, "autoattack_queries"),
+                           seed=ctx.settings["seed"], batch_size=100,
+                           eot_samples=setting(ctx, "eot_samples"), stochastic=sample)
 
 
 def autoattack_eval(ctx, name: str, model, x, y) -> dict:

@@ -31,14 +31,16 @@ Example:
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from tfdefense.attacks import evaluate_robustness
+from tfdefense.attacks import AutoAttack, evaluate_robustness
+from tfdefense.attacks.adversarial_set import data_fingerprint, model_fingerprint
 from tfdefense.attacks.base import Attack
-from tfdefense.attacks.robustness import RobustnessResult
+from tfdefense.attacks.robustness import AttackResult, RobustnessResult
 from tfdefense.defend.base import REJECTED
 
 
@@ -47,10 +49,27 @@ def evaluate(ctx, key: str, defense, x: np.ndarray, y: np.ndarray,
              eot_samples: int | None = None) -> RobustnessResult:
     """``evaluate_robustness`` of ``defense`` under ``attacks`` on ``(x, y)``, cached under
     ``cache/grid/<key>``; ``attack_model``: craft on that model (grey-box) instead of the
-    defense's ``logits``; ``eot_samples``: EOT draws for a stochastic defense."""
-    return evaluate_robustness(defense, (x, y), dict(attacks), attack_model=attack_model,
-                               cache_dir=os.path.join(ctx.cache_dir, "grid", key),
-                               eot_samples=eot_samples, verbose=True)
+    defense's ``logits``; ``eot_samples``: EOT draws for a stochastic defense.
+
+    A stochastic defense's labels depend on every random draw before them, the attacks'
+    included, which a rerun reads from the cache instead of drawing: so its whole result
+    (per-image labels and decisions) is cached too, under ``cache/grid/<key>/result``,
+    made from the defense's weights, the attacks, the images and the EOT draws."""
+    def run() -> RobustnessResult:
+        return evaluate_robustness(defense, (x, y), dict(attacks), attack_model=attack_model,
+                                   cache_dir=os.path.join(ctx.cache_dir, "grid", key),
+                                   eot_samples=eot_samples, verbose=True)
+
+    if not getattr(defense, "stochastic", False):
+        return run()
+    depends_on = {"defense": model_fingerprint(*defense.components().values()),
+                  "attacks": {k: a.get_config() for k, a in attacks.items()},
+                  "data": data_fingerprint(np.asarray(x), np.asarray(y)),
+                  "attack_model": attack_model is not None, "eot_samples": eot_samples}
+    text = ctx.cached_arrays(f"grid/{key}/result", lambda: {"json": run().to_json()},
+                             depends_on=depends_on)["json"]
+    fields = json.loads(str(text))
+    return RobustnessResult(**{**fields, "rows": [AttackResult(**r) for r in fields["rows"]]})
 
 
 def _labels(result: RobustnessResult, label: str) -> np.ndarray:
@@ -110,6 +129,23 @@ def autoattack_summary(result: RobustnessResult, label: str, y: np.ndarray) -> d
     }
 
 
+def autoattack(*, eps: float, norm: str, version: str, steps: int | None, queries: int | None,
+               seed: int, batch_size: int, eot_samples: int,
+               stochastic: bool = False) -> AutoAttack:
+    """An experiment's AutoAttack at its preset's budget (``steps`` / ``queries`` None: the
+    version's). ``stochastic``: the "rand" version for a randomized defense (APGD-CE +
+    APGD-DLR averaging each step over draws of the defense); under the quick version it
+    runs 20 steps and ``eot_samples`` draws (the standard rand version: 100 x 20)."""
+    eot_iter = None
+    if stochastic:
+        quick = version == "quick"
+        steps = steps or (20 if quick else None)
+        eot_iter = eot_samples if quick else None
+        version, queries = "rand", None
+    return AutoAttack(eps=eps, norm=norm, version=version, steps=steps, queries=queries,
+                      eot_iter=eot_iter, seed=seed, batch_size=batch_size)
+
+
 def masking_text(flag: bool | None) -> str:
     """AutoAttack's gradient-masking flag in words (None: no Square ran)."""
     if flag is None:
@@ -119,4 +155,5 @@ def masking_text(flag: bool | None) -> str:
     return "no sign of gradient masking (Square broke no point the gradient attacks missed)"
 
 
-__all__ = ["accuracies", "autoattack_summary", "evaluate", "masking_text", "robust", "worst_case"]
+__all__ = ["accuracies", "autoattack", "autoattack_summary", "evaluate", "masking_text", "robust",
+           "worst_case"]
