@@ -10,18 +10,20 @@ on one fixed batch with the same random draws: forward outputs, every loss term 
 Eq. 7-10 (given the same x′), gradients, the weights after one AdamW step (pre-training) and
 one clipped SGD step (adversarial training), and the attack itself.
 
-Run (from the repository root; one to two minutes with the defaults on 2 cores):
+Run (from the repository root; one to two minutes with the defaults on 2 idle cores, 3.6 at a
+load average of 5):
 
     python3.11 -m venv /tmp/torchvenv
     /tmp/torchvenv/bin/pip install numpy torch --index-url https://download.pytorch.org/whl/cpu
     .venv/bin/python bench/equivalence_official.py --torch-python /tmp/torchvenv/bin/python
 
-``--official-size`` uses WRN-28-10 for D and D_G (2-5 minutes, a 1.4 GB exchange file in a temp
-folder); the default WRN-16-4 runs the same code paths (stride-2 blocks, conv and identity
-shortcuts) in under a minute. The VAE is always the official d = 32, latent 2048; the batch is 4
-random 32x32 images. ``--npz`` reuses a PyTorch half already written (``--keep`` writes one).
-The adversarial-training step clips gradients at ``--clip`` 0.01 on both sides instead of the
-official 1.0, which no gradient of this batch reaches, so that the clipping is exercised.
+``--official-size`` uses WRN-28-10 for D and D_G (2-5 minutes on idle cores, 12 at a load
+average of 7; a 1.4 GB exchange file in a temp folder); the default WRN-16-4 runs the same code
+paths (stride-2 blocks, conv and identity shortcuts) in under a minute. The VAE is always the
+official d = 32, latent 2048; the batch is 4 random 32x32 images. ``--npz`` reuses a PyTorch half
+already written (``--keep`` writes one). The adversarial-training step clips gradients at
+``--clip`` 0.01 on both sides instead of the official 1.0, which no gradient of this batch
+reaches, so that the clipping is exercised.
 
 Rows: ``A.*`` the pre-training step of ``tools/disentangle_cifar.py`` (mixup, curriculum weight
 10, AdamW); ``B.*`` D_G(G(x)), the margin loss and the attack; ``B2.*`` Table 7's quick
@@ -35,14 +37,21 @@ where D_G is right (``B2m.paper.*``: what ``"paper"`` selects there); ``B3.*`` a
 least likely class so every sample is in the margin and argmax = argmax_{y'≠y}) where the two
 objectives are one function, so the gradients and the clipped SGD step must agree; ``B3o.*`` that
 step with ``objective="official"``, whose clean batch runs in inference mode, so the BN moving
-statistics agree too; ``config.*`` settings that differ.
+statistics agree too; ``config.*`` the configuration itself (BatchNorm epsilon and momentum of
+every layer, the WRN's stride-2 padding, ``CDVAE.compile()``'s AdamW epsilon).
 
 Prints one JSON line per term: ``{"term", "max_abs_diff", "rel", "tolerance", "ok", "note"}``
 plus ``"explained"`` on a term that differs for a reason this script names (a known difference
-between the official code and ours). The PyTorch reference runs in three modes: ``official``
-(PyTorch's padding and BatchNorm), ``tfpad`` (+ TensorFlow's stride-2 "same" padding) and
-``aligned`` (+ Keras's BatchNorm epsilon and momentum); everything past the forward rows uses
-``aligned``, where all differences must be round-off. Exits 1 if a term fails unexplained.
+between the official code and ours). The PyTorch reference runs the official code as it is
+(``--torch-mode official``, the default, for every row): since issue 17 our nets build the
+official configuration (``nets.cdvae_nets.BN_EPSILON``/``BN_MOMENTUM``, ``nets.wide_resnet``'s
+``BN_*`` and its (1, 1)-padded stride-2 convs, ``models.cdvae.ADAMW_EPSILON``), so all
+differences outside the explained rows must be round-off. ``--torch-mode tfpad`` (+ TensorFlow's
+stride-2 "same" padding) and ``aligned`` (+ Keras's default BatchNorm epsilon and momentum) bend
+the reference to the port's configuration before that fix; they are kept to reproduce the earlier
+comparison and now fail every row that runs the networks (the ``config.*`` rows read our
+configuration against the official constants, whatever the mode). Exits 1 if a term fails
+unexplained.
 """
 
 from __future__ import annotations
@@ -59,13 +68,6 @@ sys.path.insert(0, str(HERE))
 
 #: why a term may differ: official file:line (kai-wen-yang/CD-VAE @0c92c65) vs ours, and the effect
 EXPLAIN = {
-    "bn_eps": "BatchNorm epsilon: official nn.BatchNorm2d default 1e-5 (networks/vae.py, adv_vae.py); "
-              "ours Keras default 1e-3 (tfdefense/nets/cdvae_nets.py:55,74,77,80,104,106,109,114; "
-              "nets/wide_resnet.py:23,28,57). Per-layer relative change ~1e-3/(2·var)",
-    "padding": "stride-2 3x3 convs: official padding=1 (1 before, 1 after; adv_vae.py wide_basic "
-               "conv2); ours padding='same' pads 0 before, 1 after (tfdefense/nets/wide_resnet.py:30), "
-               "so the conv samples one pixel right/down of the 1x1 shortcut. Same weights give "
-               "different logits; training adapts",
     "start": "official AttackV2._init adds eps*U(-1,1) and runs the first forward unclamped "
              "(advex/attacks.py AttackV2.forward); ours projects the start into [0, 1] "
              "(tfdefense/perturbation.py random_start -> project). Only the first gradient, only "
@@ -93,15 +95,9 @@ EXPLAIN = {
                      "their BN moving stats take a second (clean) update per step; official updates them "
                      "once, on x' (tools/adv_train_cifar.py:181-187). objective='official' with clean_weight "
                      "0 runs the clean batch in inference mode (B3o.step.bn_moving_stats agree)",
-    "bn_momentum": "BN running-stat momentum: official 0.1 (PyTorch convention), and 0.9 for "
-                   "Wide_ResNet.bn1 (networks/adv_vae.py:93); ours Keras 0.99 = 0.01 in PyTorch's "
-                   "convention everywhere: running stats average ~100 steps instead of ~10 (and ~1 for "
-                   "the WRN's last BN)",
     "adam_sign": "not a difference of the code: Adam's first step is ~lr*sign(g), so a gradient entry "
                  "that round-off or a ReLU kink moves across 0 steps the other way (2*lr); the chain "
                  "holds (A.train.gradients, A.step.adamw.update_rule, A.step.adamw.train_step)",
-    "adam_eps": "CDVAE.compile() default AdamW epsilon is Keras's 1e-7 (tfdefense/models/cdvae.py:50) vs "
-                "utils/set.py AdamW eps 1e-8; only moves steps of gradients below ~1e-6",
 }
 
 
@@ -110,7 +106,7 @@ def run_torch(python: str, out: Path, args) -> None:
            "--seed", str(args.seed), "--batch", str(args.batch), "--latent", str(args.latent),
            "--width", str(args.width), "--wrn-depth", str(args.wrn_depth),
            "--wrn-width", str(args.wrn_width), "--attack-steps", str(args.attack_steps),
-           "--clip", str(args.clip)]
+           "--clip", str(args.clip), "--mode", args.torch_mode]
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode:
         sys.stderr.write(result.stderr)
@@ -122,6 +118,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--torch-python", default="/tmp/torchvenv/bin/python",
                    help="an interpreter with torch and numpy")
+    p.add_argument("--torch-mode", choices=("official", "tfpad", "aligned"), default="official",
+                   help="official: the official code as it is (default); tfpad / aligned: bent to the "
+                        "port's configuration before issue 17's fix (now expected to fail)")
     p.add_argument("--npz", help="reuse this PyTorch half's output instead of running it")
     p.add_argument("--keep", help="write the PyTorch half's output here (kept)")
     p.add_argument("--seed", type=int, default=0)

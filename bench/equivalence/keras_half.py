@@ -222,31 +222,25 @@ def run(npz_path: str, explain: dict) -> Rows:
                            model.encoder.weights + model.decoder.weights + model.classifier.weights)
     init_a = state("A/init/")
     assign(pairs_a, init_a, d)
-    bns = [layer for net in (model.encoder, model.decoder, d_a_inner) for layer in net.layers
-           if isinstance(layer, keras.layers.BatchNormalization)]
-    k_mom, k_eps = {b.momentum for b in bns}, {b.epsilon for b in bns}
-    assert len(k_mom) == 1 and len(k_eps) == 1, (k_mom, k_eps)
-    k_mom, k_eps = k_mom.pop(), k_eps.pop()
+    momenta = bn_momenta(model.encoder, model.decoder, d_a_inner)
+    mode = meta.get("mode", "official")
+    ref_mode = f"PyTorch reference mode {mode!r}"
 
     mu, log_var = model.encoder(model.normalize(x), training=False)
     g_n, _, _ = model.generate_normalized(x, training=False)
     _, r = model.decompose(x)
     logits = model(x, training=False)
-    for mode in ("official", "aligned"):
-        ex = explain["bn_eps"] if mode == "official" else None
-        ref = f"A/eval/{mode}/"
-        rows.add(f"A.eval.{mode}.mu", mu, t[ref + "mu"], tol_fwd, "encoder μ, posterior mean", ex)
-        rows.add(f"A.eval.{mode}.logvar", log_var, t[ref + "logvar"], tol_fwd, "encoder log σ²", ex)
-        rows.add(f"A.eval.{mode}.G", g_n, nhwc(t[ref + "xi"]), tol_fwd,
-                 "G(x) on the normalised scale (ours generate() returns it ·std + mean)", ex)
-        rows.add(f"A.eval.{mode}.R", r, nhwc(t[ref + "r"]) * STD, tol_fwd,
-                 "R(x): ours x − G(x) in pixels = std · (official normalize(x) − G(x))", ex)
-    for mode in ("official", "tfpad", "aligned"):
-        ex = {"official": explain["padding"], "tfpad": explain["bn_eps"], "aligned": None}[mode]
-        rows.add(f"A.eval.{mode}.D_logits", logits, t[f"A/eval/{mode}/logits"], tol_fwd,
-                 "D(R(x)) logits, model(x)", ex)
+    ref = "A/eval/"
+    rows.add("A.eval.mu", mu, t[ref + "mu"], tol_fwd, f"encoder μ, posterior mean; {ref_mode}")
+    rows.add("A.eval.logvar", log_var, t[ref + "logvar"], tol_fwd, "encoder log σ²")
+    rows.add("A.eval.G", g_n, nhwc(t[ref + "xi"]), tol_fwd,
+             "G(x) on the normalised scale (ours generate() returns it ·std + mean)")
+    rows.add("A.eval.R", r, nhwc(t[ref + "r"]) * STD, tol_fwd,
+             "R(x): ours x − G(x) in pixels = std · (official normalize(x) − G(x))")
+    rows.add("A.eval.D_logits", logits, t[ref + "logits"], tol_fwd,
+             "D(R(x)) logits, model(x): the WRN's stride-2 convs padded (1, 1) as padding=1")
 
-    # one training step (aligned reference): epoch 1 of the curriculum (re 10), ce 0.2, kl 0.2
+    # one training step: epoch 1 of the curriculum (re 10), ce 0.2, kl 0.2
     mix = (float(t["lam"]), t["perm"].astype(np.int32))
     model.inject([t["eA"]], mixup=mix)
     with tf.GradientTape() as tape:
@@ -271,7 +265,6 @@ def run(npz_path: str, explain: dict) -> Rows:
                 "d loss / d every trainable weight")
 
     trainable = [p for p in pairs_a if p[1].trainable]
-    lr = 1e-3
     # Adam's first step is lr·g/(|g| + eps/√(1−β2)) ≈ lr·sign(g): a gradient entry that round-off
     # or a ReLU kink (A.train.gradients) moves across 0 flips its step (2·lr), and a conv bias that
     # feeds a train-mode BN has gradient 0, round-off on both sides, stepped by ±~1e-5 at random.
@@ -283,8 +276,7 @@ def run(npz_path: str, explain: dict) -> Rows:
 
     def adamw_on(gradients):
         variables = [keras.Variable(mapping.to_keras(lay, init_a(k), d=d)) for k, _, lay in trainable]
-        keras.optimizers.AdamW(learning_rate=lr, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
-                               weight_decay=1e-6).apply(gradients, variables)
+        cdvae_optimizer().apply(gradients, variables)
         return [w.numpy() for w in variables]
 
     on_official = adamw_on([tf.constant(mapping.to_keras(lay, t["A/grad/" + k], d=d))
@@ -295,21 +287,21 @@ def run(npz_path: str, explain: dict) -> Rows:
     rows.tensors("A.step.adamw.update_rule",
                  [(k, w, after_a[k], before_a[k]) for (k, _, _), w in zip(trainable, on_official)
                   if k not in zero],
-                 tol_rule, "keras AdamW(1e-3, wd 1e-6, eps 1e-8) applied to the official gradients vs "
+                 tol_rule, "cdvae_optimizer() (keras AdamW 1e-3, wd 1e-6, eps 1e-8) applied to the "
+                 "official gradients vs "
                  "utils/set.py "
                  "AdamW (its decay lr·wd·√(1−β2^t)/(1−β1^t)·p vs Keras lr·wd·p: ~1e-9·|p|); relative to the "
                  "update", skipped=len(zero))
 
     assign(pairs_a, init_a, d)
     model.inject([t["eA"]], mixup=mix)
-    model.compile(optimizer=keras.optimizers.AdamW(learning_rate=lr, beta_1=0.9, beta_2=0.999,
-                                                   epsilon=1e-8, weight_decay=1e-6))
+    model.compile()  # the default optimizer, cdvae_optimizer()
     model.train_step((tf.constant(x), tf.constant(y)))
     rows.tensors("A.step.adamw.train_step",
                  [(k, v.numpy(), w, before_a[k]) for (k, v, _), w in zip(trainable, on_ours)],
-                 tol_rule, "CDVAE.train_step (compile(AdamW(1e-3, wd 1e-6, eps 1e-8))) vs the same AdamW "
-                 "applied to the gradients of compute_losses taken beside it: the step is that rule on "
-                 "that loss")
+                 tol_rule, "CDVAE.train_step (compile() with no optimizer: AdamW 1e-3, wd 1e-6, eps 1e-8) "
+                 "vs the same AdamW applied to the gradients of compute_losses taken beside it: the step "
+                 "is that rule on that loss")
     items = [(k, v.numpy(), after_a[k], before_a[k]) for k, v, _ in trainable if k not in zero]
     rows.tensors("A.step.adamw.end_to_end", items, tol_step,
                  "ours after train_step vs utils/set.py AdamW after the official step", explain["adam_sign"]
@@ -323,7 +315,7 @@ def run(npz_path: str, explain: dict) -> Rows:
                      f"largest step of a bias whose true gradient is 0 (a conv before a train-mode BN): "
                      f"ours {ours_step:.2e}, official {ref_step:.2e} (lr 1e-3); rel = ours / official", None)
     _moving_stats(rows, "A.step.bn_moving_stats", pairs_a, t, "A/after/", init_a, "A/bn_n/",
-                  k_mom, d, tol_rule, None)
+                  momenta, d, tol_rule, None)
 
     # ============================ part B: adversarial training (tools/adv_train_cifar.py)
     enc = nets.cdvae_encoder((32, 32, 3), d=d, latent_dim=z)
@@ -334,6 +326,7 @@ def run(npz_path: str, explain: dict) -> Rows:
         enc, dec, d_r, d_g, eps=8 / 255, attack_steps=int(meta["attack_steps"]), kappa=10.0,
         margin=8.0, clean_weight=1.0, reconstruction_target="clean", gamma=0.1, beta=0.01 / 3,
         reconstruction_weight=1.0, normalization_mean=tuple(MEAN), normalization_std=tuple(STD))
+    momenta.update(bn_momenta(enc, dec, d_r_inner, d_g_inner))
     groups = {"vae": mapping.vae_pairs(enc, dec), "r": mapping.wrn_pairs(d_r_inner, depth),
               "g": mapping.wrn_pairs(d_g_inner, depth)}
     init_b = {"vae": state("A/init/"), "r": state("A/init/classifier."), "g": state("G/init/")}
@@ -348,11 +341,8 @@ def run(npz_path: str, explain: dict) -> Rows:
     load_b()
     adv.inject()
     logits_g = adv.defended_logits(x, training=False)
-    for mode in ("official", "tfpad", "aligned"):
-        ex = {"official": explain["padding"], "tfpad": explain["bn_eps"], "aligned": None}[mode]
-        rows.add(f"B.eval.{mode}.DG_logits", logits_g, t[f"B/eval/{mode}/logits_g"], tol_fwd,
-                 "D_G(G(x)) logits, posterior mean (official adv_vae samples even in eval: "
-                 "run here with μ)", ex)
+    rows.add("B.eval.DG_logits", logits_g, t["B/eval/logits_g"], tol_fwd,
+             "D_G(G(x)) logits, posterior mean (official adv_vae samples even in eval: run here with μ)")
 
     def model_fn(images):
         return adv.defended_logits(images, training=False)
@@ -380,10 +370,18 @@ def run(npz_path: str, explain: dict) -> Rows:
         perturbation.random_start = original
         adv.attack_steps, adv.attack_step_size = steps, None
     attacked = f"{int(t['B/attack/to_attack'].sum())}/{len(x)} samples attacked (D_G(G(x)) right)"
-    rows.add("B.attack.x_adv_first_step", x_adv_1, nhwc(t["B/attack/x_adv_step1"]), 1e-5,
-             f"our craft() (compiled iterative_attack, margin κ 10, inference mode, only-correct) vs "
-             f"AttackV2 from the same start, one sign step of eps/√{steps}; {attacked}; rel to eps",
-             scale=8 / 255)
+    ref_1, step_1 = nhwc(t["B/attack/x_adv_step1"]), 8 / 255 / np.sqrt(steps)
+    diff_1 = np.abs(x_adv_1 - ref_1)
+    flips = diff_1 > 1e-6
+    # a sign step moves each pixel by ±step: an input-gradient entry within round-off of 0
+    # (B.margin_loss.input_gradient) can take the other sign, 2·step apart (the WRN-28-10 of
+    # --official-size has such entries); a wrong step size, sign or selection moves ~every pixel
+    rows._append("B.attack.x_adv_first_step", float(diff_1.max()), float(flips.mean()), 1e-3,
+                 flips.mean() <= 1e-3 and diff_1.max() <= 2 * step_1 + 1e-6,
+                 f"our craft() (compiled iterative_attack, margin κ 10, inference mode, only-correct) vs "
+                 f"AttackV2 from the same start, one sign step of eps/√{steps}; {attacked}; rel = share "
+                 f"of pixels that differ ({int(flips.sum())} of {flips.size}), each by at most 2·step "
+                 f"(a flipped sign; largest {diff_1.max() / step_1:.2f}·step)", None)
     ref_adv = nhwc(t["B/attack/x_adv_clamped_start"])
     off = np.abs(x_adv_ours - ref_adv) > 1e-6
     m_ours = perturbation.margin(model_fn(x_adv_ours), y_att, kappa=10.0).numpy()
@@ -578,7 +576,7 @@ def run(npz_path: str, explain: dict) -> Rows:
     for g, ex in (("g", None), ("vae", explain["clean_pass_bn"]), ("r", explain["clean_pass_bn"])):
         sub = [(f"{g}/{k}", v, lay) for k, v, lay in groups[g]]
         _moving_stats(rows, f"B3.step.bn_moving_stats.{g}", sub, t, "B3/after/", before, "B3/bn_n/",
-                      k_mom, d, tol_rule, ex)
+                      momenta, d, tol_rule, ex)
 
     # ---- B3o: the matched step with objective="official": the same gradients and step, and
     # no train-mode clean pass, so the BN moving statistics of G and D agree too
@@ -600,20 +598,52 @@ def run(npz_path: str, explain: dict) -> Rows:
     for g in ("g", "vae", "r"):
         sub = [(f"{g}/{k}", v, lay) for k, v, lay in groups[g]]
         _moving_stats(rows, f"B3o.step.bn_moving_stats.{g}", sub, t, "B3/after/", before, "B3/bn_n/",
-                      k_mom, d, tol_rule, None)
+                      momenta, d, tol_rule, None)
     adv.objective, adv.clean_weight = "paper", 0.0
 
     # ============================ configuration facts
-    rows.fact("config.bn_epsilon", k_eps, 1e-5,
-              "Keras BatchNormalization default in nets/cdvae_nets.py and nets/wide_resnet.py vs "
-              "nn.BatchNorm2d default", explain["bn_eps"])
-    rows.fact("config.bn_momentum", 1 - k_mom, 0.1,
-              "PyTorch terms (1 − Keras momentum): ours 0.01 everywhere; official 0.1, and 0.9 for "
-              "Wide_ResNet.bn1", explain["bn_momentum"])
+    nets_all = (model.encoder, model.decoder, d_a_inner, enc, dec, d_r_inner, d_g_inner)
+    bns = [layer for net in nets_all for layer in net.layers
+           if isinstance(layer, keras.layers.BatchNormalization)]
+    rows.add("config.bn_epsilon", [b.epsilon for b in bns], [1e-5] * len(bns), 0.0,
+             f"every BatchNormalization of nets.cdvae_encoder/decoder and nets.wide_resnet ({len(bns)} "
+             "layers, parts A and B) vs nn.BatchNorm2d's default eps (networks/vae.py, adv_vae.py)")
+    rows.add("config.bn_momentum", [1 - b.momentum for b in bns],
+             [0.9 if b.name == "bn_final" else 0.1 for b in bns], 1e-9,
+             "PyTorch's terms (1 − Keras momentum), per layer: official 0.1 (nn.BatchNorm2d default), "
+             "0.9 for Wide_ResNet.bn1 (networks/adv_vae.py:93, vae.py:74) = our bn_final")
+    strided = [(net, layer) for net in (d_a_inner, d_r_inner, d_g_inner) for layer in net.layers
+               if isinstance(layer, keras.layers.Conv2D) and tuple(layer.strides) == (2, 2)]
+    rows.count("config.wrn_stride2_padding", [_padding_of(net, layer) for net, layer in strided],
+               [str(((layer.kernel_size[0] // 2,) * 2,) * 2) for _, layer in strided],
+               f"the {len(strided)} stride-2 convs of the WRNs, ((top, bottom), (left, right)) zero "
+               "padding: 3x3 vs wide_basic.conv2's padding=1 (networks/adv_vae.py:61), 1x1 shortcut "
+               "vs its padding 0")
     rows.fact("config.cdvae_optimizer_epsilon", cdvae_optimizer().epsilon, 1e-8,
-              "CDVAE.compile() with no optimizer (models/cdvae.py cdvae_optimizer) vs utils/set.py "
-              "AdamW(eps=1e-8); recipes.OFFICIAL builds 1e-8", explain["adam_eps"])
+              "CDVAE.compile() with no optimizer (models/cdvae.py cdvae_optimizer) vs utils/set.py:171 "
+              "AdamW(eps=1e-8)", None)
     return rows
+
+
+def bn_momenta(*nets_) -> dict[int, float]:
+    """id(moving mean / variance variable) → its BatchNormalization's (Keras) momentum."""
+    out = {}
+    for net in nets_:
+        for layer in net.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                out[id(layer.moving_mean)] = out[id(layer.moving_variance)] = float(layer.momentum)
+    return out
+
+
+def _padding_of(net, conv) -> str:
+    """A conv's zero padding as ((top, bottom), (left, right)): its own "same" (TensorFlow pads
+    the total k − s on an even input, the extra pixel after) or an explicit ZeroPadding2D + "valid"."""
+    if conv.padding == "same":
+        total = conv.kernel_size[0] - conv.strides[0]
+        return str(((total // 2, total - total // 2),) * 2)
+    pads = [layer for layer in net.layers if isinstance(layer, keras.layers.ZeroPadding2D)
+            and conv in [node.operation for node in layer._outbound_nodes]]
+    return str(tuple(tuple(p) for p in pads[0].padding)) if pads else "((0, 0), (0, 0))"
 
 
 def _chain_holds(rows, terms) -> bool:
@@ -621,17 +651,19 @@ def _chain_holds(rows, terms) -> bool:
     return all(done.get(term) for term in terms)
 
 
-def _moving_stats(rows, term, pairs, t, after_prefix, before, n_prefix, k_mom, d, tol, explained):
-    """Moving mean and (n/(n−1)-corrected) moving variance after the step vs PyTorch's."""
-    worst, mad_all = (None, 0.0), 0.0
+def _moving_stats(rows, term, pairs, t, after_prefix, before, n_prefix, momenta, d, tol, explained):
+    """Moving mean and (n/(n−1)-corrected) moving variance after the step vs PyTorch's; each
+    layer's Keras momentum from ``momenta`` (``bn_momenta``)."""
+    worst, mad_all, used = (None, 0.0), 0.0, set()
     for key, var, _ in pairs:
         if not (key.endswith("running_mean") or key.endswith("running_var")):
             continue
         ours = var.numpy().astype(np.float64)
+        used.add(round(1 - momenta[id(var)], 6))
         if key.endswith("running_var"):
             module = key[: -len(".running_var")]
             n = float(t[n_prefix + module])
-            ours = corrected_moving_variance(ours, before(key).astype(np.float64), k_mom, n)
+            ours = corrected_moving_variance(ours, before(key).astype(np.float64), momenta[id(var)], n)
         ref = t[after_prefix + key].astype(np.float64)
         # relative to the change, floored at 1e-3 of the statistic (B3's calibrated statistics
         # hardly change: the batch is the one they were set from)
@@ -642,6 +674,6 @@ def _moving_stats(rows, term, pairs, t, after_prefix, before, n_prefix, k_mom, d
         if worst[0] is None or rel > worst[1]:
             worst = (key, rel)
     rows._append(term, mad_all, worst[1], tol, worst[1] <= tol,
-                 f"Keras momentum {k_mom} vs PyTorch momentum {1 - k_mom:.2f} in the aligned reference; "
+                 f"momentum (PyTorch's terms) {sorted(used)} on both sides; "
                  f"variance × n/(n−1) (PyTorch's unbiased update); relative to the change; worst {worst[0]}",
                  explained)

@@ -17,6 +17,11 @@ Rewritten here from reading kai-wen-yang/CD-VAE (nothing copied):
 Runs with torch + numpy only (its own interpreter, see ``bench/equivalence_official.py``) and
 writes every input, injected random draw, output, loss term, gradient and updated parameter to
 one ``.npz`` the Keras half reads. Images are NCHW here; the Keras half transposes.
+
+``--mode official`` (default) runs the official code as it is. ``tfpad`` and ``aligned`` bend it
+to the port's configuration before issue 17's fix (TensorFlow's stride-2 "same" padding; +
+Keras's BatchNorm defaults eps 1e-3, momentum 0.01 in PyTorch's terms): kept to reproduce that
+comparison, and no longer needed (nor matched) by tfdefense's nets.
 """
 
 from __future__ import annotations
@@ -33,8 +38,10 @@ from torch.nn import functional as F
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
-#: Keras's BatchNormalization defaults, in PyTorch's terms (momentum = 1 - Keras momentum)
+#: Keras's BatchNormalization defaults, in PyTorch's terms (momentum = 1 - Keras momentum): the
+#: port's BN before issue 17's fix (``--mode aligned`` only)
 KERAS_BN_EPS, KERAS_BN_MOMENTUM = 1e-3, 0.01
+MODES = ("official", "tfpad", "aligned")
 
 
 def normalize(x: torch.Tensor) -> torch.Tensor:
@@ -187,9 +194,9 @@ def batchnorms(*modules):
 
 
 def set_mode(mode: str, *modules) -> None:
-    """``official``: PyTorch's padding and BN (eps 1e-5, momentum 0.1, the WRN's final BN 0.9);
-    ``tfpad``: + TensorFlow's stride-2 "same" padding; ``aligned``: + Keras's BN eps and
-    momentum (every other difference must then be float round-off)."""
+    """``official``: PyTorch's padding and BN (eps 1e-5, momentum 0.1, the WRN's final BN 0.9),
+    what tfdefense's nets now build; ``tfpad``: + TensorFlow's stride-2 "same" padding;
+    ``aligned``: + Keras's default BN eps and momentum (the port before issue 17's fix)."""
     for module in modules:
         for m in module.modules():
             if isinstance(m, WideBasic):
@@ -343,6 +350,9 @@ def main(argv=None) -> None:
                    help="clip_grad_value_ of the AT step (official 1.0, which no gradient of this "
                         "batch reaches; smaller so that clipping acts)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--mode", choices=MODES, default="official",
+                   help="official: the official code as it is (default); tfpad / aligned: bent to "
+                        "the port's configuration before issue 17's fix")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
@@ -384,20 +394,19 @@ def main(argv=None) -> None:
         return vae, model_r, g
 
     xn = normalize(x)
-    # ---- A1: eval-mode forward in the three modes
+    # ---- A1: eval-mode forward
+    mode = args.mode
     cvae.eval()
+    set_mode(mode, cvae)
     with torch.no_grad():
-        for mode in ("official", "tfpad", "aligned"):
-            set_mode(mode, cvae)
-            out, _, xi, mu, logvar = cvae(xn)
-            s.put(f"A/eval/{mode}/logits", out)
-            s.put(f"A/eval/{mode}/xi", xi)
-            s.put(f"A/eval/{mode}/mu", mu)
-            s.put(f"A/eval/{mode}/logvar", logvar)
-            s.put(f"A/eval/{mode}/r", xn - xi)
+        out, _, xi, mu, logvar = cvae(xn)
+        s.put("A/eval/logits", out)
+        s.put("A/eval/xi", xi)
+        s.put("A/eval/mu", mu)
+        s.put("A/eval/logvar", logvar)
+        s.put("A/eval/r", xn - xi)
 
-    # ---- A2: one training step of disentangle_cifar.py (aligned mode), epoch 1 (re x10)
-    set_mode("aligned", cvae)
+    # ---- A2: one training step of disentangle_cifar.py, epoch 1 (re x10)
     cvae.train()
     re_w, ce_w, kl_w = 10.0, 0.2, 0.2
     x_mix = lam * xn + (1 - lam) * xn[perm]
@@ -421,16 +430,14 @@ def main(argv=None) -> None:
     s.state("A/after", cvae)
     cvae.noise = None
 
-    # ---- B0: D_G(G(x)) forward (posterior mean), three modes; the margin loss and its gradient
+    # ---- B0: D_G(G(x)) forward (posterior mean); the margin loss and its gradient
     vae, model_r, g = part_b_models()
+    set_mode(mode, vae, model_r, g)
     for m in (vae, model_r, g):
         m.eval()
     vae.force_mean = True
     with torch.no_grad():
-        for mode in ("official", "tfpad", "aligned"):
-            set_mode(mode, vae, model_r, g)
-            s.put(f"B/eval/{mode}/logits_g", g(vae(xn)[0]))
-    set_mode("aligned", vae, model_r, g)
+        s.put("B/eval/logits_g", g(vae(xn)[0]))
     xg = x.clone().requires_grad_(True)
     margin = margin_loss(g(vae(normalize(xg))[0]), y, 10.0)
     margin.sum().backward()
@@ -496,9 +503,9 @@ def main(argv=None) -> None:
                  "rec_each": ((gx - normalize(x)) ** 2).mean((1, 2, 3))}
         return loss, terms
 
-    # ---- B2: Table 7 configuration, natural labels, official eval-mode selection (aligned BN)
+    # ---- B2: Table 7 configuration, natural labels, official eval-mode selection
     vae, model_r, g = part_b_models()
-    set_mode("aligned", vae, model_r, g)
+    set_mode(mode, vae, model_r, g)
     _, terms = run_iter_losses(vae, model_r, g, y, noise["eB_eval"], noise["eB_train"])
     for k, v in terms.items():
         s.put(f"B2/{k}", v)
@@ -510,7 +517,7 @@ def main(argv=None) -> None:
     # eval-mode margins: the set is partial, and train-mode logits (batch BN statistics) would
     # pick another one.
     vae, model_r, g = part_b_models()
-    set_mode("aligned", vae, model_r, g)
+    set_mode(mode, vae, model_r, g)
     for m in (vae, model_r, g):
         m.eval()
     with torch.no_grad():
@@ -535,7 +542,7 @@ def main(argv=None) -> None:
     # the margin, argmax == argmax_{y'≠y}): the official objective and ours (clean_weight 0)
     # are then one function, so gradients and the clipped SGD step must agree.
     vae, model_r, g = part_b_models()
-    set_mode("aligned", vae, model_r, g)
+    set_mode(mode, vae, model_r, g)
     for m in (vae, model_r, g):
         m.train()
     vae.noise = noise["eB_train"]

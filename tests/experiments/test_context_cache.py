@@ -218,3 +218,23 @@ def test_preset_setting_reads_the_run_then_the_preset_then_the_fallback(tmp_path
     assert preset_setting(imagenet, {"quick": {"steps": 2}}, "steps", fallback="quick") == 2
     with pytest.raises(ValueError, match=r"unknown key 'epochs'; expected one of \['images', 'steps'\]"):
         preset_setting(quick, table, "epochs")
+
+
+def test_a_change_of_the_ported_nets_configuration_invalidates_cdvae_caches_only(tmp_path,
+                                                                                 monkeypatch):
+    """A model cached before the official BatchNorm epsilon (1e-5) replaced Keras' 1e-3 must be
+    retrained, not loaded with its old configuration; FM-Defense's nets did not change."""
+    import importlib
+
+    cdvae_nets = importlib.import_module("tfdefense.nets.cdvae_nets")
+    ctx = Context("quick", str(tmp_path), {})
+    with ctx.on_dataset("cifar10"):
+        cdvae_before = ctx.fingerprint()
+    with ctx.on_dataset("mnist"):
+        fm_before = ctx.fingerprint()
+    monkeypatch.setattr(cdvae_nets, "BN_EPSILON", 1e-3)
+    with ctx.on_dataset("cifar10"):
+        assert ctx.fingerprint() != cdvae_before
+    with ctx.on_dataset("mnist"):
+        assert ctx.fingerprint() == fm_before
+        assert "ported_nets" not in fm_before

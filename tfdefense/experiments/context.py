@@ -127,6 +127,28 @@ def preset_setting(ctx, table: dict[str, dict[str, Any]], key: str,
     return preset[key]
 
 
+def ported_nets_fingerprint() -> dict[str, Any]:
+    """The construction choices of the nets and optimizers ported from the official CD-VAE code
+    that no setting names (BatchNorm epsilon and momentum, the WRN's stride-2 padding, the AdamW
+    and PGD-AT Adam epsilons): part of every CD-VAE cache's fingerprint, so that a model cached
+    before one of them changed is retrained instead of loaded with the old configuration. The
+    FM-Defense nets have no official code and are not in it (their caches keep their keys)."""
+    import importlib
+
+    # module objects (tfdefense.nets re-exports functions under some of these names)
+    cdvae, pgd_training, cdvae_nets, resnet50, vq_nets, wide_resnet = (
+        importlib.import_module(f"tfdefense.{name}") for name in (
+            "models.cdvae", "models.pgd_training", "nets.cdvae_nets", "nets.resnet50",
+            "nets.vq_nets", "nets.wide_resnet"))
+    return {"cdvae_bn": [cdvae_nets.BN_EPSILON, cdvae_nets.BN_MOMENTUM],
+            "wrn_bn": [wide_resnet.BN_EPSILON, wide_resnet.BN_MOMENTUM,
+                       wide_resnet.FINAL_BN_MOMENTUM],
+            "wrn_stride2_padding": "explicit (1, 1)",
+            "vq_bn": [vq_nets.BN_EPSILON, vq_nets.BN_MOMENTUM],
+            "resnet50_bn": [resnet50.BN_EPSILON, resnet50.BN_MOMENTUM],
+            "adamw_epsilon": cdvae.ADAMW_EPSILON, "pgd_at_adam_epsilon": pgd_training.ADAM_EPSILON}
+
+
 class Context:
     """One run's preset, folder and caches.
 
@@ -262,9 +284,11 @@ class Context:
                 family = "fm" if self.role in FM_ROLES else "cdvae"
                 depends_on = {"settings": depends_on,
                               "recipes": training_recipes.recipes_fingerprint(self.preset, family)}
-        return json.dumps({"tfdefense": __version__, "preset": self.preset,
-                           "dataset": self.dataset, "depends_on": depends_on},
-                          sort_keys=True, default=repr)
+        made_from = {"tfdefense": __version__, "preset": self.preset, "dataset": self.dataset,
+                     "depends_on": depends_on}
+        if self.role not in FM_ROLES:
+            made_from["ported_nets"] = ported_nets_fingerprint()
+        return json.dumps(made_from, sort_keys=True, default=repr)
 
     def _is_current(self, path: str, fingerprint: str) -> bool:
         if not os.path.exists(path):

@@ -54,6 +54,8 @@ import tensorflow as tf
 from tfdefense.augment import augment_dataset
 from tfdefense.experiments.recipe_deviations import DEVIATIONS, QUICK_WHY
 from tfdefense.experiments.reference_recipes import REFERENCES, SOURCES, TITLES, UNSTATED
+from tfdefense.models.cdvae import ADAMW_EPSILON
+from tfdefense.models.pgd_training import ADAM_EPSILON as PGD_AT_ADAM_EPSILON
 from tfdefense.recipes import NO_AUGMENTATION, OFFICIAL, Recipe, RecipeRow, recipe_fields, recipe_table
 
 __all__ = ["MODELS", "RECIPES", "DEVIATIONS", "QUICK_WHY", "TrainedModel", "recipe", "recipe_for",
@@ -134,7 +136,10 @@ MODELS: dict[str, TrainedModel] = {
 
 # ----------------------------------------------------------------------------- quick
 _ADAM = {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7}  # Keras defaults: Adam(1e-3) as before
-_ADAMW = {**_ADAM, "weight_decay": 1e-6}  # CDVAE.compile()'s cdvae_optimizer(), as before
+#: CDVAE.compile()'s cdvae_optimizer(): the official AdamW epsilon 1e-8 (utils/set.py)
+_ADAMW = {**_ADAM, "epsilon": ADAMW_EPSILON, "weight_decay": 1e-6}
+#: PGDAdversarialTraining.compile()'s Adam: epsilon 1e-8 (Madry et al.'s TF1 AdamOptimizer)
+_PGD_AT_ADAM = {**_ADAM, "epsilon": PGD_AT_ADAM_EPSILON}
 _CDVAE_REDUCTIONS = {"re": "mean over pixels and batch", "ce": "mean over batch, mixed with lambda",
                      "kl": "mean over latent units and batch"}
 #: objective="official" (both presets): the script's reductions, with our per-latent mean KL
@@ -144,9 +149,10 @@ _CDVAE_AT_ATTACK = dict(OFFICIAL["cdvae_at_cifar10"].attack)
 _MNIST_NORMALIZATION = ((0.1307,), (0.3081,))
 
 
-def _adam(lr: float, batch: int, epochs: int, **kw: Any) -> Recipe:
-    return Recipe(optimizer="adam", optimizer_kwargs=_ADAM, learning_rate=lr, batch_size=batch,
-                  epochs=epochs, **kw)
+def _adam(lr: float, batch: int, epochs: int, kwargs: Mapping[str, float] = _ADAM,
+          **kw: Any) -> Recipe:
+    return Recipe(optimizer="adam", optimizer_kwargs=dict(kwargs), learning_rate=lr,
+                  batch_size=batch, epochs=epochs, **kw)
 
 
 _QUICK_CDVAE = Recipe(
@@ -174,7 +180,7 @@ RECIPES: dict[str, dict[str, Recipe]] = {"quick": {
                "objective": "official"},
         attack={**_CDVAE_AT_ATTACK, "eps": 0.3, "steps": 5}),
     "table7_pgd_at": _adam(
-        1e-3, 64, 8, model={"architecture": "small_cnn (width 16, dense 64)", "init": "Normal"},
+        1e-3, 64, 8, _PGD_AT_ADAM, model={"architecture": "small_cnn (width 16, dense 64)", "init": "Normal"},
         attack={"norm": "linf", "eps": 0.3, "steps": 5, "step_size": "eps / sqrt(steps)", "loss": "ce",
                 "random_init": True}),
     "fm_classifier": _adam(1e-3, 64, 5, model={"architecture": "small_cnn (width 16, dense 64)",

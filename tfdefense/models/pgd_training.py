@@ -34,6 +34,11 @@ from tfdefense.models import input_checks
 from tfdefense.perturbation import iterative_attack
 from tfdefense.validation import check_number, check_positive_int
 
+#: Adam's epsilon of Madry et al.'s PGD training (MadryLab/mnist_challenge train.py:39
+#: ``tf.train.AdamOptimizer(1e-4)``: TF1's default epsilon 1e-8; Keras's is 1e-7). The official
+#: CD-VAE code has no PGD-AT; its own optimisers have no epsilon (SGD) or 1e-8 (AdamW).
+ADAM_EPSILON = 1e-8
+
 # Keras runs ``train_step`` without AutoGraph; the attack's loop needs it (see adversarial.py).
 _attack_graph = tf.function(iterative_attack, autograph=True)
 
@@ -104,9 +109,10 @@ class PGDAdversarialTraining(input_checks.CheckedInputs, keras.Model):
         return self.eps / math.sqrt(self.attack_steps)
 
     def compile(self, optimizer: Any = None, **kwargs) -> None:
-        """``keras.Model.compile``; no optimizer means Adam(lr 1e-3) (Madry et al. use Adam)."""
+        """``keras.Model.compile``; no optimizer means Adam(lr 1e-3, ε ``ADAM_EPSILON``) (Madry
+        et al. use Adam, at lr 1e-4 on MNIST)."""
         super().compile(optimizer=optimizer if optimizer is not None
-                        else keras.optimizers.Adam(1e-3), **kwargs)
+                        else keras.optimizers.Adam(1e-3, epsilon=ADAM_EPSILON), **kwargs)
 
     def get_compile_config(self) -> dict[str, Any] | None:
         if not self.compiled:  # never compiled (or loaded with compile=False): no optimizer

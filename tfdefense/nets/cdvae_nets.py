@@ -10,6 +10,8 @@ The CIFAR VAE of kai-wen-yang/CD-VAE (``CVAE_cifar``), rebuilt in Keras:
   G(x) leave tanh's range and match the data's normalised scale.
 
 A residual block is x + conv1x1(LeakyReLU(BN(conv3x3(LeakyReLU(x))))).
+Every BatchNorm has the official ``nn.BatchNorm2d`` defaults (``BN_EPSILON``,
+``BN_MOMENTUM``), also in the 28x28 variant, which follows the same architecture.
 CIFAR (32x32x3): d = 32, latent 8·8·32 = 2048 (the official setting). The
 28x28x1 variant of the same family has a 7x7x32 feature map; its default
 latent is 64 dimensions, a tighter bottleneck for the simpler data (our
@@ -33,6 +35,19 @@ from keras import layers
 CIFAR_SETTINGS = {"d": 32, "latent_dim": 2048}
 MNIST_SETTINGS = {"d": 32, "latent_dim": 64}
 
+#: BatchNorm of the official ``CVAE_cifar`` (kai-wen-yang/CD-VAE @0c92c65 networks/vae.py:118
+#: ``ResBlock(bn=True)``, :163-185 encoder/decoder/``xi_bn``; networks/adv_vae.py's copy too):
+#: ``nn.BatchNorm2d(c)``, so PyTorch's defaults eps 1e-5 and momentum 0.1. PyTorch's
+#: momentum weighs the batch (running = 0.9·running + 0.1·batch), Keras's the old value, so 0.1
+#: there is 0.9 here. (Keras's defaults, 1e-3 and 0.99, were this module's before.)
+BN_EPSILON = 1e-5
+BN_MOMENTUM = 0.9
+
+
+def batch_norm(name: str) -> layers.BatchNormalization:
+    """A BatchNormalization with the official CD-VAE settings (``BN_EPSILON``, ``BN_MOMENTUM``)."""
+    return layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name)
+
 
 def default_settings(input_shape: tuple[int, int, int]) -> dict[str, int]:
     """``d`` and ``latent_dim`` for an input shape: official for 32x32, ours for 28x28."""
@@ -52,7 +67,7 @@ def residual_block(h, channels: int, name: str):
     """x + conv1x1(LeakyReLU(BN(conv3x3(LeakyReLU(x))))) (official ``ResBlock(bn=True)``)."""
     y = layers.LeakyReLU(negative_slope=0.01, name=f"{name}_act1")(h)
     y = layers.Conv2D(channels, 3, padding="same", name=f"{name}_conv3")(y)
-    y = layers.BatchNormalization(name=f"{name}_bn")(y)
+    y = batch_norm(f"{name}_bn")(y)
     y = layers.LeakyReLU(negative_slope=0.01, name=f"{name}_act2")(y)
     y = layers.Conv2D(channels, 1, name=f"{name}_conv1")(y)
     return layers.Add(name=f"{name}_add")([h, y])
@@ -71,13 +86,13 @@ def cdvae_encoder(
     latent_dim = latent_dim or settings["latent_dim"]
     inputs = keras.Input(input_shape, name="images")
     h = layers.Conv2D(d // 2, 4, strides=2, padding="same", use_bias=False, name="conv1")(inputs)
-    h = layers.BatchNormalization(name="bn1")(h)
+    h = batch_norm("bn1")(h)
     h = layers.ReLU(name="relu1")(h)
     h = layers.Conv2D(d, 4, strides=2, padding="same", use_bias=False, name="conv2")(h)
-    h = layers.BatchNormalization(name="bn2")(h)
+    h = batch_norm("bn2")(h)
     h = layers.ReLU(name="relu2")(h)
     h = residual_block(h, d, "res1")
-    h = layers.BatchNormalization(name="bn3")(h)
+    h = batch_norm("bn3")(h)
     h = residual_block(h, d, "res2")
     h = layers.Flatten(name="flatten")(h)
     mu = layers.Dense(latent_dim, name="mu")(h)
@@ -101,15 +116,15 @@ def cdvae_decoder(
     h = layers.Dense(fh * fw * d, name="project")(z)
     h = layers.Reshape((fh, fw, d), name="reshape")(h)
     h = residual_block(h, d, "res1")
-    h = layers.BatchNormalization(name="bn1")(h)
+    h = batch_norm("bn1")(h)
     h = residual_block(h, d, "res2")
-    h = layers.BatchNormalization(name="bn2")(h)
+    h = batch_norm("bn2")(h)
     h = layers.Conv2DTranspose(d // 2, 4, strides=2, padding="same", use_bias=False,
                                name="deconv1")(h)
-    h = layers.BatchNormalization(name="bn3")(h)
+    h = batch_norm("bn3")(h)
     h = layers.LeakyReLU(negative_slope=0.01, name="act")(h)
     h = layers.Conv2DTranspose(channels, 4, strides=2, padding="same", use_bias=False,
                                name="deconv2")(h)
     h = layers.Activation("tanh", name="tanh")(h)
-    out = layers.BatchNormalization(name="xi_bn")(h)
+    out = batch_norm("xi_bn")(h)
     return keras.Model(z, out, name=name)

@@ -5,6 +5,14 @@ weights are loaded only when the file is present (this library never fetches
 from a hub at run time). Inputs in [0, 1] are scaled to the caffe-style
 preprocessing ResNet-50 expects inside the model.
 
+BatchNorm as the official D (kai-wen-yang/CD-VAE networks/resnet.py, torchvision's ResNet
+with ``norm_layer = nn.BatchNorm2d``): eps 1e-5 and momentum 0.1 in PyTorch's convention,
+i.e. Keras momentum 0.9 (``BN_EPSILON``, ``BN_MOMENTUM``; ``keras.applications`` builds
+1.001e-5 and 0.99). One architectural difference stays: ``keras.applications``' ResNet-50
+is v1 (a stride-2 block downsamples in its first 1x1 convolution), torchvision's is v1.5
+(in the 3x3 one, networks/resnet.py ``Bottleneck.conv2``); the ImageNet weights this
+module loads are Keras's, trained as v1.
+
 Example:
     >>> from tfdefense.nets import resnet50
     >>> resnet50((64, 64, 3), 9).output_shape
@@ -21,6 +29,10 @@ from keras import layers
 from tfdefense.nets.small_cnn import PENULTIMATE
 
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+#: official ResNet-50 BatchNorm (networks/resnet.py ``norm_layer = nn.BatchNorm2d``, no
+#: arguments): PyTorch's defaults eps 1e-5, momentum 0.1 (weighs the batch) = Keras momentum 0.9
+BN_EPSILON = 1e-5
+BN_MOMENTUM = 0.9
 
 
 @keras.saving.register_keras_serializable(package="tfdefense")
@@ -29,6 +41,21 @@ class ReverseChannels(layers.Layer):
 
     def call(self, inputs):
         return inputs[..., ::-1]
+
+
+def _clone_batchnorm(layer: layers.Layer) -> layers.Layer:
+    config = layer.get_config()
+    if isinstance(layer, layers.BatchNormalization):
+        config.update(epsilon=BN_EPSILON, momentum=BN_MOMENTUM)
+    return layer.__class__.from_config(config)
+
+
+def with_official_batchnorm(backbone: keras.Model) -> keras.Model:
+    """``backbone`` rebuilt with every BatchNormalization at ``BN_EPSILON`` / ``BN_MOMENTUM``,
+    its weights (and moving statistics) copied over."""
+    rebuilt = keras.models.clone_model(backbone, clone_function=_clone_batchnorm)
+    rebuilt.set_weights(backbone.get_weights())
+    return rebuilt
 
 
 def resnet50(
@@ -53,8 +80,8 @@ def resnet50(
     h = layers.Rescaling(255.0, name="to_255")(inputs)
     h = ReverseChannels(name="rgb_to_bgr")(h)
     h = layers.Normalization(mean=_CAFFE_MEAN_BGR, variance=(1.0, 1.0, 1.0), name="caffe_mean")(h)
-    backbone = keras.applications.ResNet50(include_top=False, weights=weights,
-                                           input_shape=input_shape, pooling=None)
+    backbone = with_official_batchnorm(keras.applications.ResNet50(
+        include_top=False, weights=weights, input_shape=input_shape, pooling=None))
     h = backbone(h)
     h = layers.GlobalAveragePooling2D(name=PENULTIMATE)(h)
     logits = layers.Dense(num_classes, name="logits")(h)

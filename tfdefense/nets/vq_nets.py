@@ -13,9 +13,9 @@ The official ``CVAE_imagenet`` of kai-wen-yang/CD-VAE, rebuilt in Keras:
 A residual block is x + conv1x1(LeakyReLU(conv3x3(LeakyReLU(x)))) (official
 ``ResBlock`` without BN). Initialisation follows the official code: conv
 kernels N(0, 0.02), biases 0, and the encoder's last BN scale 1/40, so z_e
-starts at the codebook's N(0, 0.02) scale; BatchNorm keeps PyTorch's default
-momentum (0.1, Keras 0.9), so the inference statistics catch up as fast as
-the official model's.
+starts at the codebook's N(0, 0.02) scale; BatchNorm keeps PyTorch's defaults
+(eps 1e-5, momentum 0.1 = Keras 0.9), so the inference statistics catch up as
+fast as the official model's.
 
 The decoder takes the quantized grid *flattened*, (N, H/4·W/4·d): the latent
 z of every CD-VAE in this library is a vector per image, which the
@@ -42,8 +42,12 @@ from keras import layers
 IMAGENET_D = 64
 #: the encoder's last BatchNorm scale in the official code
 _LAST_BN_SCALE = 1.0 / 40.0
-#: PyTorch's default BatchNorm momentum 0.1 (the official code's), i.e. Keras momentum 0.9
-_BN_MOMENTUM = 0.9
+#: BatchNorm of the official ``CVAE_imagenet`` (kai-wen-yang/CD-VAE @084c766 networks/vae.py:
+#: ``nn.BatchNorm2d(d)`` and ``L_bn = nn.BatchNorm2d(num_channels)``, no arguments): PyTorch's
+#: defaults eps 1e-5 and momentum 0.1, which weighs the batch (running = 0.9·running + 0.1·batch),
+#: i.e. Keras momentum 0.9
+BN_EPSILON = 1e-5
+BN_MOMENTUM = 0.9
 
 
 def _kernel_init():
@@ -74,6 +78,10 @@ def _conv(filters, kernel, name, strides=1, transpose=False):
                name=name)
 
 
+def _batch_norm(name: str, **kwargs) -> layers.BatchNormalization:
+    return layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name, **kwargs)
+
+
 def vq_residual_block(h, channels: int, name: str):
     """x + conv1x1(LeakyReLU(conv3x3(LeakyReLU(x)))) (official ``ResBlock``, bn=False)."""
     y = layers.LeakyReLU(negative_slope=0.01, name=f"{name}_act1")(h)
@@ -90,16 +98,15 @@ def vq_encoder(input_shape: tuple[int, int, int] = (224, 224, 3), d: int = IMAGE
     d = _check_d(d)
     inputs = keras.Input(input_shape, name="images")
     h = _conv(d, 4, "conv1", strides=2)(inputs)
-    h = layers.BatchNormalization(momentum=_BN_MOMENTUM, name="bn1")(h)
+    h = _batch_norm("bn1")(h)
     h = layers.LeakyReLU(negative_slope=0.01, name="act1")(h)
     h = _conv(d, 4, "conv2", strides=2)(h)
-    h = layers.BatchNormalization(momentum=_BN_MOMENTUM, name="bn2")(h)
+    h = _batch_norm("bn2")(h)
     h = layers.LeakyReLU(negative_slope=0.01, name="act2")(h)
     h = vq_residual_block(h, d, "res1")
-    h = layers.BatchNormalization(momentum=_BN_MOMENTUM, name="bn3")(h)
+    h = _batch_norm("bn3")(h)
     h = vq_residual_block(h, d, "res2")
-    z_e = layers.BatchNormalization(momentum=_BN_MOMENTUM, name="bn4",
-                                    gamma_initializer=keras.initializers.Constant(_LAST_BN_SCALE))(h)
+    z_e = _batch_norm("bn4", gamma_initializer=keras.initializers.Constant(_LAST_BN_SCALE))(h)
     return keras.Model(inputs, z_e, name=name)
 
 
@@ -112,12 +119,12 @@ def vq_decoder(output_shape: tuple[int, int, int] = (224, 224, 3), d: int = IMAG
     z = keras.Input((fh * fw * d,), name="z")
     h = layers.Reshape((fh, fw, d), name="grid")(z)
     h = vq_residual_block(h, d, "res1")
-    h = layers.BatchNormalization(momentum=_BN_MOMENTUM, name="bn1")(h)
+    h = _batch_norm("bn1")(h)
     h = vq_residual_block(h, d, "res2")
     h = _conv(d, 4, "deconv1", strides=2, transpose=True)(h)
-    h = layers.BatchNormalization(momentum=_BN_MOMENTUM, name="bn2")(h)
+    h = _batch_norm("bn2")(h)
     h = layers.LeakyReLU(negative_slope=0.01, name="act")(h)
     h = _conv(channels, 4, "deconv2", strides=2, transpose=True)(h)
     h = layers.Activation("tanh", name="tanh")(h)
-    out = layers.BatchNormalization(momentum=_BN_MOMENTUM, name="l_bn")(h)
+    out = _batch_norm("l_bn")(h)
     return keras.Model(z, out, name=name)
