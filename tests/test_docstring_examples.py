@@ -92,7 +92,6 @@ MODULES = [
     "tfdefense.certify.statistics",
     "tfdefense.interop",
     "tfdefense.interop.art",
-    "tfdefense.experiments.autoattack_cells",
     "tfdefense.experiments.fm_figures",
     "tfdefense.experiments.fm_table2",
     "tfdefense.experiments.grid",

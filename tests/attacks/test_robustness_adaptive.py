@@ -226,3 +226,53 @@ def test_bad_adaptive_arguments_raise():
         evaluate_robustness(lambda t: PixelDefense().logits(t), (x, y),
                             [get_attack("detector_aware_pgd_linf", eps=0.1, steps=1)],
                             verbose=False)
+
+
+def test_a_read_hook_reads_every_set_once_and_its_answers_score_the_rows():
+    x, y = _eight_images()
+    defense, calls = PixelDefense(), []
+
+    def read(label, images):  # the defense's answers, every attacked image rejected
+        calls.append((label, len(images)))
+        labels, decisions = defense.predict_with_decisions(images)
+        if label != "clean":
+            labels, decisions = np.full(len(images), REJECTED), np.full(len(images), 2)
+        return labels, decisions
+
+    attacks = {"a": ScriptedAttack(eps=0.1, fools=[0]), "b": ScriptedAttack(eps=0.1, fools=[3])}
+    result = evaluate_robustness(defense, (x, y), attacks, read=read, verbose=False)
+    assert calls == [("clean", 8), ("a", 8), ("b", 8)]
+    assert result.clean_labels == [0] * 7 + [1]
+    rows = {r.label: r for r in result.rows}
+    assert rows["a"].labels == [REJECTED] * 8 and rows["a"].decisions == [2] * 8
+    assert rows["a"].rejection_rate == 1.0 and result.worst_case == {"linf": 7 / 8}
+
+
+def test_a_targeted_attack_gets_its_targets_and_is_scored_on_the_true_labels():
+    x = np.reshape(CLEAN, (1, 1, 2, 1)).astype("float32")
+    pgd = get_attack("pgd_linf", eps=0.375, steps=12, step_size=0.0625, rand_init=False,
+                     targeted=True)
+    # toward class 1: x1 past 1/2, labelled 1, a success against the true label 0
+    to_one = evaluate_robustness(PixelDefense(), (x, np.array([0])), {"t": pgd},
+                                 targets={"t": np.array([1])}, verbose=False)
+    assert to_one.rows[0].labels == [1] and to_one.rows[0].success_rate == 1.0
+    # without targets a targeted attack aims at the true labels: nothing moves
+    to_true = evaluate_robustness(PixelDefense(), (x, np.array([0])), {"t": pgd}, verbose=False)
+    assert to_true.rows[0].labels == [0] and to_true.rows[0].success_rate == 0.0
+    with pytest.raises(ValueError, match="not a targeted attack"):
+        evaluate_robustness(PixelDefense(), (x, np.array([0])), {"u": get_attack("fgsm")},
+                            targets={"u": np.array([1])}, verbose=False)
+
+
+def test_autoattack_judged_by_the_defense_keeps_its_labels_and_reads_the_decisions():
+    from tfdefense.attacks import AutoAttack
+
+    # image 0 correct and accepted, image 1 rejected clean (not attacked), image 2 wrong clean
+    x = np.array([CLEAN, CAUGHT, FOOL], "float32").reshape(3, 1, 2, 1)
+    aa = AutoAttack(eps=0.375, version="quick", steps=4, queries=10, batch_size=4)
+    result = evaluate_robustness(PixelDefense(), (x, np.array([0, 0, 0])), {"aa": aa},
+                                 verbose=False)
+    row = next(r for r in result.rows if r.label == "aa" and not r.cumulative)
+    r = int(Decision.REJECTED)
+    assert row.labels == [1, REJECTED, 1]  # APGD walks x1 past 1/2: broken, accepted
+    assert row.decisions == [0, r, 0]

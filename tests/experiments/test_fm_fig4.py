@@ -174,13 +174,13 @@ def _cached(out, role, key):
 @pytest.fixture(scope="module")
 def fashion(tmp_path_factory):
     out = tmp_path_factory.mktemp("fm_fig4_fmnist")
-    return str(out), _mock("fashion_mnist", "fm_fig4_fashion_mnist", out,
-                           {**TINY, "fm_codes": 3})[1]
+    ctx, r = _mock("fashion_mnist", "fm_fig4_fashion_mnist", out, {**TINY, "fm_codes": 3})
+    return str(out), r, ctx
 
 
 @pytest.mark.slow
 def test_fashion_mnist_rows_carry_ours_and_the_papers(fashion):
-    _, r = fashion
+    _, r, _ = fashion
     assert r.dataset == "fashion_mnist" and len(r.measurements["codes"]) == 3
     assert {p["attack"] for p in r.measurements["points"]} == set(KEYS)
     assert len(r.rows) == len(r.measurements["points"]) == 6 * len(KEYS) + 2 * 5
@@ -204,8 +204,17 @@ def test_fashion_mnist_rows_carry_ours_and_the_papers(fashion):
 
 @pytest.mark.slow
 def test_fashion_mnist_curves_are_those_of_the_cached_resistances(fashion):
-    out, r = fashion
-    res = {k: _cached(out, "fashion_mnist", f"resistance_{k}")["r"] for k in ("clean", *KEYS)}
+    import tensorflow_datasets as tfds
+
+    from tfdefense.experiments import fm_models
+    from tfdefense.experiments.fm_fig4 import read_sets
+    from tfdefense.experiments.fm_table2 import Evaluator
+
+    out, r, ctx = fashion
+    with tfds.testing.mock_data(num_examples=MOCK_EXAMPLES), ctx.on_dataset("fashion_mnist"):
+        x, y = ctx.arrays("test", limit=fm_models.setting(ctx, "fm_eval_images"))
+        res, _ = read_sets(ctx, Evaluator(ctx), x, y)  # every set read back from the run's cache
+    assert set(res) == {"clean", *KEYS}
     r_val = _cached(out, "fashion_mnist", "resistance_validation")["r"]
     assert r.measurements["detection_curves"] == curves(r_val, res)
     assert r.measurements["code_curves"] == code_curves(r_val, res, r.measurements["rho"])
@@ -227,12 +236,18 @@ def test_celeb_a_table2_then_fig4_share_the_adversarial_sets(tmp_path):
     from tfdefense.report import write_report
 
     ctx, t2 = _mock("celeb_a", "fm_table2_celeb_a", tmp_path, TINY_FACES)
-    folder = tmp_path / "cache" / "fm_celeb_a"
-    made = {p.name: p.stat().st_mtime_ns for p in folder.iterdir() if p.name.startswith("adv_")}
-    assert {"adv_fgsm.npz", "adv_fm_adaptive_pgd.npz", "adv_fm_adaptive_pgd_targeted.npz"} <= set(made)
+
+    def cache_files():
+        return {str(p.relative_to(tmp_path)): p.stat().st_mtime_ns
+                for p in (tmp_path / "cache").rglob("*") if p.is_file()}
+
+    made = cache_files()
+    sets = [name for name in made if "/table2/" in name and name.endswith(".npz")]
+    assert any("/paper/fgsm" in name for name in sets), sets
+    assert any("/fm_adaptive/pgd_targeted" in name for name in sets), sets
+    assert any("/reads/" in name for name in made)  # FM-Defense's resistance vectors
     _, f4 = _mock("celeb_a", "fm_fig4_celeb_a", tmp_path, TINY_FACES, ctx=ctx)
-    assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()
-            if p.name.startswith("adv_")} == made  # read, not crafted again
+    assert cache_files() == made  # every set and resistance read, nothing crafted or morphed again
     # Table II, CelebA column: the paper's numbers beside ours
     fgsm = next(c for c in t2.rows if c["attack"] == "FGSM ε=0.3 (paper protocol)")
     assert "(paper 99.90)" in fgsm["FM-Defense"] and "(paper 59.20)" in fgsm["MagNet"]

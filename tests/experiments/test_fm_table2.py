@@ -16,7 +16,7 @@ TINY = {"fm_train_images": 400, "fm_classifier_epochs": 1, "fm_dgmm_epochs": 1, 
         "fm_eval_images": 24, "fm_adaptive_images": 12, "fm_dgan_adaptive_images": 6,
         "fm_pgd_steps": 2, "fm_eot_morphs": 2, "fm_cw_steps": (1, 5), "fm_deepfool_steps": 3,
         "fm_autoattack_images": 8, "fm_autoattack_dgan_images": 4, "fm_autoattack_steps": 3,
-        "fm_detector_aware_images": 8,
+        "fm_detector_aware_images": 8, "fm_autoattack_eot_iter": 2,
         "fm_autoattack_queries": 20, "fm_autoattack_dgan_queries": 10}
 
 
@@ -80,7 +80,12 @@ def test_autoattack_rows_and_a_worst_case_over_every_linf_attack_of_the_table(ti
         assert 0.0 <= aa["autoattack"][key] <= 1.0, key
     for key, run in aa["runs"].items():
         assert run["robust"] <= run["clean"] + 1e-9, key
-        assert run["gradient_masking"] in (True, False), key  # Square ran on every defense
+        # Square ran on every deterministic defense; FM-Defense's logits draw random morphs, so
+        # it ran the rand version (APGD-CE and APGD-DLR with EOT, no Square: no masking check)
+        assert run["gradient_masking"] in ((None,) if key == "fm" else (True, False)), key
+    assert aa["runs"]["fm"]["params"]["version"] == "rand"
+    assert aa["runs"]["fm"]["params"]["eot_iter"] == TINY["fm_autoattack_eot_iter"]
+    assert set(aa["runs"]["magnet"]["broken_by"]) == {"apgd_ce", "apgd_t", "fab_t", "square"}
     notes = " ".join(r.notes)
     assert "AutoAttack rows" in notes and "first 8 test images" in notes and "masking" in notes
 
@@ -108,10 +113,19 @@ def test_rerun_reuses_the_cache(tiny):
     cache = os.path.join(out, "cache")
     assert {"fm_mnist_classifier.keras", "fm_mnist_combo_vae.keras",
             "fm_mnist_wgan_generator.keras"} <= set(os.listdir(cache))
-    assert {"adv_fgsm.npz", "resistance_clean.npz"} <= set(os.listdir(os.path.join(cache, "fm_mnist")))
+    # the sets: one folder per evaluation of the grid, the paper-protocol ones shared by every
+    # defense; FM-Defense's resistance vectors once per image set
+    table = os.path.join(cache, "grid", "fm_mnist", "table2")
+    assert {"paper", "fm_adaptive", "magnet_aware", "dgan_aa"} <= set(os.listdir(table))
+    assert {"fgsm", "cw_l2", "deepfool_linf", "pgd"} == set(os.listdir(os.path.join(table, "paper")))
+    # (fewer files than sets read: a set no attack changed is the clean one, read once)
+    assert len(os.listdir(os.path.join(cache, "fm_mnist", "reads"))) >= 2 * 10
     again = get("fm_table2")(Context("quick", out, TINY))
-    assert again.measurements["timings_s"]["models"] < r.measurements["timings_s"]["adaptive_pgd"]
+    first, second = r.measurements["timings_s"], again.measurements["timings_s"]
+    for stage in ("paper", "adaptive", "autoattacks"):  # read, not crafted or morphed again
+        assert second[stage] < first[stage], stage
     assert again.rows == r.rows
+    assert again.measurements["detection_curves"] == r.measurements["detection_curves"]
 
 
 def test_curves_on_hand_made_resistances():
@@ -142,6 +156,83 @@ def test_every_defense_gan_cell_on_tiny_settings(tmp_path):
         assert cell * n == pytest.approx(round(cell * n)), (label, cell)  # a count of n images
         row = next(row for row in r.rows if row["attack"] == f"{label} (adaptive)")
         assert row["Defense-GAN"].split()[0] == f"{100 * cell:.2f}", row
+
+
+def _evaluations(y, fm_paper_fgsm, magnet_aware):
+    """Hand-made evaluations of every row of the table on the images ``y``: every defense
+    labels every set right, except FM-Defense on the paper's FGSM (``fm_paper_fgsm``: labels
+    and decisions) and MagNet under the detector-aware PGD (``magnet_aware``: labels)."""
+    from tfdefense.attacks.robustness import AttackResult, RobustnessResult
+
+    right = (list(y), [0] * len(y))
+
+    def result(rows, clean_decisions=None):
+        return RobustnessResult(len(y), 1.0, 0.0, clean_labels=list(y),
+                                clean_decisions=clean_decisions or [0] * len(y), rows=[
+            AttackResult(k, "x", {}, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, labels=list(lab),
+                         decisions=list(dec)) for k, (lab, dec) in rows.items()])
+
+    paper = ("fgsm", "cw_l2", "deepfool_linf")
+    evals = {("paper", d): result({k: right for k in paper}) for d in ("magnet", "dgan")}
+    evals["paper", "none"] = result({k: right for k in (*paper, "pgd")})
+    # FM-Defense purifies clean image 3 (to its right label) and accepts the rest
+    evals["paper", "fm"] = result({"fgsm": fm_paper_fgsm, **{k: right for k in paper[1:]}},
+                                  [0, 0, 0, 1])
+    evals["adaptive", "fm"] = result({k: right for k in (*paper, "pgd", "pgd_targeted")})
+    evals["adaptive", "magnet"] = result({k: right for k in (*paper, "pgd")})
+    evals["adaptive", "dgan"] = result({k: right for k in ("fgsm", "pgd")})
+    evals["aware", "fm"] = result({"detector_aware_pgd": right})
+    evals["aware", "magnet"] = result({"detector_aware_pgd": (magnet_aware, [0] * len(y))})
+    for d in ("none", "fm", "magnet", "dgan"):
+        evals["aa", d] = result({"autoattack": right})
+    return {k: (v, np.asarray(y)) for k, v in evals.items()}
+
+
+def test_a_row_that_alone_breaks_an_image_lowers_the_worst_case_of_its_column():
+    from tfdefense.defend import REJECTED
+    from tfdefense.experiments.fm_table2 import (
+        DETECTOR_AWARE_ROW,
+        PAPER_TABLE2,
+        WORST_ROW,
+        table,
+    )
+
+    y = [0, 1, 2, 3]
+    ok = (y, [0, 0, 0, 0])
+    specs = (["fgsm", "deepfool_linf", "cw_l2"], ["fgsm", "deepfool_linf"], ["fgsm", "pgd"])
+    base = table(PAPER_TABLE2, _evaluations(y, ok, y), *specs)
+    assert base.meas["worst_case"]["accuracy"] == {"none": 1.0, "fm_adv": 1.0, "magnet": 1.0,
+                                                   "dgan": 1.0}
+    # the detector-aware PGD alone fools MagNet on image 2 (image 1 rejected: withstood)
+    broken = table(PAPER_TABLE2, _evaluations(y, ok, [0, REJECTED, 9, 3]), *specs)
+    worst = broken.meas["worst_case"]
+    assert worst["accuracy"] == {"none": 1.0, "fm_adv": 1.0, "magnet": 0.75, "dgan": 1.0}
+    assert worst["images"] == {"none": 4, "fm_adv": 4, "magnet": 4, "dgan": 4}
+    assert "detector-aware PGD" in worst["attacks"]
+    assert broken.meas[DETECTOR_AWARE_ROW]["magnet"] == 0.75
+    row = next(r for r in broken.rows if r["attack"] == WORST_ROW)
+    assert row["MagNet"] == "75.00" and row["FM-Defense (ADV only)"] == 100.0
+
+
+def test_fm_defense_column_is_the_final_accuracy_on_clean_and_adversarial_from_the_decisions():
+    from tfdefense.defend import REJECTED
+    from tfdefense.experiments.fm_table2 import PAPER_TABLE2, table
+
+    y = [0, 1, 2, 3]
+    # FGSM: image 0 rejected (true positive), 1 purified to its label (recovered), 2 accepted
+    # with a wrong label, 3 accepted with its label (an accepted ADV counts for nothing).
+    # Clean half: 0-2 accepted (true negatives), 3 purified to its label (recovered).
+    # Final = (1 + 3 + 2) / 8; ADV only (rejected or right): 3 of 4
+    fgsm = ([REJECTED, 1, 5, 3], [2, 1, 0, 0])
+    t = table(PAPER_TABLE2, _evaluations(y, fgsm, y), ["fgsm", "deepfool_linf", "cw_l2"],
+              ["fgsm"], ["fgsm"])
+    cells = t.meas["FGSM ε=0.3 (paper protocol)"]
+    assert cells["fm"] == 0.75 and cells["fm_adv"] == 0.75
+    assert {k: cells["fm_detail"][k] for k in ("true_positive", "true_negative", "recovered")} == {
+        "true_positive": 1, "true_negative": 3, "recovered": 2}
+    assert t.meas["clean (no attack)"]["fm_false_positive"] == 0.25  # clean image 3 purified
+    row = next(r for r in t.rows if r["attack"] == "FGSM ε=0.3 (paper protocol)")
+    assert row["FM-Defense"] == "75.00 (paper 99.80)"
 
 
 def test_worst_case_is_the_per_image_minimum_over_attacks_on_common_images():

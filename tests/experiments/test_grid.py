@@ -38,6 +38,7 @@ def test_worst_case_is_the_per_image_and_over_the_common_prefix():
     a = np.array([True, True, False, True])
     b = np.array([True, False, True])
     # common prefix 3 images: a & b = [T, F, F] -> 1/3; not min(mean a, mean b) = 2/3
+    assert grid.survivors([a, b]).tolist() == [True, False, False]
     assert grid.worst_case([a, b]) == pytest.approx(100 / 3)
 
 
@@ -66,3 +67,33 @@ def test_table6_autoattack_cells_take_the_worst_case_over_pgd_cw_and_autoattack(
     assert cells["aa_linf"] == 75.0 and cells["worst_linf"] == 25.0
     assert (cells["pgd_linf"], cells["cw_linf"], cells["pgd_l2"], cells["clean"]) == (
         75.0, 75.0, 75.0, 100.0)
+
+
+def test_cached_reads_read_each_image_set_once_per_defense(tmp_path):
+    from tfdefense.defend import ClassifierDefense
+    from tfdefense.experiments import Context
+    from tfdefense.nets import small_cnn
+
+    class Counting(ClassifierDefense):
+        calls = 0
+
+        def predict_with_decisions(self, x, batch_size=None):
+            Counting.calls += 1
+            return super().predict_with_decisions(x, batch_size)
+
+    defense = Counting(small_cnn((28, 28, 1), 10, width=4, dense_units=8))
+    rng = np.random.default_rng(0)
+    a, b = (rng.uniform(size=(3, 28, 28, 1)).astype("float32") for _ in range(2))
+    read = grid.cached_reads(Context("quick", str(tmp_path)), defense, "plain")
+    first = read("clean", a)
+    assert Counting.calls == 1
+    again = read("pgd", a.copy())  # the same images under another row: read from the cache
+    assert Counting.calls == 1
+    np.testing.assert_array_equal(first[0], again[0])
+    np.testing.assert_array_equal(first[0], np.argmax(defense.logits(a), 1))
+    read("pgd", b)
+    assert Counting.calls == 2
+    # a new process (a new Context on the same folder) reads the file
+    read = grid.cached_reads(Context("quick", str(tmp_path)), defense, "plain")
+    read("clean", a)
+    assert Counting.calls == 2

@@ -19,6 +19,15 @@ e.g. the bare classifier for a grey-box evaluation; an AutoAttack then judges
 success by that model alone (the attacker does not query the defense) and its
 examples are read by the defense in one row.
 
+**Reading a set.** The defense's (labels, decisions) on each image set (the clean
+images, each attack's examples) come from ``predict.predict_with_decisions``, or from
+``read(label, images)`` when given: a defense whose reading is costly (FM-Defense's
+morph search, Defense-GAN's projection) can then read each set once through a cache
+the caller keeps (the evaluator knows no run or cache of the caller's). An AutoAttack
+judged by the defense keeps the run's labels and reads its examples for the
+decisions. ``targets`` gives a targeted attack its target classes (default the true
+labels, an untargeted attack's); its row is scored on the true labels.
+
 **Caching.** With ``cache_dir`` each attack's examples are stored under
 ``cache_dir/<label>`` with the attacked model's fingerprint and reused while
 nothing changed: an ``AdversarialSet`` per batch, an AutoAttack run whole (its
@@ -77,6 +86,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -390,6 +400,21 @@ def _attacks(attacks, data: str, quick: bool, detects: bool, stochastic: bool) -
     return out
 
 
+def _targets(targets, attack_map: Mapping[str, Attack], num_classes: int,
+             n: int) -> dict[str, np.ndarray]:
+    """``targets`` checked: labels of targeted attacks of ``attack_map`` (no AutoAttack), each
+    the classes of the first ``n`` images (``max_examples``)."""
+    out = {}
+    for label, value in (targets or {}).items():
+        attack = attack_map.get(label)
+        if attack is None or isinstance(attack, AutoAttack) or not getattr(attack, "targeted",
+                                                                            False):
+            raise ValueError(f"targets: {label!r} is not a targeted attack of the evaluation; "
+                             f"expected labels of targeted attacks among {list(attack_map)}")
+        out[label] = check_labels(np.asarray(value)[:n], num_classes, f"targets[{label!r}]", n=n)
+    return out
+
+
 def _defense_fingerprint(defense: Defense) -> str:
     """SHA-256 of a defense's component weights and fitted state."""
     arrays = [np.asarray(v) for _, v in sorted(defense.state().items())]
@@ -418,6 +443,8 @@ def evaluate_robustness(
     strategy: tf.distribute.Strategy | None = None,
     eot_samples: int | None = None,
     reported: Mapping[str, float] | None = None,
+    targets: Mapping[str, Any] | None = None,
+    read: Callable[[str, np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> RobustnessResult:
     """Score ``predict`` on clean and attacked examples; worst case per norm.
 
@@ -449,8 +476,15 @@ def evaluate_robustness(
         strategy: a ``tf.distribute`` strategy to run the attacks and the
             predictions over (default the current one, if any; see above).
         eot_samples: draws of a stochastic defense's ``logits`` averaged per attack
-            step (``attacks.eot``); default ``DEFAULT_EOT`` (``QUICK_EOT`` when quick).
+            step (``attacks.eot``); default ``DEFAULT_EOT`` (``QUICK_EOT`` when quick);
+            1: the logits themselves, one draw per call (e.g. ``FMDefense.logits``,
+            which averages its own morphs).
         reported: the paper's robust accuracy per norm group (fractions), for ``claim``.
+        targets: per attack label, the target classes (N,) of a targeted attack (not
+            an AutoAttack); its row is still scored on the true labels.
+        read: ``(label, images) -> (labels, decisions)`` in place of
+            ``predict.predict_with_decisions`` for every set read ("clean" for the clean
+            images), e.g. a cached reading of a costly defense (see above).
     """
     strategy = replica_strategy(strategy)
     if max_examples is not None:
@@ -481,12 +515,13 @@ def evaluate_robustness(
 
     if is_defense:
         logits_fn = predict.logits  # one bound method: each attack compiles it once
-        surface = eot(logits_fn, eot_samples) if stochastic else logits_fn
+        surface = eot(logits_fn, eot_samples) if stochastic and eot_samples > 1 else logits_fn
     else:
         logits_fn = surface = predict
     probe = attack_model if attack_model is not None else logits_fn
     num_classes = check_model_output(probe(tf.constant(x[:2])), min(2, len(x)))
     y = check_labels(y, num_classes, "dataset labels", n=len(x))
+    targets = _targets(targets, attack_map, num_classes, len(x))
 
     def model_for(label: str, attack: Attack) -> Callable | Defense:
         if isinstance(attack, DetectorAwarePGD):
@@ -516,15 +551,18 @@ def evaluate_robustness(
         check_model_output(logits, len(images))
         return np.argmax(logits, axis=1).astype(np.int64)
 
-    def read(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(labels, decisions) of ``predict`` on ``images``."""
+    def read_set(label: str, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(labels, decisions) of ``predict`` (or the ``read`` hook) on ``images``."""
+        if read is not None:
+            labels, decisions = read(label, images)
+            return np.asarray(labels, np.int64), np.asarray(decisions, np.int64)
         if is_defense:
             labels, decisions = predict.predict_with_decisions(images)
             return np.asarray(labels, np.int64), np.asarray(decisions, np.int64)
         labels = labels_of(images)
         return labels, np.zeros(len(labels), np.int64)
 
-    clean_pred, clean_decisions = read(x)
+    clean_pred, clean_decisions = read_set("clean", x)
     clean_correct = clean_pred == y
     result = RobustnessResult(
         n=len(x),
@@ -558,22 +596,25 @@ def evaluate_robustness(
                 run = _cached_autoattack(attack, model, x, y, judge, Path(cache_dir) / label,
                                          fingerprint_for(model), verbose, strategy)
             final = _autoattack_rows(result, label, attack, run, x, y, clean_correct, norm,
-                                     None if judge is not None else read)
+                                     functools.partial(read_set, label),
+                                     judged=judge is not None, decide=is_defense)
             result.gradient_masking_flags[label] = run.gradient_masking
             fooled = (final != y) & (final != REJECTED)
         else:
+            y_attack = targets.get(label, y)
             if cache_dir is not None:
-                x_adv = AdversarialSet.create(attack, model, x, y, path=Path(cache_dir) / label,
+                x_adv = AdversarialSet.create(attack, model, x, y_attack,
+                                              path=Path(cache_dir) / label,
                                               fingerprint=fingerprint_for(model), verbose=verbose,
                                               strategy=strategy).x_adv
             else:
-                _, xv, yv, _ = attack.prepare(x, y, model)
+                _, xv, yv, _ = attack.prepare(x, y_attack, model)
                 batches = attack.iter_batches(model, xv, yv, strategy=strategy, desc=label,
                                               verbose=verbose, leave=False)
                 with phase("attack"):
                     x_adv = np.concatenate([adv for _, adv in batches])
             seconds = time.perf_counter() - start
-            pred, decisions = read(x_adv)
+            pred, decisions = read_set(label, x_adv)
             fooled = (pred != y) & (pred != REJECTED)
             result.rows.append(_row(label, attack, pred, y, x_adv, x, clean_correct, seconds,
                                     np.ones(len(x), bool), False, norm, decisions=decisions))
@@ -618,21 +659,24 @@ def _row(label: str, attack: Attack, pred: np.ndarray, y: np.ndarray, x_adv: np.
     )
 
 
-def _autoattack_rows(result, label, attack, run, x, y, clean_correct, norm,
-                     read=None) -> np.ndarray:
-    """Append an AutoAttack run to ``result`` and return the final labels: a row per component
-    and one for the ensemble when the run judged success by ``predict`` itself; with ``read``
-    (a grey-box run judged by the attack model) one row, ``read``'s (labels, decisions) on
-    its examples."""
+def _autoattack_rows(result, label, attack, run, x, y, clean_correct, norm, read,
+                     judged: bool, decide: bool) -> np.ndarray:
+    """Append an AutoAttack run to ``result`` and return the final labels: when the run
+    ``judged`` success by ``predict`` itself, a row per component and one for the ensemble
+    (with ``decide``, a defense's, its decisions from ``read`` on the examples; the labels
+    stay the run's); else (a grey-box run judged by the attack model) one row, ``read``'s
+    (labels, decisions) on its examples."""
     final = run.pred_after[-1] if run.components else run.clean_pred
     decisions = None
-    if read is not None:
+    if not judged:
         final, decisions = read(run.x_adv)
     else:
         for i, name in enumerate(run.components):
             result.rows.append(_row(f"{label}/{name}", attack, run.pred_after[i], y, run.x_adv, x,
                                     clean_correct, run.seconds[i], run.broken_by == i, True, norm,
                                     name=name))
+        if decide:
+            decisions = read(run.x_adv)[1]
     result.rows.append(_row(label, attack, final, y, run.x_adv, x, clean_correct,
                             sum(run.seconds), np.ones(len(x), bool), False, norm,
                             decisions=decisions))

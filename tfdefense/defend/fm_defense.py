@@ -227,6 +227,11 @@ class FMDefense(Defense):
         out = tf.concat([out_x[:, None], out_d], 1)  # (N, k + 2, K)
         return tf.reduce_logsumexp(tf.nn.log_softmax(out), 1) - math.log(k + 2.0)
 
+    def restart_eot(self) -> None:
+        """Restart the random generator of ``logits`` from ``eot_seed``: the draws after this
+        do not depend on any drawn before (e.g. by attacks a rerun reads from a cache)."""
+        self._generator.reset_from_seed(self.eot_seed)
+
     def detection_margin(self, x: tf.Tensor) -> tf.Tensor:
         """float32 (N,) Dis(r, θ_r) − θ_d: > 0 exactly where ``defend`` rejects; forward
         exact, gradient through the smooth resistance (see the class docstring)."""

@@ -4,9 +4,10 @@ Three experiments, one per dataset of the paper's figure: ``fm_fig4`` (MNIST; mn
 the quick preset), ``fm_fig4_fashion_mnist`` and ``fm_fig4_celeb_a`` (``--preset paper``, or a
 role pointed at data with ``--set dataset.fashion_mnist=fashion_mnist``). ``run_fig4`` is their
 one body. The models are Table II's (``fm_models``: the dataset's classifier, combo-VAE and
-detector), and so are the adversarial sets and their resistance vectors, read through the same
-cache keys (``cache/fm_<dataset>/adv_*.npz`` and ``resistance_*.npz``): after Table II, with the
-same settings, Fig 4 crafts nothing and morphs nothing.
+detector), and so are the adversarial sets and their resistance vectors, read through Table II's
+evaluations (``fm_table2.Evaluations``: the same grid keys ``cache/grid/fm_<dataset>/table2/*``
+and resistance cache ``cache/fm_<dataset>/reads/*``): after Table II, with the same settings,
+Fig 4 crafts nothing and morphs nothing.
 
 What the paper's Fig 4 shows (fm-defense.txt §IV-B 1)), computed from the resistance vectors:
 
@@ -41,14 +42,11 @@ from tfdefense.experiments.fm_figures import code_curves, curves, rates
 from tfdefense.experiments.fm_table2 import (
     ATTACK_NAMES,
     LABELS,
+    Evaluations,
     Evaluator,
     attacks,
-    cached_attack,
     celeb_a_note,
     combo_vae_text,
-    labels,
-    pgd,
-    second_class,
 )
 from tfdefense.experiments.registry import register
 from tfdefense.experiments.result import Result, beside_paper
@@ -124,22 +122,21 @@ def paper_cells(role: str, row: float | str, attack: str) -> dict:
     return by_attack.get(attack, by_attack.get("*", {}))
 
 
-def adversarial_sets(ctx: Context, ev: Evaluator, x: np.ndarray,
-                     y: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """attack -> (ADV, true labels): the paper's attacks on all of ``x``, the adaptive ones on
-    the first ``fm_adaptive_images``; each cached under Table II's key, so crafted once a run."""
-    out = {key: (cached_attack(ctx, key, lambda a=attack: a.generate(x, y)), y)
-           for key, attack in attacks(ctx, ev.clf).items()}
-    n = fm.setting(ctx, "fm_adaptive_images")
-    xa, ya = x[:n], y[:n]
-    logits = ev.fmd.logits  # FM-Defense's adaptive path: EOT over the engine's morphs
-    out["adaptive_pgd"] = (cached_attack(ctx, "fm_adaptive_pgd",
-                                         lambda: pgd(ctx, logits).generate(xa, ya)), ya)
-    targets = second_class(ev.clf, xa, ya)
-    out["adaptive_pgd_targeted"] = (cached_attack(
-        ctx, "fm_adaptive_pgd_targeted",
-        lambda: pgd(ctx, logits, targeted=True).generate(xa, targets)), ya)
-    return out
+def read_sets(ctx: Context, ev: Evaluator, x: np.ndarray,
+              y: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(resistances, fooled by C) per set: "clean", the paper's attacks crafted on C (all of
+    ``x``) and FM-Defense's adaptive PGD and targeted PGD (the first ``fm_adaptive_images``),
+    read through Table II's evaluations (``fm_table2.Evaluations``: the same grid keys, so
+    after Table II every set and resistance vector is read from the run's cache)."""
+    reads = fm.FMReads(ctx, ev.fmd)
+    evals = Evaluations(ctx, ev, reads)
+    evals.run("paper", "fm", x, y, attacks(ctx), attack_model=ev.clf)
+    evals.adaptive_fm(x, y)
+    keys = ("clean", *PAPER_ATTACKS, *ADAPTIVE)
+    res = {k: reads.resistances[k] for k in keys}
+    truth = {k: y[: len(res[k])] for k in keys}
+    fooled = {k: reads.classifier_labels[k] != truth[k] for k in keys if k != "clean"}
+    return res, fooled
 
 
 def run_fig4(ctx: Context, name: str) -> Result:
@@ -148,14 +145,8 @@ def run_fig4(ctx: Context, name: str) -> Result:
     ev = Evaluator(ctx)
     timings = {"models": time.perf_counter() - t0}
     x, y = ctx.arrays("test", limit=fm.setting(ctx, "fm_eval_images"))
-    res = {"clean": ev.resistance("clean", x)}
-    sets = adversarial_sets(ctx, ev, x, y)
-    timings["attacks"] = time.perf_counter() - t0
-    fooled = {}
-    for key, (x_adv, y_adv) in sets.items():
-        res[key] = ev.resistance(key, x_adv)
-        fooled[key] = labels(ev.clf, x_adv) != y_adv
-    timings["resistances"] = time.perf_counter() - t0
+    res, fooled = read_sets(ctx, ev, x, y)
+    timings["attacks_and_resistances"] = time.perf_counter() - t0
     det, role = ev.det, ctx.role
     c = curves(ev.r_val, res)
     codes = code_curves(ev.r_val, res, det.rho)
@@ -163,7 +154,7 @@ def run_fig4(ctx: Context, name: str) -> Result:
     path = lambda part: ctx.figure_path(fm.cache_key(ctx, part))  # noqa: E731
     figures = {
         f"FM-Defense Fig 4, {LABELS[role]}: detection accuracy vs θ, ρ and the chosen codes":
-            figure(role, det.engine.codes, c, codes, list(sets), path("fig4")),
+            figure(role, det.engine.codes, c, codes, [k for k in res if k != "clean"], path("fig4")),
         f"FM-Defense Fig 4, {LABELS[role]}: resistance, clean vs adversarial":
             fm_figures.resistance_histograms(res, path("fig4_resistance")),
     }
@@ -331,5 +322,5 @@ def notes(ctx: Context, ev: Evaluator, meas: dict) -> list[str]:
     return out
 
 
-__all__ = ["PAPER_FIG4", "adversarial_sets", "fig4", "fig4_celeb_a", "fig4_fashion_mnist",
-           "run_fig4"]
+__all__ = ["PAPER_FIG4", "fig4", "fig4_celeb_a", "fig4_fashion_mnist",
+           "read_sets", "run_fig4"]

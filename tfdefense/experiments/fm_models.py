@@ -15,7 +15,10 @@ Everything is cached in the ``Context`` (``out/cache/fm/...``), so an interrupte
   al. 2018) around C;
 * ``fm_defense(ctx)``: FM-Defense as a ``Defense`` around ``detector(ctx)``; its
   ``logits`` is the adaptive attacker's path (EOT over the engine's morphs through the
-  DGMM, ``fm_eot_morphs`` per input).
+  DGMM, ``fm_eot_morphs`` per input);
+* ``FMReads``: FM-Defense's reading of image sets for ``evaluate_robustness`` (its ``read``
+  hook), each set's resistance vectors computed once per (defense, set) and cached, and
+  kept per attack row for the resistance figures.
 
 Attacks live in ``tfdefense.attacks`` (the detector-aware one is ``DetectorAwarePGD``).
 
@@ -44,6 +47,7 @@ import keras
 import numpy as np
 
 from tfdefense import data, nets
+from tfdefense.attacks.adversarial_set import data_fingerprint
 from tfdefense.baselines import (
     MNIST_STRUCTURE_I,
     MNIST_STRUCTURE_II,
@@ -58,6 +62,7 @@ from tfdefense.baselines import (
 from tfdefense.defend import FMDefense
 from tfdefense.detect import MorphEngine, ResistanceDetector
 from tfdefense.detect.morphs import most_active_codes
+from tfdefense.experiments import grid
 from tfdefense.experiments import training_recipes as tr
 from tfdefense.models import DGMM, ComboVAE
 
@@ -368,6 +373,55 @@ def fm_defense(ctx, det: ResistanceDetector | None = None) -> FMDefense:
     if det is None:
         det = detector(ctx)[0]
     return FMDefense(det, eot_morphs=setting(ctx, "fm_eot_morphs"), eot_seed=ctx.settings["seed"])
+
+
+class FMReads:
+    """FM-Defense's reading of image sets, one morph search per (defense, image set).
+
+    Its resistance vectors are the costly part of a reading (S codes x n morphs per image),
+    and the figures need them per attack. ``evaluate_robustness`` does not know the run's
+    cache or what of a reading is worth keeping, and the defense does not know the run, so
+    the cache lives here, handed to the evaluator as its ``read`` hook (``reader``): each
+    set's resistances are cached as ``cache/fm_<dataset>/reads/<the images'
+    fingerprint>.npz``, made from the defense's weights, fitted state and config
+    (``grid.defense_fingerprint``), so a rerun, or another evaluation of the same images,
+    reads them from disk; the labels and decisions are ``FMDefense.predict_resistance``'s
+    on them (what ``defend`` gives), and ``resistances`` keeps them per attack row.
+    """
+
+    def __init__(self, ctx, defense: FMDefense) -> None:
+        self.ctx, self.defense = ctx, defense
+        self.depends_on = {"defense": grid.defense_fingerprint(defense)}
+        #: row name -> resistance vectors (N, S) of every set read through ``reader``; "clean":
+        #: the first clean set read
+        self.resistances: dict[str, np.ndarray] = {}
+        #: row name -> the bare classifier C's labels on that set (Fig 4: "fooled by C")
+        self.classifier_labels: dict[str, np.ndarray] = {}
+
+    def resistance(self, images: np.ndarray) -> np.ndarray:
+        """The resistance vectors (N, S) of ``images``, computed once per set."""
+        images = np.asarray(images, np.float32)
+        key = cache_key(self.ctx, f"reads/{data_fingerprint(images, None)[:32]}", "/")
+        return self.ctx.cached_arrays(key, lambda: {
+            "r": self.defense.detector.resistance(images)}, depends_on=self.depends_on)["r"]
+
+    def reader(self, prefix: str = "", names: dict[str, str] | None = None):
+        """A ``read(label, images) -> (labels, decisions)`` hook keeping each attack row's
+        resistances as ``names[label]`` (default ``prefix + label``)."""
+        def read(label: str, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            r = self.resistance(images)
+            name = (names or {}).get(label, prefix + label) if label != "clean" else "clean"
+            if name not in self.resistances or label != "clean":
+                self.resistances[name] = r
+                self.classifier_labels[name] = _argmax_labels(self.defense.classifier, images)
+            return self.defense.predict_resistance(images, r)
+
+        return read
+
+
+def _argmax_labels(model, x: np.ndarray, batch: int = 256) -> np.ndarray:
+    return np.concatenate([np.argmax(np.asarray(model(x[i: i + batch], training=False)), -1)
+                           for i in range(0, len(x), batch)])
 
 
 def magnet(ctx) -> MagNet:

@@ -4,20 +4,27 @@ attacks side by side. Two experiments, one per column of the paper's table: ``fm
 a classifier of tfds' ``Male`` attribute, MagNet and Defense-GAN on 64×64×3 faces; run by
 ``--preset paper`` or ``--set dataset.celeb_a=celeb_a``). ``run_table2`` is their one body.
 
+The table is a (defense × attack) grid through ``tfdefense.attacks.evaluate_robustness``
+(``experiments.grid``): the defenses are ``Defense`` objects (``ClassifierDefense(C)`` for
+"no defense", ``FMDefense``, ``MagNet``, ``DefenseGAN``), every cell is one defense read on one
+attack's examples, and no attack code lives here: the table chooses defenses, attacks, images.
+
 Paper protocol (FM-Defense §IV): FGSM (ε = 0.3, Linf), C&W (L2) and DeepFool
 (Linf), through Foolbox (our ``attacks`` layer), crafted on the bare
-classifier C; the attacker does not know the defense. Scores:
+classifier C (``attack_model=C``, one set per attack read by every defense); the attacker does
+not know the defense. Scores:
 
 * no defense: accuracy of C;
 * FM-Defense: the paper's final accuracy (TP + TN + Recovered) / all on the
-  mixed set CLE ∪ ADV (§IV-B (2)); a second column scores ADV alone the
-  detector way (rejected or classified correctly);
+  mixed set CLE ∪ ADV (§IV-B (2)), from the evaluation's clean and attacked labels and
+  decisions; a second column scores ADV alone the detector way (rejected or classified
+  correctly);
 * MagNet: ADV accuracy the MagNet way (rejected by a detector, or the
   reformed image classified correctly);
 * Defense-GAN: accuracy of C on the projection (it never rejects).
 
 Adaptive rows (not in the paper; the paper assumes an oblivious attacker):
-the same attack run through each defense's own path, plus PGD-Linf ε = 0.3:
+the same attack run through each defense's own ``logits``, plus PGD-Linf ε = 0.3:
 
 * MagNet: exact gradients through the reformer (``MagNet.logits`` = C(AE_I(x)); the
   reformer is differentiable, so BPDA's identity is not needed);
@@ -28,9 +35,10 @@ the same attack run through each defense's own path, plus PGD-Linf ε = 0.3:
 * FM-Defense: an attacker that knows the defense attacks the log-mean-softmax
   of C over x, its purification and random latent morphs (EOT over the
   stochastic morphs), with gradients through the encoder and the DGMM, so
-  z_u is fooled too (``FMDefense.logits``, the engine's own morphs); the targeted PGD row
-  pushes x, its morphs and its purification to one wrong class, which is what
-  keeps the resistance high;
+  z_u is fooled too (``FMDefense.logits``, the engine's own morphs; one draw per call, each
+  averaging ``fm_eot_morphs`` morphs; the generator restarts at each FM-Defense evaluation, so
+  its draws do not depend on what a cache spared); the targeted PGD row pushes x, its morphs
+  and its purification to C's most likely wrong class, which is what keeps the resistance high;
 * every defense that detects (FM-Defense, MagNet): the library's detector-aware PGD
   (``attacks.DetectorAwarePGD``: the classifier's margin and the defense's own
   ``detection_margin`` in one objective, Carlini & Wagner 2017), the same attack
@@ -38,16 +46,23 @@ the same attack run through each defense's own path, plus PGD-Linf ε = 0.3:
 
 AutoAttack rows (issue 10, not in the paper): the AutoAttack ensemble (Linf
 ε = 0.3; quick version in the quick preset) on the undefended C, and adaptive
-AutoAttack through the same differentiable surrogates as the adaptive rows
-(FM-Defense: EOT over morphs through the DGMM; MagNet: exact gradients through
-the reformer, success judged by MagNet itself, so a rejected example is not a
-success; Defense-GAN: BPDA with the identity through the projection), on the
-first images of the adaptive rows, with the gradient-masking flag (Square
-breaking points every gradient attack missed) in the notes.
+AutoAttack through each defense's ``logits`` (``grid.autoattack``): MagNet through the
+reformer, Defense-GAN with BPDA through the projection, and FM-Defense, whose logits are
+random, with the "rand" version (APGD-CE and APGD-DLR averaging ``fm_autoattack_eot_iter``
+draws per step, as Table 7's sampled defense), on the first images of the adaptive rows, with
+the gradient-masking flag (Square breaking points every gradient attack missed) in the notes.
+
+Who judges an AutoAttack success: as ``evaluate_robustness`` judges every defense it attacks
+through ``logits``, the defense itself (``predict``), so a rejected example is not a success;
+for FM-Defense too (before this grid its run was judged by the argmax of its EOT surrogate,
+which has no rejection: an example the surrogate misclassified counted as broken even where
+FM-Defense rejected or purified it, and AutoAttack stopped attacking it). The attacker then
+spends its budget on the points the defense still gets right, and the cells score exactly what
+the run found.
 
 The worst-case row takes, per image and per column, the minimum over EVERY Linf attack of the
 table (paper protocol, adaptive, targeted, detector-aware and AutoAttack; C&W-L2 is another
-norm), on the first images all of them ran on (``worst_case``). Both
+norm), on the first images all of them ran on (``grid.survivors`` / ``grid.worst_case``). Both
 columns have them: on CelebA's 2 classes APGD-T and FAB-T run 1 target and
 APGD-T the targeted cross-entropy in place of the targeted DLR loss, which
 needs 4 classes (``tfdefense.attacks.autoattack``); the notes say which
@@ -55,23 +70,26 @@ objective each component ran.
 
 Figures: resistance distributions clean vs each attack (Fig 1 / Fig 4 last row
 style) and detection accuracy against the unified threshold and against ρ
-(Fig 4, first two rows), both from the cached resistance vectors.
+(Fig 4, first two rows), both from the resistance vectors FM-Defense's readings cached
+(``fm_models.FMReads``).
 """
 
 from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Sequence
 
 import numpy as np
 
 from tfdefense import data
 from tfdefense.attacks import AutoAttack, get_attack
 from tfdefense.attacks.presets import get_preset, preset_params
-from tfdefense.defend import REJECTED, defense_accuracy
+from tfdefense.attacks.robustness import RobustnessResult
+from tfdefense.defend import REJECTED, ClassifierDefense, defense_accuracy
 from tfdefense.detect.resistance import resistance_distance
-from tfdefense.experiments import autoattack_cells
 from tfdefense.experiments import fm_models as fm
+from tfdefense.experiments import grid
 from tfdefense.experiments.registry import register
 from tfdefense.experiments.result import Result, beside_paper
 
@@ -103,6 +121,9 @@ AUTOATTACK: dict[str, dict] = {
         "fm_autoattack_steps": None,  # None: the version's budget
         "fm_autoattack_queries": None,
         "fm_autoattack_dgan_queries": 100,  # Square queries through Defense-GAN (None: as the rest)
+        # FM-Defense's "rand" AutoAttack: draws of its logits averaged per step (each draw
+        # already averages fm_eot_morphs morphs; None: the rand version's 20)
+        "fm_autoattack_eot_iter": 4,
     },
     "paper": {
         "fm_autoattack_images": 1000,
@@ -111,14 +132,22 @@ AUTOATTACK: dict[str, dict] = {
         "fm_autoattack_steps": None,
         "fm_autoattack_queries": None,
         "fm_autoattack_dgan_queries": None,
+        "fm_autoattack_eot_iter": None,
     },
 }
 AA_ROW = "AutoAttack-Linf ε=0.3 (no defense: on C; defenses: adaptive)"
 TARGETED_ROW = "targeted EOT PGD ε=0.3 (FM-Defense: x, morphs and purification to one class)"
 DETECTOR_AWARE_ROW = "detector-aware PGD ε=0.3 (classifier and detector at once)"
 WORST_ROW = "worst case over every Linf attack above (per image, same images)"
-#: the columns of a per-image verdict (True: the defense withstood the attack on that image)
-VERDICT_COLUMNS = ("none", "fm_adv", "magnet", "dgan")
+#: the table's defenses (keys of the evaluations) and the column of each one's per-image verdict
+#: (True: the defense withstood the attack on that image: rejected it or labelled it right)
+DEFENSES = ("none", "fm", "magnet", "dgan")
+VERDICT = {"none": "none", "fm": "fm_adv", "magnet": "magnet", "dgan": "dgan"}
+VERDICT_COLUMNS = tuple(VERDICT.values())
+#: the attack labels of the detector-aware and AutoAttack evaluations
+AWARE, AA = "detector_aware_pgd", "autoattack"
+#: an evaluation of the grid: (its result, the true labels of the images it ran on)
+Evaluation = tuple[RobustnessResult, np.ndarray]
 
 
 def aa_setting(ctx, key: str):
@@ -128,9 +157,10 @@ def aa_setting(ctx, key: str):
     return AUTOATTACK.get(ctx.preset, AUTOATTACK["paper"])[key]
 
 
-def attacks(ctx, model) -> dict:
-    """The paper's attacks (FGSM ε = 0.3, C&W-L2, DeepFool-Linf) on ``model``, as the preset sets
-    them (the same on every dataset: fm-defense.txt §IV-A)."""
+def attacks(ctx, model=None) -> dict:
+    """The paper's attacks (FGSM ε = 0.3, C&W-L2, DeepFool-Linf), as the preset sets them (the
+    same on every dataset: fm-defense.txt §IV-A); ``model``: the one ``generate`` attacks
+    (None: the evaluator gives it)."""
     out = get_preset("fm_defense", data="mnist", quick=bool(fm.setting(ctx, "fm_cw_quick")),
                      model=model, seed=ctx.settings["seed"], batch_size=100)
     out["deepfool_linf"].steps = fm.setting(ctx, "fm_deepfool_steps")
@@ -141,24 +171,43 @@ def attacks(ctx, model) -> dict:
     return out
 
 
-def pgd(ctx, model, targeted: bool = False):
-    """PGD-Linf ε = 0.3 (``fm_pgd_steps`` steps) on ``model``, untargeted or targeted."""
+def pgd(ctx, model=None, targeted: bool = False):
+    """PGD-Linf ε = 0.3 (``fm_pgd_steps`` steps), untargeted or targeted."""
     return get_attack("pgd_linf", model=model, eps=0.3, steps=fm.setting(ctx, "fm_pgd_steps"),
                       targeted=targeted, seed=ctx.settings["seed"], batch_size=100)
 
 
-def detector_aware_pgd(ctx, defense, steps: int, batch_size: int = 100):
-    """Detector-aware PGD-Linf ε = 0.3 on ``defense`` (``attacks.DetectorAwarePGD`` on the
-    cross-entropy: the adaptive preset's ``detector_aware_pgd_linf``), one draw of its logits
-    per step (FM-Defense's logits already average ``fm_eot_morphs`` morphs)."""
-    return get_attack("detector_aware_pgd_linf", model=defense, eps=0.3, steps=steps,
-                      loss="ce", eot_iter=1, seed=ctx.settings["seed"], batch_size=batch_size)
+def detector_aware_pgd(ctx, defense=None, steps: int | None = None, batch_size: int = 100):
+    """Detector-aware PGD-Linf ε = 0.3 (``attacks.DetectorAwarePGD`` on the cross-entropy: the
+    adaptive preset's ``detector_aware_pgd_linf``), one draw of the defense's logits per step
+    (FM-Defense's logits already average ``fm_eot_morphs`` morphs)."""
+    return get_attack("detector_aware_pgd_linf", model=defense, eps=0.3,
+                      steps=steps or fm.setting(ctx, "fm_pgd_steps"), loss="ce", eot_iter=1,
+                      seed=ctx.settings["seed"], batch_size=batch_size)
+
+
+def autoattack(ctx, stochastic: bool = False, queries: int | None = None) -> AutoAttack:
+    """Table II's AutoAttack (Linf ε = 0.3) at the preset's budget; ``stochastic``: the "rand"
+    version (FM-Defense); ``queries``: Square's (default ``fm_autoattack_queries``)."""
+    return grid.autoattack(eps=0.3, norm="linf", version=aa_setting(ctx, "fm_autoattack_version"),
+                           steps=aa_setting(ctx, "fm_autoattack_steps"),
+                           queries=queries or aa_setting(ctx, "fm_autoattack_queries"),
+                           seed=ctx.settings["seed"], batch_size=100,
+                           eot_samples=aa_setting(ctx, "fm_autoattack_eot_iter") or 20,
+                           stochastic=stochastic)
 
 
 def labels(model, x, batch: int = 256) -> np.ndarray:
     """argmax of ``model``'s logits, in batches."""
     return np.concatenate([np.argmax(np.asarray(model(x[i: i + batch])), -1)
                            for i in range(0, len(x), batch)]).astype(np.int64)
+
+
+def second_class(clf, x, y) -> np.ndarray:
+    """The target of the targeted attacker: C's most likely wrong class on the clean image."""
+    logits = np.array(clf(x))
+    logits[np.arange(len(y)), y] = -np.inf
+    return np.argmax(logits, -1).astype(np.int64)
 
 
 def _pct(v):
@@ -168,7 +217,8 @@ def _pct(v):
 def worst_case(verdicts: dict[str, dict[str, np.ndarray]]) -> tuple[dict[str, float], dict[str, int]]:
     """The per-image worst case over attacks: for each column, the share of images that EVERY
     attack in ``verdicts`` (attack -> column -> per-image True where the defense withstood it)
-    left standing, over the first n images all of that column's attacks ran on.
+    left standing, over the first n images all of that column's attacks ran on
+    (``grid.survivors``, what ``grid.worst_case`` counts).
 
     Returns ({column: share}, {column: n}). Each attack's arrays start at the same first image
     (the table's adaptive sets are prefixes of its evaluation images).
@@ -183,22 +233,15 @@ def worst_case(verdicts: dict[str, dict[str, np.ndarray]]) -> tuple[dict[str, fl
     columns = [c for c in VERDICT_COLUMNS if any(c in v for v in verdicts.values())]
     columns += sorted({c for v in verdicts.values() for c in v} - set(columns))
     for col in columns:
-        arrays = [np.asarray(v[col], bool) for v in verdicts.values() if col in v]
-        n = min(len(a) for a in arrays)
-        counts[col] = n
-        if n:
-            worst[col] = float(np.logical_and.reduce([a[:n] for a in arrays]).mean())
+        arrays = [v[col] for v in verdicts.values() if col in v]
+        counts[col] = min(len(a) for a in arrays)
+        if counts[col]:
+            worst[col] = float(grid.survivors(arrays).mean())
     return worst, counts
 
 
-#: cache-key prefix of Defense-GAN's predictions and of the attacks crafted through it; "dgan2"
-#: since every image's projection starts from the same R codes (``DefenseGAN``: batch-independent),
-#: so the "dgan" files made with per-position starting codes are not read as this defense's
-DGAN_CACHE = "dgan2"
-
-
 class Evaluator:
-    """Scores every defense on a set of images, with resistances and projections cached.
+    """The classifier and the defenses of the table, built once.
 
     The classifier and FM-Defense are built at once; MagNet and Defense-GAN on first use (Fig 4
     needs FM-Defense only).
@@ -209,7 +252,6 @@ class Evaluator:
         self.clf = fm.classifier(ctx)
         self.det, self.r_val = fm.detector(ctx)
         self.fmd = fm.fm_defense(ctx, self.det)
-        self.resistances: dict[str, np.ndarray] = {}
 
     @functools.cached_property
     def magnet(self):
@@ -225,42 +267,165 @@ class Evaluator:
         x, y = self.ctx.arrays("test", limit=fm.setting(self.ctx, "fm_eval_images"))
         return float(np.mean(labels(self.clf, x) == y))
 
-    def resistance(self, key, x):
-        r = self.ctx.cached_arrays(fm.cache_key(self.ctx, f"resistance_{key}", "/"),
-                                   lambda: {"r": self.det.resistance(x)})["r"]
-        self.resistances[key] = r
-        return r
+    def defense(self, key: str):
+        """One of the table's defenses by key (``DEFENSES``): C as a ``Defense``, FM-Defense,
+        MagNet, Defense-GAN (MagNet and Defense-GAN trained on first use)."""
+        if key == "none":
+            return ClassifierDefense(self.clf)
+        return {"fm": lambda: self.fmd, "magnet": lambda: self.magnet,
+                "dgan": lambda: self.dgan}[key]()
 
-    def fm_scores(self, key, x_adv, y, clean) -> tuple[dict, np.ndarray]:
-        """FM-Defense on ADV: (the paper's final accuracy on CLE ∪ ADV, the ADV-only accuracy
-        and the confusion counts; per image of ADV, rejected or labelled correctly)."""
-        xc, r_c = clean
-        lab_c, dec_c = self.fmd.predict_resistance(xc[: len(x_adv)], r_c[: len(x_adv)])
-        lab_a, dec_a = self.fmd.predict_resistance(x_adv, self.resistance(key, x_adv))
-        n = len(x_adv)
-        mixed = defense_accuracy(np.r_[y, y], np.r_[np.zeros(n, bool), np.ones(n, bool)],
-                                 np.r_[lab_c, lab_a], np.r_[dec_c, dec_a])
-        ok = (lab_a == REJECTED) | (lab_a == y)
-        return {"final": mixed["final_accuracy"], "adv_only": float(ok.mean()), **{
-            k: mixed[k] for k in ("detected_adversarial", "clean_false_positive",
-                                  "true_positive", "true_negative", "recovered", "salvageable")}}, ok
 
-    def magnet_ok(self, x_adv, y):
-        """Per image: MagNet rejects it or labels its reformed image correctly."""
-        pred = self.magnet.predict(x_adv)
-        return (pred == REJECTED) | (pred == y)
 
-    def dgan_ok(self, key, x_adv, y):
-        """Per image: Defense-GAN labels its projection correctly (cached per ``key``)."""
-        pred = self.ctx.cached_arrays(fm.cache_key(self.ctx, f"{DGAN_CACHE}_pred_{key}", "/"), lambda: {
-            "p": self.dgan.predict(x_adv)})["p"]
-        return pred == y
+# ----------------------------------------------------------------------------- the grid
+class Evaluations:
+    """Every (defense, attack set, images) of Table II through ``grid.evaluate``, by
+    (kind, defense key): kind "paper" (crafted on C once, ``attack_model=C``, read by every
+    defense; C's also holds PGD), "adaptive" (through the defense's own ``logits``),
+    "aware" (detector-aware PGD) and "aa" (AutoAttack).
+
+    FM-Defense reads through ``reads`` (``fm_models.FMReads``: its resistance vectors once per
+    set, for the figures too) and Defense-GAN through ``grid.cached_reads`` (one projection
+    per set); both are costly, C and MagNet are not. FM-Defense's results are not cached whole
+    (``cache_result=False``): its logits draw, its predictions do not (image-seeded morphs),
+    so a rerun reads the cached sets to the same labels (and refills ``reads``).
+    """
+
+    def __init__(self, ctx, ev: Evaluator, reads: fm.FMReads):
+        self.ctx, self.ev, self.reads = ctx, ev, reads
+        self.results: dict[tuple[str, str], Evaluation] = {}
+
+    def reader(self, d: str):
+        """The default ``read`` hook of defense ``d``: FM-Defense through ``reads``, Defense-GAN
+        through ``grid.cached_reads``, the others None (their reading is cheap)."""
+        if d == "fm":
+            return self.reads.reader()
+        if d == "dgan":
+            return grid.cached_reads(self.ctx, self.ev.dgan, fm.cache_key(self.ctx, "defense_gan"))
+        return None
+
+    def run(self, kind: str, d: str, x, y, sets: dict, read=None, **kwargs) -> None:
+        """``grid.evaluate`` of defense ``d`` under ``sets`` on ``(x, y)``, kept as (kind, d);
+        an adaptive one (no ``attack_model``) restarts FM-Defense's draws and folds the
+        defense's config into its sets' fingerprint."""
+        defense = self.ev.defense(d)
+        if d == "fm":
+            kwargs["cache_result"] = False
+        if "attack_model" not in kwargs:
+            kwargs["depends_on"] = defense.get_config()
+            if d == "fm":
+                defense.restart_eot()
+                kwargs["eot_samples"] = 1
+        key = fm.cache_key(self.ctx, f"table2/{d}_{kind}" if kind != "paper" else "table2/paper",
+                           "/")
+        result = grid.evaluate(self.ctx, key, defense, x, y, sets,
+                               read=read or self.reader(d), **kwargs)
+        self.results[kind, d] = (result, np.asarray(y))
+
+    def paper(self, x, y) -> None:
+        """The paper's attacks crafted on C, read by every defense; C also reads PGD."""
+        sets = attacks(self.ctx)
+        for d in DEFENSES:
+            self.run("paper", d, x, y, {**sets, "pgd": pgd(self.ctx)} if d == "none" else sets,
+                     attack_model=self.ev.clf)
+
+    def adaptive(self, x, y) -> None:
+        """The paper's attacks and PGD through each defense's logits (Defense-GAN: FGSM and PGD
+        unless ``fm_dgan_every_attack``), FM-Defense's targeted PGD, and the detector-aware
+        PGD on the defenses that detect."""
+        ctx = self.ctx
+        sets = {**attacks(ctx), "pgd": pgd(ctx)}
+        n_ad, n_dg = fm.setting(ctx, "fm_adaptive_images"), fm.setting(ctx, "fm_dgan_adaptive_images")
+        xa, ya = x[:n_ad], y[:n_ad]
+        self.adaptive_fm(x, y)
+        self.run("adaptive", "magnet", xa, ya, sets)
+        every = fm.setting(ctx, "fm_dgan_every_attack")
+        self.run("adaptive", "dgan", x[:n_dg], y[:n_dg],
+                 {k: a for k, a in sets.items() if every or k in ("fgsm", "pgd")})
+        steps, n_fa = fm.setting(ctx, "fm_pgd_steps"), min(fm.setting(ctx, "fm_detector_aware_images"), n_ad)
+        self.run("aware", "fm", xa[:n_fa], ya[:n_fa], {AWARE: detector_aware_pgd(
+            ctx, steps=steps, batch_size=fm.setting(ctx, "fm_detector_aware_batch"))})
+        self.run("aware", "magnet", xa, ya, {AWARE: detector_aware_pgd(ctx, steps=2 * steps)})
+
+    def adaptive_fm(self, x, y) -> None:
+        """FM-Defense's adaptive sets on the first ``fm_adaptive_images``: the paper's attacks,
+        PGD and the targeted PGD (towards C's most likely wrong class) through its EOT logits;
+        their resistances are kept as ``adaptive_<attack>`` (Fig 4 reads the PGD ones)."""
+        ctx = self.ctx
+        n = fm.setting(ctx, "fm_adaptive_images")
+        xa, ya = x[:n], y[:n]
+        sets = {**attacks(ctx), "pgd": pgd(ctx), "pgd_targeted": pgd(ctx, targeted=True)}
+        self.run("adaptive", "fm", xa, ya, sets, read=self.reads.reader("adaptive_"),
+                 targets={"pgd_targeted": second_class(self.ev.clf, xa, ya)})
+
+    def autoattacks(self, x, y) -> None:
+        """AutoAttack on C and through each defense, on the first ``fm_autoattack_images``
+        adaptive images (Defense-GAN: ``fm_autoattack_dgan_images``, its own Square queries)."""
+        ctx = self.ctx
+        n_aa = min(aa_setting(ctx, "fm_autoattack_images"), fm.setting(ctx, "fm_adaptive_images"))
+        n_dg = min(aa_setting(ctx, "fm_autoattack_dgan_images"),
+                   fm.setting(ctx, "fm_dgan_adaptive_images"))
+        for d in DEFENSES:
+            defense = self.ev.defense(d)
+            n = n_dg if d == "dgan" else n_aa
+            queries = aa_setting(ctx, "fm_autoattack_dgan_queries") if d == "dgan" else None
+            self.run("aa", d, x[:n], y[:n], {AA: autoattack(ctx, defense.stochastic, queries)},
+                     read=self.reads.reader(names={AA: "aa_adaptive"}) if d == "fm" else None)
+
+    def __getitem__(self, key: tuple[str, str]) -> Evaluation:
+        return self.results[key]
+
+
+def fm_scores(result: RobustnessResult, label: str, y: np.ndarray) -> dict:
+    """FM-Defense on attack ``label``'s examples: the paper's final accuracy on CLE ∪ ADV
+    (``defense_accuracy``) from the evaluation's clean and the row's labels and decisions, the
+    ADV-only accuracy (rejected or labelled correctly) and the confusion counts."""
+    row = grid.attack_row(result, label)
+    lab_a, dec_a = np.asarray(row.labels), np.asarray(row.decisions)
+    n = len(lab_a)
+    lab_c, dec_c = np.asarray(result.clean_labels[:n]), np.asarray(result.clean_decisions[:n])
+    mixed = defense_accuracy(np.r_[y, y], np.r_[np.zeros(n, bool), np.ones(n, bool)],
+                             np.r_[lab_c, lab_a], np.r_[dec_c, dec_a])
+    return {"final": mixed["final_accuracy"],
+            "adv_only": float(grid.robust(result, label, y, rejected_ok=True).mean()),
+            **{k: mixed[k] for k in ("detected_adversarial", "clean_false_positive",
+                                     "true_positive", "true_negative", "recovered", "salvageable")}}
+
+
+def row_specs(paper_labels: Sequence[str], linf: Sequence[str],
+              dgan_labels: Sequence[str]) -> list[tuple]:
+    """Table II's attack rows: (name, defense -> (evaluation kind, attack label), the key it
+    joins the worst case under (Linf rows; None otherwise), its paper key). ``paper_labels``:
+    the paper's attacks in the preset's order; ``linf``: its Linf ones; ``dgan_labels``: the
+    ones Defense-GAN's adaptive evaluation ran. "no defense" in an adaptive row is C under the
+    attack crafted on C (C has no other surface)."""
+    specs = []
+    for label in paper_labels:
+        lin = label in linf
+        specs.append((f"{ATTACK_NAMES[label]} (paper protocol)",
+                      {d: ("paper", label) for d in DEFENSES},
+                      f"{label} (paper protocol)" if lin else None, label))
+        adaptive = {"none": ("paper", label), "fm": ("adaptive", label),
+                    "magnet": ("adaptive", label)}
+        if label in dgan_labels:
+            adaptive["dgan"] = ("adaptive", label)
+        specs.append((f"{ATTACK_NAMES[label]} (adaptive)", adaptive,
+                      f"{label} (adaptive)" if lin else None, None))
+    specs += [
+        ("PGD-Linf ε=0.3 (adaptive)", {"none": ("paper", "pgd"), **{
+            d: ("adaptive", "pgd") for d in ("fm", "magnet", "dgan")}}, "PGD (adaptive)", None),
+        (TARGETED_ROW, {"fm": ("adaptive", "pgd_targeted")}, "targeted PGD (FM-Defense)", None),
+        (DETECTOR_AWARE_ROW, {"fm": ("aware", AWARE), "magnet": ("aware", AWARE)},
+         "detector-aware PGD", None),
+        (AA_ROW, {d: ("aa", AA) for d in DEFENSES}, "AutoAttack", None),
+    ]
+    return specs
 
 
 class Grid:
-    """Table II's (attack × defense) grid: per attack row, per column, per image whether the
+    """Table II's rows from the evaluations: per attack row, per column, per image whether the
     defense withstood it (``VERDICT_COLUMNS``); the row's cells are their means (FM-Defense's
-    own column, the final accuracy on CLE ∪ ADV, from ``Evaluator.fm_scores``)."""
+    own column: ``fm_scores``' final accuracy on CLE ∪ ADV)."""
 
     def __init__(self, paper: dict):
         self.paper, self.rows, self.meas = paper, [], {}
@@ -277,21 +442,76 @@ class Grid:
                           "Defense-GAN": beside_paper(_pct(cells.get("dgan")), paper[2])})
         self.meas[name] = cells
 
-    def attack(self, name: str, verdict: dict[str, np.ndarray], fm_scores: dict | None = None,
-               linf: str | None = None, paper=None, **extra) -> None:
-        """One attack row from its per-image ``verdict`` (column -> array); ``linf``: the key
-        it joins the worst case under; ``extra``: cells that are not this row's verdicts."""
-        cells = {c: float(np.mean(v)) for c, v in verdict.items()}
-        if fm_scores is not None:
-            cells.update(fm=fm_scores["final"], fm_detail=fm_scores)
-        self.row(name, {**extra, **cells}, paper)
+    def clean(self, evals) -> None:
+        """The clean row: plain accuracy of every defense on CLE (a rejection is wrong), and
+        FM-Defense's and MagNet's false-positive rates."""
+        results = {d: evals["paper", d][0] for d in DEFENSES}
+        y = evals["paper", "none"][1]
+        cells = {d: float(grid.robust(r, "clean", y).mean()) for d, r in results.items()}
+        cells["fm_false_positive"] = float(np.mean(np.asarray(results["fm"].clean_decisions) != 0))
+        cells["magnet_false_positive"] = float(np.mean(np.asarray(results["magnet"].clean_labels)
+                                                       == REJECTED))
+        self.row("clean (no attack)", cells, self.paper["clean"])
+
+    def attack(self, evals, name: str, sources: dict, linf: str | None, paper_key) -> None:
+        """One attack row: each defense's verdicts on its source (evaluation, attack label)."""
+        verdict, cells = {}, {}
+        for d, (kind, label) in sources.items():
+            result, y = evals[kind, d]
+            verdict[VERDICT[d]] = grid.robust(result, label, y, rejected_ok=True)
+            if d == "fm":
+                s = fm_scores(result, label, y)
+                cells.update(fm=s["final"], fm_detail=s)
+        cells.update({c: float(np.mean(v)) for c, v in verdict.items()})
+        self.row(name, cells, self.paper.get(paper_key))
         if linf is not None:
             self.linf[linf] = verdict
 
+    def worst(self) -> None:
+        """The worst-case row over every Linf row added, and its measurements."""
+        worst, n = worst_case(self.linf)
+        self.row(WORST_ROW, worst)
+        self.meas["worst_case"] = {
+            "accuracy": worst, "images": n, "attacks": list(self.linf),
+            "per_attack": {k: {c: float(np.mean(v[c][:n[c]])) for c in v}
+                           for k, v in self.linf.items()}}
 
-def cached_attack(ctx, key: str, fn) -> np.ndarray:
-    """``fn()``'s adversarial images, cached as ``cache/fm_<dataset>/adv_<key>.npz``."""
-    return ctx.cached_arrays(fm.cache_key(ctx, f"adv_{key}", "/"), lambda: {"x_adv": fn()})["x_adv"]
+
+def table(paper: dict, evals, paper_labels: Sequence[str], linf: Sequence[str],
+          dgan_labels: Sequence[str]) -> Grid:
+    """Table II's rows (clean, every attack row of ``row_specs``, the worst case) from the
+    evaluations (``(kind, defense) -> (result, labels)``)."""
+    out = Grid(paper)
+    out.clean(evals)
+    for spec in row_specs(paper_labels, linf, dgan_labels):
+        out.attack(evals, *spec)
+    out.worst()
+    return out
+
+
+def autoattack_measurements(ctx, evals) -> dict:
+    """The AutoAttack rows' numbers: per defense its run's summary (``grid.autoattack_summary``)
+    and verdict share, the budget, and the objectives each component ran on C's classes."""
+    aa = {d: evals["aa", d] for d in DEFENSES}
+    runs = {d: grid.autoattack_summary(result, AA, y) for d, (result, y) in aa.items()}
+    n_classes = fm.num_classes(ctx)
+    plan = autoattack(ctx)
+    return {
+        "n": runs["none"]["n"], "n_dgan": runs["dgan"]["n"],
+        "params": {"eps": 0.3, "norm": "linf", "version": plan.version,
+                   "steps": aa_setting(ctx, "fm_autoattack_steps"),
+                   "queries": aa_setting(ctx, "fm_autoattack_queries"),
+                   "dgan_queries": aa_setting(ctx, "fm_autoattack_dgan_queries"),
+                   "fm": runs["fm"]["params"]},
+        "num_classes": n_classes,
+        # which objective each component ran on C's classes, and against how many targets
+        "objectives": plan.objectives(n_classes), "targets": plan.targets(n_classes),
+        "objectives_text": plan.objectives_text(n_classes),
+        "autoattack": {VERDICT[d]: float(grid.robust(result, AA, y, rejected_ok=True).mean())
+                       for d, (result, y) in aa.items()},
+        "runs": runs,
+        "seconds": float(sum(r["seconds"] for r in runs.values())),
+    }
 
 
 @register("fm_table2", order=80, datasets=("mnist",))
@@ -310,186 +530,44 @@ def run_table2(ctx, name: str, paper: dict) -> Result:
     """Table II on the active dataset: every defense under the paper's and adaptive attacks,
     ``paper`` (attack -> (no defense, FM-Defense, Defense-GAN, MagNet)) beside ours."""
     t0 = time.perf_counter()
-    timings = {}
     ev = Evaluator(ctx)
-    _ = (ev.magnet, ev.dgan)  # trained here, inside the models timing
     for key, defense in (("fm_defense", ev.fmd), ("magnet", ev.magnet), ("defense_gan", ev.dgan)):
         ctx.save_defense(f"{ctx.dataset}/{key}", defense)  # for `tfdefense evaluate --defense`
-    timings["models"] = time.perf_counter() - t0
-    n_eval = fm.setting(ctx, "fm_eval_images")
-    x, y = ctx.arrays("test", limit=n_eval)
-    r_clean = ev.resistance("clean", x)
-    clean = (x, r_clean)
-    clf = ev.clf
-    grid = Grid(paper)
-    grid.meas["settings"] = {k: fm.setting(ctx, k) for k in fm.SETTINGS["quick"]}
-
-    # clean row: plain accuracy of every defense on CLE (FM: strict, rejected = wrong)
-    lab_c, dec_c = ev.fmd.predict_resistance(x, r_clean)
-    mag_c = ev.magnet.predict(x)
-    grid.row("clean (no attack)", {
-        "none": np.mean(labels(clf, x) == y), "fm": np.mean(lab_c == y),
-        "magnet": np.mean(mag_c == y), "dgan": float(np.mean(ev.dgan_ok("clean", x, y))),
-        "fm_false_positive": float(np.mean(dec_c != 0)),
-        "magnet_false_positive": float(np.mean(mag_c == REJECTED))}, paper["clean"])
-    timings["clean"] = time.perf_counter() - t0
-
-    # paper protocol: attacks crafted on C, then each defense; adaptive: the same attack
-    # through each defense's own path
-    n_ad, n_dg = fm.setting(ctx, "fm_adaptive_images"), fm.setting(ctx, "fm_dgan_adaptive_images")
-    xa_, ya_ = x[:n_ad], y[:n_ad]
-    xd_, yd_ = x[:n_dg], y[:n_dg]
-    fm_logits = ev.fmd.logits  # EOT over the engine's morphs, through the DGMM
-    paper_attacks = attacks(ctx, clf)
-    fm_attacks = attacks(ctx, fm_logits)
-    mag_attacks = attacks(ctx, ev.magnet.logits)
-    dgan_attacks = attacks(ctx, ev.dgan.logits)
-    for label, attack in paper_attacks.items():
-        linf = attack.norm == "linf"
-        x_adv = cached_attack(ctx, label, lambda a=attack: a.generate(x, y))
-        s, fm_ok = ev.fm_scores(label, x_adv, y, clean)
-        none = labels(clf, x_adv) == y
-        grid.attack(ATTACK_NAMES[label] + " (paper protocol)",
-                    {"none": none, "fm_adv": fm_ok, "magnet": ev.magnet_ok(x_adv, y),
-                     "dgan": ev.dgan_ok(label, x_adv, y)}, s,
-                    f"{label} (paper protocol)" if linf else None, paper[label])
-        timings[label] = time.perf_counter() - t0
-        xf = cached_attack(ctx, f"fm_adaptive_{label}", lambda a=fm_attacks[label]:
-                            a.generate(xa_, ya_))
-        sf, fm_ok = ev.fm_scores(f"adaptive_{label}", xf, ya_, clean)
-        xm = cached_attack(ctx, f"magnet_adaptive_{label}", lambda a=mag_attacks[label]:
-                            a.generate(xa_, ya_))
-        verdict = {"fm_adv": fm_ok, "magnet": ev.magnet_ok(xm, ya_)}
-        if label == "fgsm" or fm.setting(ctx, "fm_dgan_every_attack"):
-            xg = cached_attack(ctx, f"{DGAN_CACHE}_adaptive_{label}", lambda a=dgan_attacks[label]:
-                                a.generate(xd_, yd_))
-            verdict["dgan"] = ev.dgan_ok(f"adaptive_{label}", xg, yd_)
-        grid.attack(ATTACK_NAMES[label] + " (adaptive)", verdict, sf,
-                    f"{label} (adaptive)" if linf else None, none=float(none.mean()))
-        timings[f"adaptive_{label}"] = time.perf_counter() - t0
-
-    # strongest adaptive attacker: PGD-Linf eps 0.3 through each defense
-    x_pgd = cached_attack(ctx, "pgd", lambda: pgd(ctx, clf).generate(x, y))
-    xf = cached_attack(ctx, "fm_adaptive_pgd", lambda: pgd(ctx, fm_logits).generate(xa_, ya_))
-    sf, fm_ok = ev.fm_scores("adaptive_pgd", xf, ya_, clean)
-    xm = cached_attack(ctx, "magnet_adaptive_pgd",
-                        lambda: pgd(ctx, ev.magnet.logits).generate(xa_, ya_))
-    xg = cached_attack(ctx, f"{DGAN_CACHE}_adaptive_pgd",
-                        lambda: pgd(ctx, ev.dgan.logits).generate(xd_, yd_))
-    grid.attack("PGD-Linf ε=0.3 (adaptive)", {
-        "none": labels(clf, x_pgd) == y, "fm_adv": fm_ok, "magnet": ev.magnet_ok(xm, ya_),
-        "dgan": ev.dgan_ok("adaptive_pgd", xg, yd_)}, sf, "PGD (adaptive)")
-    timings["adaptive_pgd"] = time.perf_counter() - t0
-
-    # defense-specific attackers: targeted EOT PGD on FM-Defense; the detector-aware PGD
-    # (classifier and detector in one objective) on each defense that detects
-    targets = second_class(clf, xa_, ya_)
-    xt = cached_attack(ctx, "fm_adaptive_pgd_targeted",
-                        lambda: pgd(ctx, fm_logits, targeted=True).generate(xa_, targets))
-    st, fm_ok = ev.fm_scores("adaptive_pgd_targeted", xt, ya_, clean)
-    grid.attack(TARGETED_ROW, {"fm_adv": fm_ok}, st, "targeted PGD (FM-Defense)")
-    n_fa = min(fm.setting(ctx, "fm_detector_aware_images"), n_ad)
-    xfa = cached_attack(ctx, "fm_detector_aware_pgd", lambda: detector_aware_pgd(
-        ctx, ev.fmd, fm.setting(ctx, "fm_pgd_steps"), fm.setting(ctx, "fm_detector_aware_batch"),
-    ).generate(xa_[:n_fa], ya_[:n_fa]))
-    sfa, fm_ok = ev.fm_scores("detector_aware_pgd", xfa, ya_[:n_fa], clean)
-    xma = cached_attack(ctx, "magnet_detector_aware_pgd", lambda: detector_aware_pgd(
-        ctx, ev.magnet, 2 * fm.setting(ctx, "fm_pgd_steps")).generate(xa_, ya_))
-    grid.attack(DETECTOR_AWARE_ROW, {"fm_adv": fm_ok, "magnet": ev.magnet_ok(xma, ya_)}, sfa,
-                "detector-aware PGD")
-    timings["defense_aware"] = time.perf_counter() - t0
-
-    # AutoAttack (issue 10): on C, and adaptive through each defense's surrogate. On fewer
-    # than 4 classes (CelebA's attribute: 2) APGD-T runs the targeted cross-entropy against at
-    # most C - 1 targets (tfdefense.attacks.autoattack); the notes say which objective ran
-    aa_start = time.perf_counter()
-    n_aa = min(aa_setting(ctx, "fm_autoattack_images"), n_ad)
-    n_aa_dg = min(aa_setting(ctx, "fm_autoattack_dgan_images"), n_dg)
-    aa, s_fm, ok_aa = _autoattack_rows(ctx, ev, fm_logits, x, y, clean, n_aa, n_aa_dg)
-    grid.attack(AA_ROW, ok_aa, s_fm, "AutoAttack")
-    meas = grid.meas
-    meas["autoattack"] = aa
-    timings["autoattack"] = time.perf_counter() - aa_start
-    timings["autoattack_total"] = time.perf_counter() - t0
-
-    # the worst case per image over every Linf attack of the table
-    worst, worst_n = worst_case(grid.linf)
-    grid.row(WORST_ROW, worst)
-    meas["worst_case"] = {"accuracy": worst, "images": worst_n, "attacks": list(grid.linf),
-                          "per_attack": {k: {c: float(np.mean(v[c][:worst_n[c]])) for c in v}
-                                         for k, v in grid.linf.items()}}
-
+    timings = {"models": time.perf_counter() - t0}
+    x, y = ctx.arrays("test", limit=fm.setting(ctx, "fm_eval_images"))
+    reads = fm.FMReads(ctx, ev.fmd)
+    evals = Evaluations(ctx, ev, reads)
+    for stage in ("paper", "adaptive", "autoattacks"):
+        start = time.perf_counter()
+        getattr(evals, stage)(x, y)
+        timings[stage] = time.perf_counter() - start
+    paper_attacks = attacks(ctx)
+    linf = [k for k, a in paper_attacks.items() if a.norm == "linf"]
+    dgan_labels = [r.label for r in evals["adaptive", "dgan"][0].rows]
+    rows = table(paper, evals, list(paper_attacks), linf, dgan_labels)
+    meas = rows.meas
+    meas["settings"] = {k: fm.setting(ctx, k) for k in fm.SETTINGS["quick"]}
+    meas["settings"].update({k: aa_setting(ctx, k) for k in AUTOATTACK["quick"]})
+    meas["autoattack"] = autoattack_measurements(ctx, evals)
+    path = lambda part: ctx.figure_path(fm.cache_key(ctx, part))  # noqa: E731
     from tfdefense.experiments import fm_figures
 
     figures = {
         "FM-Defense resistance, clean vs adversarial": fm_figures.resistance_histograms(
-            ev.resistances, ctx.figure_path(fm.cache_key(ctx, "table2_resistance"))),
+            reads.resistances, path("table2_resistance")),
         "FM-Defense detection accuracy vs threshold and ρ (Fig 4)": fm_figures.detection_curves(
-            ev.r_val, ev.resistances, ctx.figure_path(fm.cache_key(ctx, "table2_decisions"))),
+            ev.r_val, reads.resistances, path("table2_decisions")),
     }
-    meas["detection_curves"] = fm_figures.curves(ev.r_val, ev.resistances)
+    meas["detection_curves"] = fm_figures.curves(ev.r_val, reads.resistances)
     meas["theta_r"] = ev.det.theta_r_.tolist()
     meas["theta_d"] = ev.det.theta_d_
-    meas["val_false_positive"] = float(np.mean(resistance_distance(
-        ev.r_val, ev.det.theta_r_) > 0))
+    meas["val_false_positive"] = float(np.mean(resistance_distance(ev.r_val, ev.det.theta_r_) > 0))
     meas["magnet_thresholds"] = ev.magnet.thresholds.numpy().tolist()
-    meas["timings_s"] = timings
-    meas["settings"].update({k: aa_setting(ctx, k) for k in AUTOATTACK["quick"]})
+    meas["timings_s"] = {**timings, "total": time.perf_counter() - t0}
+    n = {k: len(evals[k][1]) for k in (("paper", "none"), ("adaptive", "fm"), ("adaptive", "dgan"))}
     return Result(name, f"FM-Defense Table II: accuracy (%) under attack, {LABELS[ctx.role]}",
-                  ctx.preset, ctx.dataset, columns=COLUMNS, rows=grid.rows,
-                  notes=_notes(ctx, ev, meas, len(x), len(xa_), len(xd_)), figures=figures,
-                  measurements=meas)
-
-
-def _autoattack_rows(ctx, ev, fm_logits, x, y, clean, n, n_dg):
-    """AutoAttack on C and through each defense, on the first ``n`` (Defense-GAN: ``n_dg``)
-    images. Returns (measurements, FM-Defense's scores, per column the per-image verdicts).
-    """
-    version = aa_setting(ctx, "fm_autoattack_version")
-    n_classes = fm.num_classes(ctx)
-    # n_target_classes None: the version's, capped at C - 1 by AutoAttack (CelebA: 1)
-    common = {"eps": 0.3, "norm": "linf", "version": version, "batch_size": 100,
-              "n_target_classes": None,
-              "steps": aa_setting(ctx, "fm_autoattack_steps"),
-              "queries": aa_setting(ctx, "fm_autoattack_queries"), "seed": ctx.settings["seed"]}
-    dgan_queries = aa_setting(ctx, "fm_autoattack_dgan_queries") or common["queries"]
-    xa, ya = x[:n], y[:n]
-    xd, yd = x[:n_dg], y[:n_dg]
-    def run(key, logits, xs, ys, **kwargs):
-        return autoattack_cells.run(ctx, fm.cache_key(ctx, key, "/"), logits, xs, ys,
-                                    **{**common, **kwargs})
-
-    runs = {
-        "none": run("aa_classifier", ev.clf, xa, ya),
-        "fm": run("aa_fm_adaptive", fm_logits, xa, ya),
-        "magnet": run("aa_magnet_adaptive", ev.magnet.logits, xa, ya,
-                      labels_of=ev.magnet.predict),
-        "dgan": run(f"aa_{DGAN_CACHE}_adaptive", ev.dgan.logits, xd, yd, queries=dgan_queries),
-    }
-    # per image: the defense's verdict on the AutoAttack example
-    s_fm, fm_ok = ev.fm_scores("aa_adaptive", runs["fm"].x_adv, ya, clean)
-    ok_aa = {"none": runs["none"].correct, "fm_adv": fm_ok,
-             "magnet": ev.magnet_ok(runs["magnet"].x_adv, ya),
-             "dgan": ev.dgan_ok("aa_adaptive", runs["dgan"].x_adv, yd)}
-    plan = AutoAttack(**{k: v for k, v in common.items() if k != "batch_size"})
-    out = {
-        "n": n, "n_dgan": n_dg, "params": {**common, "dgan_queries": dgan_queries},
-        "num_classes": n_classes,
-        # which objective each component ran on C's classes, and against how many targets
-        "objectives": plan.objectives(n_classes), "targets": plan.targets(n_classes),
-        "objectives_text": plan.objectives_text(n_classes),
-        "autoattack": {k: float(v.mean()) for k, v in ok_aa.items()},
-        "runs": {k: r.summary() for k, r in runs.items()},
-        "seconds": float(sum(r.total_seconds for r in runs.values())),
-    }
-    return out, s_fm, ok_aa
-
-
-def second_class(clf, x, y) -> np.ndarray:
-    """The target of the targeted attacker: C's most likely wrong class on the clean image."""
-    logits = np.array(clf(x))
-    logits[np.arange(len(y)), y] = -np.inf
-    return np.argmax(logits, -1).astype(np.int64)
+                  ctx.preset, ctx.dataset, columns=COLUMNS, rows=rows.rows,
+                  notes=_notes(ctx, ev, meas, *n.values()), figures=figures, measurements=meas)
 
 
 def _notes(ctx, ev, meas, n, n_ad, n_dg) -> list[str]:
@@ -528,11 +606,16 @@ def _notes(ctx, ev, meas, n, n_ad, n_dg) -> list[str]:
         f"Defense-GAN: WGAN-GP, latent 128, width {s('fm_gan_width')} (paper 64), "
         f"{s('fm_gan_epochs')} epochs on {len(fm.train_arrays(ctx)[0])} images; projection "
         f"L = {s('fm_dgan_iterations')}, R = {s('fm_dgan_restarts')} (paper 200 × 10).",
+        "Every cell is a defense read on one attack's examples, through "
+        "tfdefense.attacks.evaluate_robustness (experiments.grid), the evaluation `tfdefense "
+        "evaluate --defense` runs on the saved defenses; the paper-protocol sets are crafted on C "
+        "once and read by every defense.",
         "Adaptive rows (not in the paper, whose attacker is oblivious): MagNet with exact "
         "gradients through the reformer (differentiable, so no BPDA approximation is needed); "
         "Defense-GAN with BPDA (identity) through the projection; FM-Defense through the "
         f"log-mean-softmax of C over x, its purification and {s('fm_eot_morphs')} random morphs "
-        "(EOT), gradients through encoder and DGMM so z_u is fooled too. 'no defense' in an "
+        "(EOT; its morph generator restarts from its seed at each evaluation), gradients through "
+        "encoder and DGMM so z_u is fooled too. 'no defense' in an "
         "adaptive row is C under the same attack crafted on C. The detector-aware row is "
         "tfdefense.attacks.DetectorAwarePGD (cross-entropy minus a penalty on the defense's "
         "detection_margin, each term's gradient normalised, best successful iterate as judged "
@@ -546,6 +629,14 @@ def _notes(ctx, ev, meas, n, n_ad, n_dg) -> list[str]:
             f"{k}: {v}" for k, v in meas["worst_case"]["images"].items()) + "); an image counts "
         "as defended by FM-Defense / MagNet when it is rejected or labelled correctly.",
     ]
+    return notes + _verdict_notes(ctx, ev, meas)
+
+
+def _verdict_notes(ctx, ev, meas) -> list[str]:
+    """The notes that depend on the dataset, the preset and the numbers: CelebA's task, the
+    cells quick leaves out, AutoAttack, and which baseline is invalid or broken."""
+    s = lambda k: fm.setting(ctx, k)  # noqa: E731
+    notes = []
     if ctx.role == "celeb_a":
         notes.append(celeb_a_note(ctx, ev.clf_accuracy))
     if ctx.preset == "quick":
@@ -602,6 +693,7 @@ def celeb_a_note(ctx, clf_accuracy: float) -> str:
 
 def _autoattack_note(aa: dict) -> str:
     p = aa["params"]
+    fm_p = p.get("fm") or {}
     budget = ("quick version: 20 steps, 3 target classes, Square 1000 queries, 1 restart — weaker "
               "than the standard version (100 steps, 9 targets, 5000 queries)"
               if p["version"] == "quick" else f"{p['version']} version")
@@ -623,14 +715,18 @@ def _autoattack_note(aa: dict) -> str:
                          f"{run['square_only']} point(s) every gradient attack missed)")
         elif run["gradient_masking"] is False:
             flags.append(f"{names[key]}: no sign of gradient masking")
+        else:
+            flags.append(f"{names[key]}: {grid.masking_text(None)}")
     return (
         f"AutoAttack rows (Croce & Hein 2020, not in the paper): Linf ε = 0.3, {budget}; the "
         f"first {aa['n']} test images ({aa['n_dgan']} for Defense-GAN, with "
         f"{p['dgan_queries'] or 'the version’s'} Square queries, each a full projection). "
-        "'no defense' is the ensemble on C; the defense columns are adaptive AutoAttack on the "
-        "adaptive rows' surrogates (FM-Defense: EOT over morphs through the DGMM, scored by "
-        "FM-Defense afterwards; MagNet: through the reformer, success judged by MagNet, so a "
-        "rejected example is not a success; Defense-GAN: BPDA through the projection). "
+        "'no defense' is the ensemble on C; the defense columns are adaptive AutoAttack through "
+        "each defense's logits, success judged by the defense itself, so a rejected example is "
+        "not a success (MagNet: through the reformer; Defense-GAN: BPDA through the projection; "
+        "FM-Defense, whose logits draw random morphs: the rand version, APGD-CE and APGD-DLR "
+        f"with EOT over {fm_p.get('eot_iter')} draws of its logits per step, "
+        f"{fm_p.get('steps')} steps, no Square, so no masking check). "
         f"{objectives} Gradient-masking check — " + "; ".join(flags)
         + f". AutoAttack time {aa['seconds']:.0f} s (when computed; cached after).")
 

@@ -11,6 +11,12 @@ first ``n``), ``robust`` gives the per-image verdicts, and ``worst_case`` takes
 the per-image minimum over any rows of any results on the same images. No attack
 code lives in the experiments: they choose defenses, attacks and images.
 
+A defense whose reading of a set is costly (Defense-GAN's projection, FM-Defense's
+morph search) reads each image set once: ``cached_reads`` is an
+``evaluate_robustness`` ``read`` hook that keeps (labels, decisions) per (defense,
+image set) in the run's cache, so a rerun, or another evaluation on the same images,
+reads them from disk.
+
 Example:
     >>> import numpy as np
     >>> from tfdefense.attacks.robustness import AttackResult, RobustnessResult
@@ -31,9 +37,11 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -41,43 +49,99 @@ from tfdefense.attacks import AutoAttack, evaluate_robustness
 from tfdefense.attacks.adversarial_set import data_fingerprint, model_fingerprint
 from tfdefense.attacks.base import Attack
 from tfdefense.attacks.robustness import AttackResult, RobustnessResult
-from tfdefense.defend.base import REJECTED
+from tfdefense.defend.base import REJECTED, Defense
 
 
 def evaluate(ctx, key: str, defense, x: np.ndarray, y: np.ndarray,
              attacks: Mapping[str, Attack], *, attack_model=None,
-             eot_samples: int | None = None) -> RobustnessResult:
+             eot_samples: int | None = None, targets: Mapping[str, np.ndarray] | None = None,
+             read=None, depends_on: Any = None,
+             cache_result: bool | None = None) -> RobustnessResult:
     """``evaluate_robustness`` of ``defense`` under ``attacks`` on ``(x, y)``, cached under
     ``cache/grid/<key>``; ``attack_model``: craft on that model (grey-box) instead of the
-    defense's ``logits``; ``eot_samples``: EOT draws for a stochastic defense.
+    defense's ``logits``; ``eot_samples``: EOT draws for a stochastic defense; ``targets``
+    and ``read``: as ``evaluate_robustness``'s (a targeted attack's classes; a reading
+    hook such as ``cached_reads``); ``depends_on``: what else the sets crafted through the
+    defense depend on besides its weights and fitted state (e.g. its ``get_config()``:
+    EOT morphs, projection steps), folded into their fingerprint (not with
+    ``attack_model``: a grey-box set depends on the attack model alone).
 
     A stochastic defense's labels depend on every random draw before them, the attacks'
     included, which a rerun reads from the cache instead of drawing: so its whole result
     (per-image labels and decisions) is cached too, under ``cache/grid/<key>/result``,
-    made from the defense's weights, the attacks, the images and the EOT draws."""
+    made from the defense's weights, the attacks, the images and the EOT draws.
+    ``cache_result`` overrides that (False for a defense whose logits draw but whose
+    predictions do not, e.g. FM-Defense's image-seeded morphs: its rows are read again
+    from the cached sets, through ``read``)."""
+    fingerprint = None
+    if depends_on is not None and attack_model is None:
+        fingerprint = hashlib.sha256(json.dumps(
+            {"defense": defense_fingerprint(defense), "depends_on": depends_on,
+             "eot_samples": eot_samples}, sort_keys=True, default=repr).encode()).hexdigest()
+
     def run() -> RobustnessResult:
         return evaluate_robustness(defense, (x, y), dict(attacks), attack_model=attack_model,
                                    cache_dir=os.path.join(ctx.cache_dir, "grid", key),
-                                   eot_samples=eot_samples, verbose=True)
+                                   eot_samples=eot_samples, verbose=True, targets=targets,
+                                   read=read, fingerprint=fingerprint)
 
-    if not getattr(defense, "stochastic", False):
+    if cache_result is None:
+        cache_result = bool(getattr(defense, "stochastic", False))
+    if not cache_result:
         return run()
-    depends_on = {"defense": model_fingerprint(*defense.components().values()),
-                  "attacks": {k: a.get_config() for k, a in attacks.items()},
-                  "data": data_fingerprint(np.asarray(x), np.asarray(y)),
-                  "attack_model": attack_model is not None, "eot_samples": eot_samples}
+    made_from = {"defense": model_fingerprint(*defense.components().values()),
+                 "attacks": {k: a.get_config() for k, a in attacks.items()},
+                 "data": data_fingerprint(np.asarray(x), np.asarray(y)),
+                 "attack_model": attack_model is not None, "eot_samples": eot_samples}
+    # (absent when not given: the results cached before these keys existed stay valid)
+    if fingerprint is not None:
+        made_from["sets"] = fingerprint
+    if targets:
+        made_from["targets"] = {k: data_fingerprint(np.asarray(v), None)
+                                for k, v in sorted(targets.items())}
     text = ctx.cached_arrays(f"grid/{key}/result", lambda: {"json": run().to_json()},
-                             depends_on=depends_on)["json"]
+                             depends_on=made_from)["json"]
     fields = json.loads(str(text))
     return RobustnessResult(**{**fields, "rows": [AttackResult(**r) for r in fields["rows"]]})
 
 
-def _labels(result: RobustnessResult, label: str) -> np.ndarray:
+def defense_fingerprint(defense: Defense) -> str:
+    """SHA-256 of what a defense's answers are made from: its component weights, fitted state
+    and ``get_config()``."""
+    state = [np.asarray(v) for _, v in sorted(defense.state().items())]
+    weights = model_fingerprint(*defense.components().values(), *state)
+    config = json.dumps(defense.get_config(), sort_keys=True, default=repr)
+    return hashlib.sha256(f"{weights}:{config}".encode()).hexdigest()
+
+
+def cached_reads(ctx, defense: Defense, name: str):
+    """An ``evaluate_robustness`` ``read`` hook: ``defense``'s (labels, decisions) on each image
+    set, computed once per (defense, set) and cached as ``cache/grid/reads/<name>/<the
+    images' fingerprint>.npz`` (made from ``defense_fingerprint``), whatever evaluation or
+    row reads the set (the clean images of several evaluations, a rerun)."""
+    depends_on = {"defense": defense_fingerprint(defense)}
+
+    def read(label: str, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        key = f"grid/reads/{name}/{data_fingerprint(np.asarray(images), None)[:32]}"
+        arrays = ctx.cached_arrays(key, lambda: dict(zip(
+            ("labels", "decisions"), defense.predict_with_decisions(images), strict=True)),
+            depends_on=depends_on)
+        return arrays["labels"], arrays["decisions"]
+
+    return read
+
+
+def attack_row(result: RobustnessResult, label: str) -> AttackResult:
+    """The row of attack ``label`` in ``result`` (not an AutoAttack component's)."""
     rows = [r for r in result.rows if r.label == label and not r.cumulative]
     if not rows:
         raise ValueError(f"label: no attack row {label!r}; expected one of "
                          f"{[r.label for r in result.rows if not r.cumulative]}")
-    return np.asarray(rows[0].labels, np.int64)
+    return rows[0]
+
+
+def _labels(result: RobustnessResult, label: str) -> np.ndarray:
+    return np.asarray(attack_row(result, label).labels, np.int64)
 
 
 def robust(result: RobustnessResult, label: str, y: np.ndarray, n: int | None = None,
@@ -97,11 +161,17 @@ def accuracies(result: RobustnessResult, y: np.ndarray, n: int | None = None,
     return {name: 100.0 * float(robust(result, name, y, n).mean()) for name in ("clean", *names)}
 
 
+def survivors(verdicts: Sequence[np.ndarray]) -> np.ndarray:
+    """Per image of the images every verdict array (True = withstood) covers (their common
+    prefix): True where every one of them left it standing."""
+    n = min(len(v) for v in verdicts)
+    return np.logical_and.reduce([np.asarray(v, bool)[:n] for v in verdicts])
+
+
 def worst_case(verdicts: Sequence[np.ndarray]) -> float:
     """Percent of images every verdict array (True = withstood) leaves standing, over the
-    images they all cover (their common prefix)."""
-    n = min(len(v) for v in verdicts)
-    return 100.0 * float(np.logical_and.reduce([np.asarray(v, bool)[:n] for v in verdicts]).mean())
+    images they all cover (their common prefix; ``survivors``)."""
+    return 100.0 * float(survivors(verdicts).mean())
 
 
 def autoattack_summary(result: RobustnessResult, label: str, y: np.ndarray) -> dict:
@@ -155,5 +225,5 @@ def masking_text(flag: bool | None) -> str:
     return "no sign of gradient masking (Square broke no point the gradient attacks missed)"
 
 
-__all__ = ["accuracies", "autoattack", "autoattack_summary", "evaluate", "masking_text", "robust",
-           "worst_case"]
+__all__ = ["accuracies", "attack_row", "autoattack", "autoattack_summary", "cached_reads",
+           "defense_fingerprint", "evaluate", "masking_text", "robust", "survivors", "worst_case"]
