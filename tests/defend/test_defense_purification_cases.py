@@ -13,24 +13,10 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from hand_models import SHAPE, ShiftedInTraining, constant_dense
 
 from tfdefense.defend import AdversarialCDVAEDefense, ClassifierDefense, GreyBoxDefense
 from tfdefense.models import CDVAE, AdversarialCDVAE
-
-SHAPE = (2, 2, 1)
-
-
-def constant_dense(units, kernel, bias):
-    return keras.layers.Dense(
-        units, kernel_initializer=keras.initializers.Constant(np.asarray(kernel, np.float32)),
-        bias_initializer=keras.initializers.Constant(np.asarray(bias, np.float32)))
-
-
-class ShiftedInTraining(keras.layers.Layer):
-    """x at inference, x + 1 in training mode."""
-
-    def call(self, x, training=None):
-        return x + 1.0 if training else x
 
 
 def classifier():

@@ -15,35 +15,13 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from hand_models import SHAPE, NegatedInTraining, constant_dense, flat_model
 
 from tfdefense.decisions import Decision
 from tfdefense.defend import FMDefense
 from tfdefense.defend.fm_defense import defense_accuracy
 from tfdefense.detect import MorphEngine, ResistanceDetector
 from tfdefense.models import DGMM, ComboVAE
-
-SHAPE = (2, 2, 1)
-
-
-def constant_dense(units, kernel, bias):
-    return keras.layers.Dense(
-        units, kernel_initializer=keras.initializers.Constant(np.asarray(kernel, np.float32)),
-        bias_initializer=keras.initializers.Constant(np.asarray(bias, np.float32)))
-
-
-def flat_model(units, kernel, bias, *extra):
-    x = keras.Input(SHAPE)
-    out = constant_dense(units, kernel, bias)(keras.layers.Flatten()(x))
-    for layer in extra:
-        out = layer(out)
-    return keras.Model(x, out)
-
-
-class NegatedInTraining(keras.layers.Layer):
-    """x at inference, −x in training mode (a stand-in for dropout / batch statistics)."""
-
-    def call(self, x, training=None):
-        return -x if training else x
 
 
 def hand_vae():

@@ -14,6 +14,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from hand_models import SHAPE, constant_dense, flat_model
 
 from tfdefense.decisions import Decision
 from tfdefense.defend import FMDefense
@@ -22,22 +23,9 @@ from tfdefense.detect import MorphEngine, ResistanceDetector
 from tfdefense.models import DGMM, ComboVAE
 from tfdefense.models.dgmm import lgm_loss
 
-SHAPE = (2, 2, 1)
-
-
-def constant_dense(units, kernel, bias):
-    return keras.layers.Dense(
-        units, kernel_initializer=keras.initializers.Constant(np.asarray(kernel, np.float32)),
-        bias_initializer=keras.initializers.Constant(np.asarray(bias, np.float32)))
-
 
 def images(*pixels):
     return np.asarray(pixels, np.float32).reshape(-1, *SHAPE)
-
-
-def flat_model(units, kernel, bias):
-    x = keras.Input(SHAPE)
-    return keras.Model(x, constant_dense(units, kernel, bias)(keras.layers.Flatten()(x)))
 
 
 def hand_dgmm(kernel=None, bias=(0.5,)):

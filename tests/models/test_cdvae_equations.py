@@ -15,20 +15,10 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from hand_models import SHAPE, constant_dense
 
 from tfdefense.models import CDVAE, AdversarialCDVAE, vae_losses
 from tfdefense.perturbation import iterative_attack
-
-SHAPE = (2, 2, 1)
-
-
-def constant_dense(units, kernel, bias, name=None):
-    """A Dense layer whose kernel and bias are the given numbers (built on first call)."""
-    kernel = np.asarray(kernel, np.float32)
-    return keras.layers.Dense(units, name=name,
-                              kernel_initializer=keras.initializers.Constant(kernel),
-                              bias_initializer=keras.initializers.Constant(
-                                  np.asarray(bias, np.float32)))
 
 
 def images(*pixels):

@@ -11,32 +11,10 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from hand_models import SHAPE, NegatedInTraining, constant_dense, flat_model
 
 from tfdefense.models import DGMM, ComboVAE
 from tfdefense.models.combo_vae import reconstruction_loss
-
-SHAPE = (2, 2, 1)
-
-
-def constant_dense(units, kernel, bias):
-    return keras.layers.Dense(
-        units, kernel_initializer=keras.initializers.Constant(np.asarray(kernel, np.float32)),
-        bias_initializer=keras.initializers.Constant(np.asarray(bias, np.float32)))
-
-
-class NegatedInTraining(keras.layers.Layer):
-    """x at inference, −x in training mode (a stand-in for dropout / batch statistics)."""
-
-    def call(self, x, training=None):
-        return -x if training else x
-
-
-def flat_model(units, kernel, bias, *extra):
-    x = keras.Input(SHAPE)
-    out = constant_dense(units, kernel, bias)(keras.layers.Flatten()(x))
-    for layer in extra:
-        out = layer(out)
-    return keras.Model(x, out)
 
 
 def hand_dgmm():

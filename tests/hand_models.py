@@ -1,0 +1,43 @@
+"""Hand-built Keras pieces for the hand-computed test cases: layers whose weights are given
+numbers, so a test can derive every output by hand (importable from any test: pytest puts
+``tests/`` on the path for its conftest)."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+#: the per-image shape of the hand cases: 2x2 pixels, one channel
+SHAPE = (2, 2, 1)
+
+
+def constant_dense(units: int, kernel, bias, name: str | None = None) -> keras.layers.Dense:
+    """A Dense layer whose kernel and bias are the given numbers (built on first call)."""
+    return keras.layers.Dense(
+        units, name=name,
+        kernel_initializer=keras.initializers.Constant(np.asarray(kernel, np.float32)),
+        bias_initializer=keras.initializers.Constant(np.asarray(bias, np.float32)))
+
+
+def flat_model(units: int, kernel, bias, *extra: keras.layers.Layer,
+               shape: tuple[int, ...] = SHAPE) -> keras.Model:
+    """Flatten -> ``constant_dense(units, kernel, bias)`` -> ``extra`` layers."""
+    x = keras.Input(shape)
+    out = constant_dense(units, kernel, bias)(keras.layers.Flatten()(x))
+    for layer in extra:
+        out = layer(out)
+    return keras.Model(x, out)
+
+
+class NegatedInTraining(keras.layers.Layer):
+    """x at inference, −x in training mode (a stand-in for dropout / batch statistics)."""
+
+    def call(self, x, training=None):
+        return -x if training else x
+
+
+class ShiftedInTraining(keras.layers.Layer):
+    """x at inference, x + 1 in training mode."""
+
+    def call(self, x, training=None):
+        return x + 1.0 if training else x
