@@ -113,7 +113,12 @@ class ResistanceDetector(Detector):
     """FM-Defense's detector: ``fit``, ``score``, ``detect -> (report, is_adv)``, save, serve.
 
     ``save(path)`` / ``tfdefense.detect.load(path)`` keep the engine's combo-VAE and
-    classifier, both configs and the fitted arrays (θ_r, θ_d, the normal ranges).
+    classifier, both configs and the fitted arrays (θ_r, θ_d, the normal ranges). The
+    engine's parameters, its ``compute_dtype`` among them (``MorphEngine``: float32, or
+    bfloat16 morphs), are ``get_config()["engine"]``: they survive save / load and travel
+    into an export's metadata; a config saved without ``compute_dtype`` loads as float32.
+    The resistances stay float32 counts whatever the engine's precision, and θ_r, θ_d
+    compare them in float64.
     ``serving_spec()`` exports one ``detect`` graph (morphs → resistance → Eq 5 distance →
     decision); ``resistance_tensors(x)`` is the same as TensorFlow ops.
 
