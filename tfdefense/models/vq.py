@@ -167,7 +167,7 @@ class VectorQuantizer(keras.layers.Layer):
         self.ema_sum.assign(total)
         self.codebook.assign(total / smoothed[:, None])
 
-    def compute_output_spec(self, z_e):
+    def compute_output_spec(self, z_e, training=None):
         n, spatial = z_e.shape[0], tuple(z_e.shape[1:-1])
         return (keras.KerasTensor(z_e.shape, "float32"), keras.KerasTensor((n,), "float32"),
                 keras.KerasTensor((n,), "float32"), keras.KerasTensor((n, *spatial), "int32"))
