@@ -41,3 +41,18 @@ class ShiftedInTraining(keras.layers.Layer):
 
     def call(self, x, training=None):
         return x + 1.0 if training else x
+
+
+def hand_combo_vae():
+    """The smallest ComboVAE: μ(x) = (x00, x01), log σ² = 0; z_u = 0.5 (a DGMM with a zero
+    kernel, two classes); the decoder maps [z_s0, z_s1, z_u] to the image (z_s0, z_s1, 0, 0)."""
+    from tfdefense.models import DGMM, ComboVAE
+
+    pick = np.zeros((4, 4))
+    pick[0, 0] = pick[1, 1] = 1.0
+    dgmm = DGMM(flat_model(1, np.zeros((4, 1)), [0.5]), num_classes=2)
+    z_s, z_u = keras.Input((2,)), keras.Input((1,))
+    dense = constant_dense(4, [[1.0, 0, 0, 0], [0, 1.0, 0, 0], [0, 0, 0, 0]], np.zeros(4))
+    dec = keras.Model([z_s, z_u], keras.layers.Reshape(SHAPE)(
+        dense(keras.layers.Concatenate()([z_s, z_u]))))
+    return ComboVAE(flat_model(4, pick, np.zeros(4)), dec, dgmm)

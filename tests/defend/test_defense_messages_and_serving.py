@@ -13,12 +13,12 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from hand_models import SHAPE, constant_dense, flat_model
+from hand_models import SHAPE, constant_dense, flat_model, hand_combo_vae
 
 from tfdefense.defend import ClassifierDefense, FMDefense, GreyBoxDefense
 from tfdefense.defend.base import Defense
 from tfdefense.detect import MorphEngine, ResistanceDetector
-from tfdefense.models import CDVAE, DGMM, ComboVAE
+from tfdefense.models import CDVAE
 
 
 def whole(message):
@@ -34,15 +34,7 @@ def classifier():
 def hand_engine():
     """A MorphEngine on the smallest ComboVAE (z_s = (x00, x01), z_u from a zero-kernel DGMM),
     its normal ranges not fitted (``low_ is None``)."""
-    pick = np.zeros((4, 4))
-    pick[0, 0] = pick[1, 1] = 1.0
-    dgmm = DGMM(flat_model(1, np.zeros((4, 1)), [0.5]), num_classes=2)
-    z_s, z_u = keras.Input((2,)), keras.Input((1,))
-    dense = constant_dense(4, [[1.0, 0, 0, 0], [0, 1.0, 0, 0], [0, 0, 0, 0]], np.zeros(4))
-    dec = keras.Model([z_s, z_u], keras.layers.Reshape(SHAPE)(
-        dense(keras.layers.Concatenate()([z_s, z_u]))))
-    vae = ComboVAE(flat_model(4, pick, np.zeros(4)), dec, dgmm)
-    return MorphEngine(vae, classifier(), n_morphs=4)
+    return MorphEngine(hand_combo_vae(), classifier(), n_morphs=4)
 
 
 def test_another_object_is_refused_with_its_type_named():

@@ -11,30 +11,15 @@ training mode, so an inference path that runs it in training mode gives the othe
 
 import math
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from hand_models import SHAPE, NegatedInTraining, constant_dense, flat_model
+from hand_models import SHAPE, NegatedInTraining, flat_model, hand_combo_vae
 
 from tfdefense.decisions import Decision
 from tfdefense.defend import FMDefense
 from tfdefense.defend.fm_defense import defense_accuracy
 from tfdefense.detect import MorphEngine, ResistanceDetector
-from tfdefense.models import DGMM, ComboVAE
-
-
-def hand_vae():
-    """μ(x) = (x00, x01), log σ² = 0; z_u = 0.5 (a DGMM with a zero kernel); the decoder:
-    [z_s0, z_s1, z_u] -> image (z_s0, z_s1, 0, 0)."""
-    pick = np.zeros((4, 4))
-    pick[0, 0] = pick[1, 1] = 1.0
-    dgmm = DGMM(flat_model(1, np.zeros((4, 1)), [0.5]), num_classes=2)
-    z_s, z_u = keras.Input((2,)), keras.Input((1,))
-    dense = constant_dense(4, [[1.0, 0, 0, 0], [0, 1.0, 0, 0], [0, 0, 0, 0]], np.zeros(4))
-    dec = keras.Model([z_s, z_u], keras.layers.Reshape(SHAPE)(
-        dense(keras.layers.Concatenate()([z_s, z_u]))))
-    return ComboVAE(flat_model(4, pick, np.zeros(4)), dec, dgmm)
 
 
 def hand_classifier():
@@ -78,7 +63,7 @@ class GivenMorphs(MorphEngine):
 
 
 def hand_defense(**kwargs):
-    engine = GivenMorphs(hand_vae(), hand_classifier(), n_morphs=4).set_ranges([0.0, 0.0],
+    engine = GivenMorphs(hand_combo_vae(), hand_classifier(), n_morphs=4).set_ranges([0.0, 0.0],
                                                                              [1.0, 1.0])
     detector = ResistanceDetector(engine, unified_threshold=0.6, theta_d=0.2)
     return FMDefense(detector.fit_resistance(np.ones((4, 2))), **kwargs)
@@ -174,7 +159,7 @@ def test_config_and_from_parts_defaults():
 
 
 def test_an_unfitted_detector_or_another_object_is_refused():
-    engine = GivenMorphs(hand_vae(), hand_classifier(), n_morphs=4)
+    engine = GivenMorphs(hand_combo_vae(), hand_classifier(), n_morphs=4)
     with pytest.raises(ValueError, match=r"^detector: not fitted; call detector\.fit\(x_val\) "
                                          r"\(or fit_resistance\) before building the defense$"):
         FMDefense(ResistanceDetector(engine, unified_threshold=0.6, theta_d=0.2))
