@@ -415,8 +415,9 @@ def _targets(targets, attack_map: Mapping[str, Attack], num_classes: int,
     return out
 
 
-def _defense_fingerprint(defense: Defense) -> str:
-    """SHA-256 of a defense's component weights and fitted state."""
+def defense_weights_fingerprint(defense: Defense) -> str:
+    """SHA-256 of a defense's component weights and fitted state (what its cached attack sets
+    are keyed by)."""
     arrays = [np.asarray(v) for _, v in sorted(defense.state().items())]
     return model_fingerprint(*defense.components().values(), *arrays)
 
@@ -540,7 +541,7 @@ def evaluate_robustness(
             return fingerprint
         # ``==``: an ``attack_model`` of ``defense.logits`` is another bound-method object
         if is_defense and (model is predict or model == logits_fn or model is surface):
-            fp = _defense_fingerprint(predict)
+            fp = defense_weights_fingerprint(predict)
             return f"{fp}:eot{eot_samples}" if model is surface and stochastic else fp
         return model_fingerprint(model)
 

@@ -19,7 +19,7 @@ reads them from disk.
 
 Example:
     >>> import numpy as np
-    >>> from tfdefense.attacks.robustness import AttackResult, RobustnessResult
+    >>> from tfdefense.attacks.robustness import AttackResult, RobustnessResult, defense_weights_fingerprint
     >>> row = lambda label, labels: AttackResult(label, "x", {}, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
     ...                                          labels=labels)
     >>> y = np.array([0, 1, 2, 3])
@@ -48,7 +48,7 @@ import numpy as np
 from tfdefense.attacks import AutoAttack, evaluate_robustness
 from tfdefense.attacks.adversarial_set import data_fingerprint, model_fingerprint
 from tfdefense.attacks.base import Attack
-from tfdefense.attacks.robustness import AttackResult, RobustnessResult
+from tfdefense.attacks.robustness import AttackResult, RobustnessResult, defense_weights_fingerprint
 from tfdefense.defend.base import REJECTED, Defense
 
 
@@ -108,8 +108,7 @@ def evaluate(ctx, key: str, defense, x: np.ndarray, y: np.ndarray,
 def defense_fingerprint(defense: Defense) -> str:
     """SHA-256 of what a defense's answers are made from: its component weights, fitted state
     and ``get_config()``."""
-    state = [np.asarray(v) for _, v in sorted(defense.state().items())]
-    weights = model_fingerprint(*defense.components().values(), *state)
+    weights = defense_weights_fingerprint(defense)
     config = json.dumps(defense.get_config(), sort_keys=True, default=repr)
     return hashlib.sha256(f"{weights}:{config}".encode()).hexdigest()
 
