@@ -413,15 +413,16 @@ class FMReads:
             name = (names or {}).get(label, prefix + label) if label != "clean" else "clean"
             if name not in self.resistances or label != "clean":
                 self.resistances[name] = r
-                self.classifier_labels[name] = _argmax_labels(self.defense.classifier, images)
+                self.classifier_labels[name] = argmax_labels(self.defense.classifier, images)
             return self.defense.predict_resistance(images, r)
 
         return read
 
 
-def _argmax_labels(model, x: np.ndarray, batch: int = 256) -> np.ndarray:
+def argmax_labels(model, x: np.ndarray, batch: int = 256) -> np.ndarray:
+    """argmax of ``model``'s inference-mode logits on ``x``, in batches of ``batch``."""
     return np.concatenate([np.argmax(np.asarray(model(x[i: i + batch], training=False)), -1)
-                           for i in range(0, len(x), batch)])
+                           for i in range(0, len(x), batch)]).astype(np.int64)
 
 
 def magnet(ctx) -> MagNet:

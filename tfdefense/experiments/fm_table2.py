@@ -197,12 +197,6 @@ def autoattack(ctx, stochastic: bool = False, queries: int | None = None) -> Aut
                            stochastic=stochastic)
 
 
-def labels(model, x, batch: int = 256) -> np.ndarray:
-    """argmax of ``model``'s logits, in batches."""
-    return np.concatenate([np.argmax(np.asarray(model(x[i: i + batch])), -1)
-                           for i in range(0, len(x), batch)]).astype(np.int64)
-
-
 def second_class(clf, x, y) -> np.ndarray:
     """The target of the targeted attacker: C's most likely wrong class on the clean image."""
     logits = np.array(clf(x))
@@ -265,7 +259,7 @@ class Evaluator:
     def clf_accuracy(self) -> float:
         """C's accuracy on the first ``fm_eval_images`` test images."""
         x, y = self.ctx.arrays("test", limit=fm.setting(self.ctx, "fm_eval_images"))
-        return float(np.mean(labels(self.clf, x) == y))
+        return float(np.mean(fm.argmax_labels(self.clf, x) == y))
 
     def defense(self, key: str):
         """One of the table's defenses by key (``DEFENSES``): C as a ``Defense``, FM-Defense,
