@@ -34,6 +34,9 @@ setup(
         "keras-tuner>=1.4",
         "numpy>=1.26",
         "scikit-learn>=1.3",
+        # imported directly (one BLAS thread for the detectors' small regressions);
+        # scikit-learn itself requires it
+        "threadpoolctl>=3.1",
         "mlxtend>=0.23",
         "matplotlib>=3.7",
         "tqdm>=4.60",
