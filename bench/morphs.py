@@ -142,11 +142,11 @@ def paper_size_engines(args) -> tuple[dict[str, MorphEngine], int, np.ndarray]:
 
 _ONEDNN_PROBE = """
 import tensorflow as tf
-from tfdefense.detect.morphs import compute_precision
+from tfdefense.detect.morphs import mixed_bfloat16_clone
 from tfdefense.nets import fm_nets, small_cnn
-dec, clf = fm_nets.fm_decoder(20, 10), small_cnn((28, 28, 1), 10, width=16)
-with compute_precision([dec, clf], "bfloat16"):
-    tf.function(lambda z, u: clf(dec([z, u])))(tf.zeros((8, 20)), tf.zeros((8, 10)))
+dec, clf = (mixed_bfloat16_clone(m) for m in (fm_nets.fm_decoder(20, 10),
+                                              small_cnn((28, 28, 1), 10, width=16)))
+tf.function(lambda z, u: clf(dec([z, u])))(tf.zeros((8, 20)), tf.zeros((8, 10)))
 """
 
 

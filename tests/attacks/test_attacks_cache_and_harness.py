@@ -16,6 +16,7 @@ from tfdefense.attacks import (
     preset_params,
 )
 from tfdefense.attacks.base import Attack
+from tfdefense.attacks.robustness import defense_weights_fingerprint
 from tfdefense.defend.base import REJECTED, Defense
 from tfdefense.nets import small_cnn
 
@@ -224,11 +225,11 @@ def test_a_defense_without_attack_model_is_attacked_through_its_logits(trained, 
                                 verbose=False)
     assert own.rows[0].accuracy == given.rows[0].accuracy
     assert own.rows[0].rejection_rate == given.rows[0].rejection_rate
-    # the cache fingerprints a defense by its components' weights
+    # the cache fingerprints a defense by its components' weights, its state and its config
     cached = evaluate_robustness(defense, (x[:10], y[:10]), "fgsm", cache_dir=tmp_path,
                                  verbose=False)
     meta = json.loads((tmp_path / "fgsm" / "meta.json").read_text())
-    assert meta["model_fingerprint"] == model_fingerprint(model)
+    assert meta["model_fingerprint"] == defense_weights_fingerprint(defense)
     assert cached.rows[0].accuracy == evaluate_robustness(
         defense, (x[:10], y[:10]), "fgsm", verbose=False).rows[0].accuracy
 

@@ -247,7 +247,9 @@ def test_celeb_a_table2_then_fig4_share_the_adversarial_sets(tmp_path):
     assert any("/fm_adaptive/pgd_targeted" in name for name in sets), sets
     assert any("/reads/" in name for name in made)  # FM-Defense's resistance vectors
     _, f4 = _mock("celeb_a", "fm_fig4_celeb_a", tmp_path, TINY_FACES, ctx=ctx)
-    assert cache_files() == made  # every set and resistance read, nothing crafted or morphed again
+    after = cache_files()
+    assert {k: after[k] for k in made} == made  # every set and resistance read, none made again
+    assert all("/reads/classifier/" in k for k in set(after) - set(made))  # only C's labels
     # Table II, CelebA column: the paper's numbers beside ours
     fgsm = next(c for c in t2.rows if c["attack"] == "FGSM ε=0.3 (paper protocol)")
     assert "(paper 99.90)" in fgsm["FM-Defense"] and "(paper 59.20)" in fgsm["MagNet"]

@@ -87,6 +87,7 @@ Example:
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -94,6 +95,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import keras
 import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
@@ -415,11 +417,68 @@ def _targets(targets, attack_map: Mapping[str, Attack], num_classes: int,
     return out
 
 
+def _canonical_keras(obj: Any) -> dict[str, Any]:
+    """A Keras object as its registered name and ``get_config()`` (without the ``name`` Keras
+    numbers per process, which does not change what the object computes)."""
+    config = {k: v for k, v in obj.get_config().items() if k != "name"}
+    return {"keras": keras.saving.get_registered_name(type(obj)), "config": config}
+
+
+def _is_keras_object(value: Any) -> bool:
+    """A Keras class's instance with a config: Keras' own or one registered for serialization."""
+    cls = type(value)
+    if not callable(getattr(value, "get_config", None)):
+        return False
+    return cls.__module__.startswith("keras") or \
+        keras.saving.get_registered_object(keras.saving.get_registered_name(cls)) is cls
+
+
+def _canonical(value: Any, where: str = "config") -> Any:
+    """``value`` as plain JSON values that print the same in every process: numpy scalars as
+    Python numbers, arrays and tensors as dtype, shape and SHA-256 of their bytes, tuples and
+    sets as lists, Keras objects as ``_canonical_keras``, functions by module and qualified
+    name. ``ValueError`` for anything else (whose ``repr`` could hold a memory address)."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray | tf.Tensor | tf.Variable | keras.Variable):
+        arr = np.ascontiguousarray(np.asarray(value))
+        return {"ndarray": str(arr.dtype), "shape": list(arr.shape),
+                "sha256": hashlib.sha256(arr.tobytes()).hexdigest()}
+    if isinstance(value, tf.dtypes.DType):
+        return value.name
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {str(k): _canonical(v, f"{where}[{k!r}]") for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_canonical(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, set | frozenset):
+        items = [_canonical(v, where) for v in value]
+        return sorted(items, key=lambda v: json.dumps(v, sort_keys=True))
+    if _is_keras_object(value):
+        return _canonical(_canonical_keras(value), where)
+    if callable(value) and hasattr(value, "__qualname__"):
+        return f"{value.__module__}.{value.__qualname__}"
+    raise ValueError(f"{where}: cannot fingerprint a {type(value).__name__} in a defense's "
+                     "get_config(); give JSON values, arrays or Keras objects")
+
+
+def defense_config_json(defense: Defense) -> str:
+    """``defense.get_config()`` as canonical JSON (``_canonical``, keys sorted): the same text
+    for the same configuration in every process."""
+    return json.dumps(_canonical(defense.get_config()), sort_keys=True)
+
+
 def defense_weights_fingerprint(defense: Defense) -> str:
-    """SHA-256 of a defense's component weights and fitted state (what its cached attack sets
-    are keyed by)."""
+    """SHA-256 of what a defense's answers are made from: its component weights, its fitted
+    state and its configuration (``defense_config_json``); what its cached attack sets and
+    readings are keyed by, so two defenses that differ in one hyperparameter (FM-Defense's ρ,
+    η or EOT morphs, a grey-box defense's sampling) never share them."""
     arrays = [np.asarray(v) for _, v in sorted(defense.state().items())]
-    return model_fingerprint(*defense.components().values(), *arrays)
+    weights = model_fingerprint(*defense.components().values(), *arrays)
+    return hashlib.sha256(f"{weights}:{defense_config_json(defense)}".encode()).hexdigest()
 
 
 def _model_name(predict) -> str:

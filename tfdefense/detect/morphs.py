@@ -42,9 +42,13 @@ Compute precision (``compute_dtype``): ``"float32"`` (default) or ``"bfloat16"``
 which the decoder and the classifier of the morphs (the S·n decodings per image, nearly
 all of the engine's FLOPs) run under Keras' ``mixed_bfloat16`` policy: float32 weights
 read as bfloat16, bfloat16 activations, the logits cast back to float32 before the
-argmax. On CPUs with AVX512-BF16 (oneDNN's ``avx512_core_bf16`` kernels) the classifier's
-convolutions run about 1.8× and the decoder's transposed ones 1.4× faster than in float32,
-the whole engine about 1.7× (2 cores, ``bench/morphs.py``). Everything else stays
+argmax. The engine runs them on its own copies (``mixed_bfloat16_clone``: the same
+layers under that policy, the models' float32 weights copied at construction and at every
+``fit`` / ``set_ranges``: train the models before fitting the engine), so the user's
+decoder and classifier are never changed. On CPUs with AVX512-BF16 (oneDNN's
+``avx512_core_bf16`` kernels) the classifier's convolutions run about 1.8× and the
+decoder's transposed ones 1.4× faster than in float32, the whole engine about 1.7× (2
+cores, ``bench/morphs.py``). Everything else stays
 float32: the encoder, C(x), the morph search, and the resistance itself, which counts
 label agreements (exact integers over n) and is compared with the thresholds in float64
 (``ResistanceDetector``); only a morph whose top two logits lie within bfloat16's
@@ -62,8 +66,6 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from typing import Any
 
 import keras
@@ -205,40 +207,28 @@ def _argmax_labels(logits: tf.Tensor) -> tf.Tensor:
 COMPUTE_DTYPES = ("float32", "bfloat16")
 
 
-def _leaf_layers(model) -> list:
-    """The layers of a Keras model that compute (nested models opened, containers left out)."""
-    out = []
-    for layer in getattr(model, "layers", []):
-        out.extend(_leaf_layers(layer) if isinstance(layer, keras.Model) else [layer])
-    return out
+def _bfloat16_layer(layer):
+    """A fresh copy of ``layer`` (from its config) computing under ``mixed_bfloat16`` if it
+    computes in float32 (its weights still float32 variables)."""
+    clone = layer.__class__.from_config(layer.get_config())
+    if getattr(layer, "dtype_policy", None) is not None and layer.dtype_policy.name == "float32":
+        clone.dtype_policy = "mixed_bfloat16"
+    return clone
 
 
-@contextlib.contextmanager
-def compute_precision(models, compute_dtype: str = "float32") -> Iterator[None]:
-    """Calls of the Keras ``models`` inside the block compute in ``compute_dtype``.
-
-    ``"bfloat16"``: every float32 layer of the models runs under the ``mixed_bfloat16``
-    policy (weights stay float32 variables, read as bfloat16; inputs and outputs
-    bfloat16) until the block ends; ``"float32"`` changes nothing. Inside a
-    ``tf.function`` the policy is read while tracing, so the graph keeps bfloat16 ops
-    (reading the same variables) after the block. The policy is set on the layers
-    themselves: calls of these models from another thread during the block compute in
-    bfloat16 too.
-    """
-    if compute_dtype == "float32":
-        yield
-        return
-    layers = [layer for m in models for layer in _leaf_layers(m)
-              if getattr(layer, "dtype_policy", None) is not None
-              and layer.dtype_policy.name == "float32"]
-    previous = [layer.dtype_policy for layer in layers]
+def mixed_bfloat16_clone(model, name: str = "model") -> keras.Model:
+    """A copy of a functional or Sequential Keras ``model`` (nested models too) whose float32
+    layers compute under the ``mixed_bfloat16`` policy, with ``model``'s weights (float32
+    values, BatchNorm statistics included) copied in; ``model`` itself is left as it was.
+    ``ValueError`` (naming ``name``) for a model Keras cannot clone layer by layer."""
     try:
-        for layer in layers:
-            layer.dtype_policy = "mixed_bfloat16"
-        yield
-    finally:
-        for layer, policy in zip(layers, previous):
-            layer.dtype_policy = policy
+        clone = keras.models.clone_model(model, clone_function=_bfloat16_layer, recursive=True)
+    except (ValueError, TypeError, NotImplementedError) as err:
+        raise ValueError(f"{name}: compute_dtype 'bfloat16' runs a mixed_bfloat16 copy of it, "
+                         f"and {type(model).__name__} cannot be cloned layer by layer "
+                         f"(a functional or Sequential Keras model can): {err}") from err
+    clone.set_weights(model.get_weights())
+    return clone
 
 
 class MorphEngine:
@@ -290,6 +280,9 @@ class MorphEngine:
         self.high_: np.ndarray | None = None
         self.last_found_: np.ndarray | None = None
         self._fn = None
+        #: (decoder, classifier) of the morphs: the models themselves in float32, their
+        #: ``mixed_bfloat16_clone`` copies in bfloat16
+        self._morph_models = self._build_morph_models()
 
     # -- parameters -------------------------------------------------------------------
 
@@ -372,6 +365,7 @@ class MorphEngine:
             raise ValueError("low/high: expected finite ranges with low <= high")
         self.low_, self.high_ = low, high
         self._fn = None
+        self._copy_weights_to_morph_models()
         return self
 
     def _require_fit(self) -> None:
@@ -418,10 +412,25 @@ class MorphEngine:
         codes = tf.gather(np.repeat(np.asarray(self.codes, np.int32), self.n_morphs), pick)
         return morph_latents(mean, codes, picked)
 
+    def _build_morph_models(self) -> tuple[Any, Any]:
+        """(decoder, classifier) the morphs run through (``compute_dtype``)."""
+        decoder, classifier = self.combo_vae.decoder, self.classifier
+        if self.compute_dtype == "float32":
+            return decoder, classifier
+        return (mixed_bfloat16_clone(decoder, "combo_vae.decoder"),
+                mixed_bfloat16_clone(classifier, "classifier"))
+
+    def _copy_weights_to_morph_models(self) -> None:
+        """The bfloat16 copies take the models' current weights (a no-op in float32)."""
+        if self.compute_dtype != "float32":
+            for model, copy in zip((self.combo_vae.decoder, self.classifier),
+                                   self._morph_models, strict=True):
+                copy.set_weights(model.get_weights())
+
     def _decode_and_classify(self, z_s: tf.Tensor, z_u: tf.Tensor) -> tf.Tensor:
         """float32 logits C(D([z_s, z_u])), decoder and classifier in ``compute_dtype``."""
-        with compute_precision([self.combo_vae.decoder, self.classifier], self.compute_dtype):
-            logits = self.classifier(self.combo_vae.decode(z_s, z_u), training=False)
+        decoder, classifier = self._morph_models
+        logits = classifier(decoder([z_s, z_u], training=False), training=False)
         return tf.cast(logits, tf.float32)
 
     def _classify_latents(self, z_s: tf.Tensor, z_u: tf.Tensor, original: tf.Tensor | None = None):
@@ -531,8 +540,7 @@ class MorphEngine:
         mean, _ = self.combo_vae.encode(x)
         z_s = self._morph_latents(mean, values)
         z_u = tf.repeat(self.combo_vae.class_unique(x), len(self.codes) * self.n_morphs, axis=0)
-        with compute_precision([self.combo_vae.decoder], self.compute_dtype):
-            images = tf.cast(self.combo_vae.decode(z_s, z_u), tf.float32).numpy()
+        images = tf.cast(self._morph_models[0]([z_s, z_u], training=False), tf.float32).numpy()
         return images.reshape(len(x), len(self.codes), self.n_morphs, *images.shape[1:])
 
     def resistance_naive(self, x) -> np.ndarray:

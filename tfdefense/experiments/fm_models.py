@@ -41,13 +41,15 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import keras
 import numpy as np
 
 from tfdefense import data, nets
-from tfdefense.attacks.adversarial_set import data_fingerprint
+from tfdefense.attacks.adversarial_set import data_fingerprint, model_fingerprint
+from tfdefense.attacks.robustness import defense_weights_fingerprint
 from tfdefense.baselines import (
     MNIST_STRUCTURE_I,
     MNIST_STRUCTURE_II,
@@ -62,7 +64,6 @@ from tfdefense.baselines import (
 from tfdefense.defend import FMDefense
 from tfdefense.detect import MorphEngine, ResistanceDetector
 from tfdefense.detect.morphs import most_active_codes
-from tfdefense.experiments import grid
 from tfdefense.experiments import training_recipes as tr
 from tfdefense.models import DGMM, ComboVAE
 
@@ -375,6 +376,32 @@ def fm_defense(ctx, det: ResistanceDetector | None = None) -> FMDefense:
     return FMDefense(det, eot_morphs=setting(ctx, "fm_eot_morphs"), eot_seed=ctx.settings["seed"])
 
 
+class ClassifierLabels(Mapping):
+    """Row name -> the bare classifier C's labels on the set read under that name, computed on
+    first access (only Fig 4 asks: "fooled by C") and cached per image set as
+    ``cache/fm_<dataset>/reads/classifier/<the images' fingerprint>.npz``, made from C's
+    weights; a row never asked for costs nothing."""
+
+    def __init__(self, reads: FMReads) -> None:
+        self._reads = reads
+        self._labels: dict[str, np.ndarray] = {}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self._labels:
+            self._labels[name] = self._reads.classifier_labels_of(self._reads.images[name])
+        return self._labels[name]
+
+    def __iter__(self):
+        return iter(self._reads.images)
+
+    def __len__(self) -> int:
+        return len(self._reads.images)
+
+    def forget(self, name: str) -> None:
+        """Drop the labels of row ``name`` (its set was read again, maybe other images)."""
+        self._labels.pop(name, None)
+
+
 class FMReads:
     """FM-Defense's reading of image sets, one morph search per (defense, image set).
 
@@ -384,19 +411,23 @@ class FMReads:
     the cache lives here, handed to the evaluator as its ``read`` hook (``reader``): each
     set's resistances are cached as ``cache/fm_<dataset>/reads/<the images'
     fingerprint>.npz``, made from the defense's weights, fitted state and config
-    (``grid.defense_fingerprint``), so a rerun, or another evaluation of the same images,
+    (``defense_weights_fingerprint``), so a rerun, or another evaluation of the same images,
     reads them from disk; the labels and decisions are ``FMDefense.predict_resistance``'s
     on them (what ``defend`` gives), and ``resistances`` keeps them per attack row.
+    ``classifier_labels`` gives the bare classifier's labels of a row on demand.
     """
 
     def __init__(self, ctx, defense: FMDefense) -> None:
         self.ctx, self.defense = ctx, defense
-        self.depends_on = {"defense": grid.defense_fingerprint(defense)}
+        self.depends_on = {"defense": defense_weights_fingerprint(defense)}
         #: row name -> resistance vectors (N, S) of every set read through ``reader``; "clean":
         #: the first clean set read
         self.resistances: dict[str, np.ndarray] = {}
-        #: row name -> the bare classifier C's labels on that set (Fig 4: "fooled by C")
-        self.classifier_labels: dict[str, np.ndarray] = {}
+        #: row name -> the images of that row (what ``classifier_labels`` labels)
+        self.images: dict[str, np.ndarray] = {}
+        #: row name -> the bare classifier C's labels on that set (Fig 4: "fooled by C"),
+        #: computed on first access
+        self.classifier_labels = ClassifierLabels(self)
 
     def resistance(self, images: np.ndarray) -> np.ndarray:
         """The resistance vectors (N, S) of ``images``, computed once per set."""
@@ -405,15 +436,26 @@ class FMReads:
         return self.ctx.cached_arrays(key, lambda: {
             "r": self.defense.detector.resistance(images)}, depends_on=self.depends_on)["r"]
 
+    def classifier_labels_of(self, images: np.ndarray) -> np.ndarray:
+        """The bare classifier's labels on ``images``, computed once per set (and C)."""
+        images = np.asarray(images, np.float32)
+        fp = data_fingerprint(images, None)[:32]
+        clf = self.defense.classifier
+        return self.ctx.cached_arrays(
+            cache_key(self.ctx, f"reads/classifier/{fp}", "/"),
+            lambda: {"labels": argmax_labels(clf, images)},
+            depends_on={"classifier": model_fingerprint(clf)})["labels"]
+
     def reader(self, prefix: str = "", names: dict[str, str] | None = None):
         """A ``read(label, images) -> (labels, decisions)`` hook keeping each attack row's
-        resistances as ``names[label]`` (default ``prefix + label``)."""
+        resistances (and images) as ``names[label]`` (default ``prefix + label``)."""
         def read(label: str, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             r = self.resistance(images)
             name = (names or {}).get(label, prefix + label) if label != "clean" else "clean"
             if name not in self.resistances or label != "clean":
                 self.resistances[name] = r
-                self.classifier_labels[name] = argmax_labels(self.defense.classifier, images)
+                self.images[name] = np.asarray(images, np.float32)
+                self.classifier_labels.forget(name)
             return self.defense.predict_resistance(images, r)
 
         return read

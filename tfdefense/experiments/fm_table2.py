@@ -300,16 +300,14 @@ class Evaluations:
 
     def run(self, kind: str, d: str, x, y, sets: dict, read=None, **kwargs) -> None:
         """``grid.evaluate`` of defense ``d`` under ``sets`` on ``(x, y)``, kept as (kind, d);
-        an adaptive one (no ``attack_model``) restarts FM-Defense's draws and folds the
-        defense's config into its sets' fingerprint."""
+        an adaptive one (no ``attack_model``) restarts FM-Defense's draws (its sets are keyed
+        by the defense's weights, state and config: ``defense_weights_fingerprint``)."""
         defense = self.ev.defense(d)
         if d == "fm":
             kwargs["cache_result"] = False
-        if "attack_model" not in kwargs:
-            kwargs["depends_on"] = defense.get_config()
-            if d == "fm":
-                defense.restart_eot()
-                kwargs["eot_samples"] = 1
+        if "attack_model" not in kwargs and d == "fm":
+            defense.restart_eot()
+            kwargs["eot_samples"] = 1
         key = fm.cache_key(self.ctx, f"table2/{d}_{kind}" if kind != "paper" else "table2/paper",
                            "/")
         result = grid.evaluate(self.ctx, key, defense, x, y, sets,

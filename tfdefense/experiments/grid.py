@@ -37,16 +37,14 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import numpy as np
 
 from tfdefense.attacks import AutoAttack, evaluate_robustness
-from tfdefense.attacks.adversarial_set import data_fingerprint, model_fingerprint
+from tfdefense.attacks.adversarial_set import data_fingerprint
 from tfdefense.attacks.base import Attack
 from tfdefense.attacks.robustness import AttackResult, RobustnessResult, defense_weights_fingerprint
 from tfdefense.defend.base import REJECTED, Defense
@@ -55,47 +53,38 @@ from tfdefense.defend.base import REJECTED, Defense
 def evaluate(ctx, key: str, defense, x: np.ndarray, y: np.ndarray,
              attacks: Mapping[str, Attack], *, attack_model=None,
              eot_samples: int | None = None, targets: Mapping[str, np.ndarray] | None = None,
-             read=None, depends_on: Any = None,
-             cache_result: bool | None = None) -> RobustnessResult:
+             read=None, cache_result: bool | None = None) -> RobustnessResult:
     """``evaluate_robustness`` of ``defense`` under ``attacks`` on ``(x, y)``, cached under
     ``cache/grid/<key>``; ``attack_model``: craft on that model (grey-box) instead of the
     defense's ``logits``; ``eot_samples``: EOT draws for a stochastic defense; ``targets``
     and ``read``: as ``evaluate_robustness``'s (a targeted attack's classes; a reading
-    hook such as ``cached_reads``); ``depends_on``: what else the sets crafted through the
-    defense depend on besides its weights and fitted state (e.g. its ``get_config()``:
-    EOT morphs, projection steps), folded into their fingerprint (not with
-    ``attack_model``: a grey-box set depends on the attack model alone).
+    hook such as ``cached_reads``). The sets crafted through the defense are keyed by its
+    weights, fitted state and configuration (``defense_weights_fingerprint``: EOT morphs,
+    projection steps, thresholds); a grey-box set (``attack_model``) by the attack model alone.
 
     A stochastic defense's labels depend on every random draw before them, the attacks'
     included, which a rerun reads from the cache instead of drawing: so its whole result
     (per-image labels and decisions) is cached too, under ``cache/grid/<key>/result``,
-    made from the defense's weights, the attacks, the images and the EOT draws.
+    made from the defense's weights, state and configuration, the attacks, the images and the
+    EOT draws.
     ``cache_result`` overrides that (False for a defense whose logits draw but whose
     predictions do not, e.g. FM-Defense's image-seeded morphs: its rows are read again
     from the cached sets, through ``read``)."""
-    fingerprint = None
-    if depends_on is not None and attack_model is None:
-        fingerprint = hashlib.sha256(json.dumps(
-            {"defense": defense_fingerprint(defense), "depends_on": depends_on,
-             "eot_samples": eot_samples}, sort_keys=True, default=repr).encode()).hexdigest()
-
     def run() -> RobustnessResult:
         return evaluate_robustness(defense, (x, y), dict(attacks), attack_model=attack_model,
                                    cache_dir=os.path.join(ctx.cache_dir, "grid", key),
                                    eot_samples=eot_samples, verbose=True, targets=targets,
-                                   read=read, fingerprint=fingerprint)
+                                   read=read)
 
     if cache_result is None:
         cache_result = bool(getattr(defense, "stochastic", False))
     if not cache_result:
         return run()
-    made_from = {"defense": model_fingerprint(*defense.components().values()),
+    made_from = {"defense": defense_weights_fingerprint(defense),
                  "attacks": {k: a.get_config() for k, a in attacks.items()},
                  "data": data_fingerprint(np.asarray(x), np.asarray(y)),
                  "attack_model": attack_model is not None, "eot_samples": eot_samples}
-    # (absent when not given: the results cached before these keys existed stay valid)
-    if fingerprint is not None:
-        made_from["sets"] = fingerprint
+    # (absent when not given: the results cached before this key existed stay valid)
     if targets:
         made_from["targets"] = {k: data_fingerprint(np.asarray(v), None)
                                 for k, v in sorted(targets.items())}
@@ -105,20 +94,13 @@ def evaluate(ctx, key: str, defense, x: np.ndarray, y: np.ndarray,
     return RobustnessResult(**{**fields, "rows": [AttackResult(**r) for r in fields["rows"]]})
 
 
-def defense_fingerprint(defense: Defense) -> str:
-    """SHA-256 of what a defense's answers are made from: its component weights, fitted state
-    and ``get_config()``."""
-    weights = defense_weights_fingerprint(defense)
-    config = json.dumps(defense.get_config(), sort_keys=True, default=repr)
-    return hashlib.sha256(f"{weights}:{config}".encode()).hexdigest()
-
-
 def cached_reads(ctx, defense: Defense, name: str):
     """An ``evaluate_robustness`` ``read`` hook: ``defense``'s (labels, decisions) on each image
     set, computed once per (defense, set) and cached as ``cache/grid/reads/<name>/<the
-    images' fingerprint>.npz`` (made from ``defense_fingerprint``), whatever evaluation or
-    row reads the set (the clean images of several evaluations, a rerun)."""
-    depends_on = {"defense": defense_fingerprint(defense)}
+    images' fingerprint>.npz`` (made from ``defense_weights_fingerprint``: weights, fitted
+    state and configuration), whatever evaluation or row reads the set (the clean images of
+    several evaluations, a rerun)."""
+    depends_on = {"defense": defense_weights_fingerprint(defense)}
 
     def read(label: str, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         key = f"grid/reads/{name}/{data_fingerprint(np.asarray(images), None)[:32]}"
@@ -225,4 +207,4 @@ def masking_text(flag: bool | None) -> str:
 
 
 __all__ = ["accuracies", "attack_row", "autoattack", "autoattack_summary", "cached_reads",
-           "defense_fingerprint", "evaluate", "masking_text", "robust", "survivors", "worst_case"]
+           "evaluate", "masking_text", "robust", "survivors", "worst_case"]
