@@ -29,7 +29,7 @@ What is checked, and why each can fail:
    model APGD-CE breaks them first and the flag stays down.
 
 Cost: about 10 s of CPU (graph tracing dominates); the C&W-ℓ2 check with 9 x 1,000 Adam steps
-through Foolbox (about 25 s) is ``slow``.
+(about 11 s compiled, 25 s through Foolbox) is ``slow``.
 """
 
 import numpy as np

@@ -203,7 +203,7 @@ def test_the_default_strategy_is_the_plain_path(tiny, runs):
 
 def test_library_attacks_warn_and_run_on_one_device(tiny, runs):
     model, x, y = tiny
-    attack = get_attack("deepfool_linf", steps=2, batch_size=3)
+    attack = get_attack("deepfool_linf", steps=2, batch_size=3, backend="foolbox")
     with pytest.warns(UserWarning, match="'deepfool_linf' runs eagerly .* on one device"):
         x_adv = attack.generate(x, y, model=model, strategy=tf.distribute.OneDeviceStrategy("/cpu:0"))
     assert not runs

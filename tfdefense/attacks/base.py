@@ -17,7 +17,7 @@ of replicas (same seed, same ``batch_size``: the same ``x_adv`` as on one
 device, up to float rounding). How depends on the attack's ``replication``:
 
 * ``"batches"`` (every ``CompiledAttack``: FGSM, PGD, BIM, MIM, C&W-Linf,
-  SPSA, JPEG-Linf, ReColor, StAdv): each ``strategy.run`` step attacks one
+  C&W-L2, DeepFool, SPSA, JPEG-Linf, ReColor, StAdv): each ``strategy.run`` step attacks one
   whole batch per replica, batch ``i`` with its own seed ``(seed, i)``, so every
   random draw is the single-device one. ``batch_size`` is the per-replica batch;
   a step covers ``replicas * batch_size`` images.
@@ -25,7 +25,7 @@ device, up to float rounding). How depends on the attack's ``replication``:
   drawn per point from (seed, the point's index in the data), so ``replicas``
   consecutive batches are attacked together and every compiled run (each
   restart, target and component) is split over the replicas point-wise.
-* ``None`` (the foolbox attacks C&W-L2 and DeepFool, and the cleverhans
+* ``None`` (C&W-L2 and DeepFool with ``backend="foolbox"``, and the cleverhans
   backend): the work is eager Python around a library, which ``strategy.run``
   cannot split; they run on one device and say so with a ``UserWarning``.
 

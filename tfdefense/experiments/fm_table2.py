@@ -10,7 +10,7 @@ The table is a (defense × attack) grid through ``tfdefense.attacks.evaluate_rob
 attack's examples, and no attack code lives here: the table chooses defenses, attacks, images.
 
 Paper protocol (FM-Defense §IV): FGSM (ε = 0.3, Linf), C&W (L2) and DeepFool
-(Linf), through Foolbox (our ``attacks`` layer), crafted on the bare
+(Linf), with Foolbox's algorithms (our ``attacks`` layer compiles them; bit-identical), crafted on the bare
 classifier C (``attack_model=C``, one set per attack read by every defense); the attacker does
 not know the defense. Scores:
 
@@ -577,7 +577,7 @@ def _notes(ctx, ev, meas, n, n_ad, n_dg) -> list[str]:
         "'ADV only': share of ADV rejected or labelled correctly. MagNet: share of ADV rejected or "
         "correctly classified after reforming. Defense-GAN: accuracy on the projection. Clean row: "
         "plain accuracy, a rejection counts as wrong.",
-        "Attacks (attacks layer, Foolbox for C&W/DeepFool): " + "; ".join(
+        "Attacks (attacks layer; C&W/DeepFool are Foolbox's algorithms, compiled): " + "; ".join(
             f"{ATTACK_NAMES[k]} {v[0]} {v[1]}" for k, v in params.items())
         + f"; DeepFool {s('fm_deepfool_steps')} steps; PGD-Linf ε = 0.3, {s('fm_pgd_steps')} steps"
         + (" (quick: C&W with 5 × 100 Adam steps, weaker than the paper's 9 × 10,000)."
