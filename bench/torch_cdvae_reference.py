@@ -5,16 +5,29 @@ pre-activation WRN: encoder conv4x4 s2 (3→16), conv4x4 s2 (16→32), two
 residual blocks, dense μ / log σ² (2048), dense back, decoder mirrored with
 transposed convs, tanh, per-channel BatchNorm; loss MSE + β·KL + γ·CE; AdamW
 (lr 1e-3, weight decay 1e-6). Written for this benchmark; never imported by
-the library. Prints one JSON line: steady-state images/s after warm-up.
+the library.
+
+``--precision float32`` trains in float32; ``--precision bfloat16`` runs the
+forward pass and the loss under ``torch.autocast("cpu", dtype=torch.bfloat16)``
+(backward and AdamW on the float32 master weights, as autocast does). The data
+is ``_common.synthetic_images`` (NumPy, fixed seed: the Keras bench's bytes);
+``--threads`` intra-op threads (2).
+
+Prints one JSON line: steady-state images/s over ``--steps`` steps after
+``--warmup`` untimed ones, this process's peak RSS (VmHWM of /proc/self/status,
+MiB) and the 1-minute load average when the timed steps started.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import time
 
 import torch
+from _common import synthetic_images, vm_hwm_mb
 from torch import nn
 from torch.nn import functional as F
 
@@ -83,6 +96,13 @@ class WRN(nn.Module):
         return self.fc(self.body(x).flatten(1))
 
 
+def autocast(precision: str):
+    """The forward pass's precision context: bf16 autocast or nothing (float32)."""
+    if precision == "bfloat16":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--steps", type=int, default=10)
@@ -90,30 +110,41 @@ def main() -> None:
     p.add_argument("--wrn-depth", type=int, default=16)
     p.add_argument("--wrn-width", type=int, default=4)
     p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--precision", choices=("float32", "bfloat16"), default="float32")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic batch")
     args = p.parse_args()
+    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     vae, clf = VAE(), WRN(args.wrn_depth, args.wrn_width)
     params = list(vae.parameters()) + list(clf.parameters())
     opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=1e-6)
-    x = torch.rand(args.batch, 3, 32, 32)
-    y = torch.randint(0, 10, (args.batch,))
+    x_np, y_np = synthetic_images(args.batch, seed=args.seed)  # the Keras bench's bytes
+    x = torch.from_numpy(x_np).permute(0, 3, 1, 2).contiguous()  # NHWC -> NCHW
+    y = torch.from_numpy(y_np)
     beta, gamma = 0.2, 2.0
-    start = None
+    start = load = None
     for step in range(args.warmup + args.steps):
         if step == args.warmup:
-            start = time.perf_counter()
+            start, load = time.perf_counter(), os.getloadavg()[0]
         opt.zero_grad(set_to_none=True)
-        g, mu, log_var = vae(x)
-        logits = clf(x - g)
-        rec = F.mse_loss(g, x)
-        kl = (-0.5 * (1 + log_var - mu.pow(2) - log_var.exp())).mean()
-        loss = rec + beta * kl + gamma * F.cross_entropy(logits, y)
+        with autocast(args.precision):
+            g, mu, log_var = vae(x)
+            logits = clf(x - g)
+            rec = F.mse_loss(g, x)
+            kl = (-0.5 * (1 + log_var - mu.pow(2) - log_var.exp())).mean()
+            loss = rec + beta * kl + gamma * F.cross_entropy(logits, y)
         loss.backward()
         opt.step()
+        last_loss = float(loss.detach())
     seconds = time.perf_counter() - start
-    ips = round(args.steps * args.batch / seconds, 1)
-    print(json.dumps({"figure": "torch_cdvae_cifar", "images_per_s": ips,
-                      "torch": torch.__version__, "threads": torch.get_num_threads()}))
+    ips = round(args.steps * args.batch / seconds, 2)
+    print(json.dumps({"figure": "torch_cdvae_cifar", "framework": "torch",
+                      "precision": args.precision, "images_per_s": ips,
+                      "steps": args.steps, "warmup": args.warmup, "batch": args.batch,
+                      "peak_rss_mb": round(vm_hwm_mb()), "load_avg_1m": round(load, 2),
+                      "last_loss": round(last_loss, 4), "torch": torch.__version__,
+                      "threads": torch.get_num_threads()}))
 
 
 if __name__ == "__main__":
