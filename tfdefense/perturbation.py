@@ -130,7 +130,9 @@ def _objective(logits, y, loss: str, kappa, targeted: bool) -> tf.Tensor:
     """The summed per-example objective ``loss`` ("ce" or "margin") of a batch."""
     if loss == "ce":
         return tf.reduce_sum(cross_entropy(logits, y, targeted))
-    return tf.reduce_sum(margin(logits, y, kappa, targeted))
+    if loss == "margin":
+        return tf.reduce_sum(margin(logits, y, kappa, targeted))
+    raise ValueError(f"loss: expected 'ce' or 'margin', got {loss!r}")
 
 
 def objective_gradient(model, x_adv, y, loss: str, kappa, targeted: bool) -> tf.Tensor:
