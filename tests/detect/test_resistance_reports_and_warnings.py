@@ -106,3 +106,24 @@ def test_a_resistance_matrix_holding_nan_is_refused_whole():
     with pytest.raises(ValueError, match="^" + re.escape("r_val: expected finite resistances "
                                                          "in [0, 1]") + "$"):
         resistance_thresholds(r, rho=0.5)
+
+
+class _FittedEngine:
+    """The engine's part ``ResistanceDetector.fit`` uses: fitted ranges and a fixed resistance
+    matrix for any validation images."""
+
+    low_ = 0.0
+
+    def resistance(self, x, batch_size):
+        return np.array([[0.5, 1.0], [1.0, 0.25]])
+
+
+def test_warnings_raised_in_fit_point_at_the_users_call_of_fit():
+    # the first test's case through fit(x_val): the same two warnings, now at this call of fit
+    detector = ResistanceDetector(None, rho=0.75)
+    detector.engine = _FittedEngine()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        detector.fit(np.zeros((2, 2, 2, 1)))  # called here
+    assert [str(w.message) for w in caught] == [RHO_WARNING, UNFLAGGED_WARNING]
+    assert [w.filename for w in caught] == [__file__, __file__]

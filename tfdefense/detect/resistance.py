@@ -176,10 +176,14 @@ class ResistanceDetector(Detector):
         """Fit the engine's normal ranges (if needed) and θ_r, θ_d on clean validation images."""
         if self.engine.low_ is None:
             self.engine.fit(x_val)
-        return self.fit_resistance(self.engine.resistance(x_val, self.batch_size))
+        return self.fit_resistance(self.engine.resistance(x_val, self.batch_size), _stacklevel=3)
 
-    def fit_resistance(self, r_val) -> ResistanceDetector:
-        """Fit θ_r and θ_d from precomputed clean validation resistances (N, S)."""
+    def fit_resistance(self, r_val, *, _stacklevel: int = 2) -> ResistanceDetector:
+        """Fit θ_r and θ_d from precomputed clean validation resistances (N, S).
+
+        ``_stacklevel`` (private): where its warnings point, the user's call of this method or
+        (from ``fit``) of ``fit``.
+        """
         r_val = _check_r(r_val, "r_val")
         n = r_val.shape[0]
         if self.unified_threshold is not None:
@@ -190,7 +194,7 @@ class ResistanceDetector(Detector):
                     f"rho = {self.rho} needs at least {int(np.ceil(1 / (1 - self.rho)))} clean "
                     f"validation images to resolve its (1 - rho)-quantile, got {n}: each "
                     "threshold is the minimum clean validation resistance (validation "
-                    "false-positive rate 0, not 1 - rho).", UserWarning, stacklevel=2)
+                    "false-positive rate 0, not 1 - rho).", UserWarning, stacklevel=_stacklevel)
             self.theta_r_ = resistance_thresholds(r_val, self.rho, self.threshold_mode)
         self.val_resistance_ = r_val
         dist = resistance_distance(r_val, self.theta_r_)
@@ -202,7 +206,7 @@ class ResistanceDetector(Detector):
                 warnings.warn(
                     "no clean validation image is flagged, so the eta-fractile of their "
                     "distances is undefined: theta_d = 0, every suspicious input is rejected "
-                    "(pass theta_d= or lower rho to purify).", UserWarning, stacklevel=2)
+                    "(pass theta_d= or lower rho to purify).", UserWarning, stacklevel=_stacklevel)
         return self
 
     def _require_fit(self) -> None:
