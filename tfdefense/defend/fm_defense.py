@@ -65,7 +65,9 @@ class FMDefense(Defense):
             classifier to protect, the selected codes, the normal ranges and the morph
             ``seed``; the detector holds θ_r and θ_d). Fit it before wrapping it: the
             graphs read the fitted arrays when they are first traced.
-        eot_morphs: random morphs per input in ``logits`` (the adaptive attacker's EOT).
+        eot_morphs: random morphs per input in ``logits`` (the adaptive attacker's EOT); default
+            8, our choice (the paper has no adaptive attack; the quick preset uses 8, the paper
+            preset 16).
         eot_seed: seed of the random generator of ``logits``.
 
     Surfaces:
