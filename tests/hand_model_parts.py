@@ -44,3 +44,21 @@ def grid_encoder(d: int = 2) -> keras.Model:
     x = keras.Input(SHAPE)
     dense = constant_dense(d, np.zeros((4, d)), np.zeros(d))(keras.layers.Flatten()(x))
     return keras.Model(x, keras.layers.Reshape((1, 1, d))(dense))
+
+
+def pixel_cdvae(row, clf: keras.Model):
+    """A CD-VAE with μ(x) = 1, log σ² = ln 0.25 (zero kernels) and the decoder g̃ = z·``row``,
+    in pixel scale G = 0.25·g̃ + 0.5 (normalisation mean 0.5, std 0.25): at inference (z = μ =
+    1) G = 0.25·row + 0.5; ``clf`` is its classifier."""
+    import math
+
+    from tfdefense.models import CDVAE
+
+    x = keras.Input(SHAPE)
+    flat = keras.layers.Flatten()(x)
+    enc = keras.Model(x, [constant_dense(1, np.zeros((4, 1)), [1.0])(flat),
+                          constant_dense(1, np.zeros((4, 1)), [math.log(0.25)])(flat)])
+    z = keras.Input((1,))
+    dec = keras.Model(z, keras.layers.Reshape(SHAPE)(constant_dense(4, [list(row)], np.zeros(4))(z)))
+    return CDVAE(enc, dec, clf, beta=0.2, gamma=2.0, normalization_mean=(0.5,),
+                 normalization_std=(0.25,))

@@ -43,9 +43,10 @@ class ShiftedInTraining(keras.layers.Layer):
         return x + 1.0 if training else x
 
 
-def hand_combo_vae():
+def hand_combo_vae(*decoder_tail):
     """The smallest ComboVAE: μ(x) = (x00, x01), log σ² = 0; z_u = 0.5 (a DGMM with a zero
-    kernel, two classes); the decoder maps [z_s0, z_s1, z_u] to the image (z_s0, z_s1, 0, 0)."""
+    kernel, two classes); the decoder maps [z_s0, z_s1, z_u] to the image (z_s0, z_s1, 0, 0),
+    then through the ``decoder_tail`` layers (e.g. ``ShiftedInTraining()``)."""
     from tfdefense.models import DGMM, ComboVAE
 
     pick = np.zeros((4, 4))
@@ -53,6 +54,8 @@ def hand_combo_vae():
     dgmm = DGMM(flat_model(1, np.zeros((4, 1)), [0.5]), num_classes=2)
     z_s, z_u = keras.Input((2,)), keras.Input((1,))
     dense = constant_dense(4, [[1.0, 0, 0, 0], [0, 1.0, 0, 0], [0, 0, 0, 0]], np.zeros(4))
-    dec = keras.Model([z_s, z_u], keras.layers.Reshape(SHAPE)(
-        dense(keras.layers.Concatenate()([z_s, z_u]))))
+    out = dense(keras.layers.Concatenate()([z_s, z_u]))
+    for layer in decoder_tail:
+        out = layer(out)
+    dec = keras.Model([z_s, z_u], keras.layers.Reshape(SHAPE)(out))
     return ComboVAE(flat_model(4, pick, np.zeros(4)), dec, dgmm)

@@ -13,28 +13,18 @@ for what was never fooled.
 import numpy as np
 import pytest
 import tensorflow as tf
+from minimization_case import fooled, small_cnn_case
 
 from tfdefense.attacks import get_attack
 from tfdefense.attacks.cw_l2 import to_attack_space, to_model_space
-from tfdefense.nets import small_cnn
 
 TOL = 1e-6  # measured: 0 (bit for bit)
 
 
 @pytest.fixture(scope="module")
 def setup():
-    """(model, x, y): a small CNN, 16 mnist_5k test images and the model's labels."""
-    from tfdefense import data
+    return small_cnn_case()
 
-    tf.keras.utils.set_random_seed(0)
-    model = small_cnn((28, 28, 1), 10, width=4, dense_units=8)
-    x = data.load_arrays("mnist_5k", "test")[0][:16]
-    y = np.argmax(np.asarray(model(x)), 1)
-    return model, x, y
-
-
-def _fooled(model, x_adv, y):
-    return np.argmax(np.asarray(model(x_adv)), 1) != y
 
 
 def _both(model, x, y, **params):
@@ -52,8 +42,8 @@ def _both(model, x, y, **params):
 def test_compiled_cw_l2_fools_the_same_images_as_foolbox_with_the_same_examples(setup, params):
     model, x, y = setup
     theirs, ours = _both(model, x, y, **params)
-    np.testing.assert_array_equal(_fooled(model, ours, y), _fooled(model, theirs, y))
-    assert 0 < _fooled(model, ours, y).sum()  # the comparison covers successes
+    np.testing.assert_array_equal(fooled(model, ours, y), fooled(model, theirs, y))
+    assert 0 < fooled(model, ours, y).sum()  # the comparison covers successes
     np.testing.assert_allclose(ours, theirs, rtol=0, atol=TOL)
 
 
@@ -91,7 +81,7 @@ def test_the_first_adam_step_moves_lr_along_the_gradient_sign_in_tanh_space():
     w0 = np.arctanh((x.reshape(2, 4).astype(np.float64) - 0.5) / 0.5 * 0.999999)
     expected = np.tanh(w0 - lr * np.sign(f)[:, None] * np.sign(W)) * 0.5 + 0.5
     np.testing.assert_allclose(x_adv.reshape(2, 4), expected, atol=1e-6)
-    assert np.all(_fooled(linear, x_adv, y))
+    assert np.all(fooled(linear, x_adv, y))
 
 
 def test_an_image_never_fooled_comes_back_as_the_zero_image_as_in_foolbox():
@@ -110,7 +100,7 @@ def test_ten_binary_searches_repeat_the_last_at_the_upper_bound_as_foolbox_does(
     x = rng.uniform(0.3, 0.7, size=(6, 2, 2, 1)).astype(np.float32)
     y = np.argmax(np.asarray(linear(x)), 1)
     theirs, ours = _both(linear, x, y, binary_search_steps=10, steps=5, step_size=0.05)
-    np.testing.assert_array_equal(_fooled(linear, ours, y), _fooled(linear, theirs, y))
+    np.testing.assert_array_equal(fooled(linear, ours, y), fooled(linear, theirs, y))
     np.testing.assert_allclose(ours, theirs, rtol=0, atol=TOL)
 
 

@@ -15,6 +15,7 @@ import warnings
 import numpy as np
 import pytest
 import tensorflow as tf
+from minimization_case import fooled, small_cnn_case
 
 from tfdefense.attacks import get_attack
 from tfdefense.attacks.deepfool import candidate_classes
@@ -25,18 +26,8 @@ TOL = 1e-6  # measured: 0 (bit for bit)
 
 @pytest.fixture(scope="module")
 def setup():
-    """(model, x, y): a small CNN, 16 mnist_5k test images and the model's labels."""
-    from tfdefense import data
+    return small_cnn_case()
 
-    tf.keras.utils.set_random_seed(0)
-    model = small_cnn((28, 28, 1), 10, width=4, dense_units=8)
-    x = data.load_arrays("mnist_5k", "test")[0][:16]
-    y = np.argmax(np.asarray(model(x)), 1)
-    return model, x, y
-
-
-def _fooled(model, x_adv, y):
-    return np.argmax(np.asarray(model(x_adv)), 1) != y
 
 
 @pytest.mark.parametrize("name, params", [
@@ -48,8 +39,8 @@ def test_compiled_deepfool_fools_the_same_images_as_foolbox_with_the_same_exampl
     model, x, y = setup
     theirs, ours = (get_attack(name, backend=b, batch_size=8, **params).generate(x, y, model=model)
                     for b in ("foolbox", "compiled"))
-    np.testing.assert_array_equal(_fooled(model, ours, y), _fooled(model, theirs, y))
-    assert 0 < _fooled(model, ours, y).sum()  # the comparison covers successes
+    np.testing.assert_array_equal(fooled(model, ours, y), fooled(model, theirs, y))
+    assert 0 < fooled(model, ours, y).sum()  # the comparison covers successes
     np.testing.assert_allclose(ours, theirs, rtol=0, atol=TOL)
 
 
@@ -86,7 +77,7 @@ def test_an_image_already_misclassified_is_not_moved():
     y = np.array([1, 0])  # the second is class 1 already: misclassified w.r.t. its label
     x_adv = get_attack("deepfool_linf").generate(x, y, model=linear)
     np.testing.assert_array_equal(x_adv[1], x[1])
-    assert _fooled(linear, x_adv[:1], y[:1]).all()
+    assert fooled(linear, x_adv[:1], y[:1]).all()
 
 
 def test_candidates_are_the_top_classes_highest_first_capped_at_the_classes():

@@ -14,28 +14,19 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from hand_model_parts import classifier as zero_classifier
-from hand_models import SHAPE, ShiftedInTraining, constant_dense, flat_model
+from hand_model_parts import pixel_cdvae
+from hand_models import SHAPE, ShiftedInTraining, flat_model, hand_combo_vae
 
 from tfdefense.defend import ClassifierDefense, FMDefense, GreyBoxDefense
 from tfdefense.defend.base import Defense
 from tfdefense.detect import MorphEngine, ResistanceDetector
-from tfdefense.models import CDVAE, DGMM, ComboVAE
 
 
 # ------------------------------------------------------------------ GreyBoxDefense
 def wide_cdvae():
-    """μ(x) = 1, log σ² = ln 0.25 (zero kernels); decoder g̃ = z·[−4, 0, 0.5, 4]; pixel scale
-    G = 0.25·g̃ + 0.5 (normalisation mean 0.5, std 0.25). At z = μ = 1:
-    G = [−0.5, 0.5, 0.625, 1.5], which leaves [0, 1] on both sides."""
-    x = keras.Input(SHAPE)
-    flat = keras.layers.Flatten()(x)
-    enc = keras.Model(x, [constant_dense(1, np.zeros((4, 1)), [1.0])(flat),
-                          constant_dense(1, np.zeros((4, 1)), [math.log(0.25)])(flat)])
-    z = keras.Input((1,))
-    dec = keras.Model(z, keras.layers.Reshape(SHAPE)(
-        constant_dense(4, [[-4.0, 0.0, 0.5, 4.0]], np.zeros(4))(z)))
-    return CDVAE(enc, dec, zero_classifier(), beta=0.2, gamma=2.0, normalization_mean=(0.5,),
-                 normalization_std=(0.25,))
+    """G = 0.25·(−4, 0, 0.5, 4) + 0.5 = [−0.5, 0.5, 0.625, 1.5], which leaves [0, 1] on both
+    sides (``pixel_cdvae``)."""
+    return pixel_cdvae([-4.0, 0.0, 0.5, 4.0], zero_classifier())
 
 
 def test_greybox_defense_clips_g_of_x_by_default():
@@ -52,17 +43,9 @@ def test_greybox_defense_clips_g_of_x_by_default():
 
 # ------------------------------------------------------------------ FMDefense
 def shifted_combo_vae():
-    """μ(x) = (x00, x01), log σ² = 0 (the encoder's four outputs), z_u = 0.5 (zero-kernel
-    DGMM); the decoder maps [z_s, z_u] to (z_s0, z_s1, 0, 0) at inference and adds 1 to every
-    pixel in training mode."""
-    pick = np.zeros((4, 4))
-    pick[0, 0] = pick[1, 1] = 1.0
-    dgmm = DGMM(flat_model(1, np.zeros((4, 1)), [0.5]), num_classes=2)
-    z_s, z_u = keras.Input((2,)), keras.Input((1,))
-    dense = constant_dense(4, [[1.0, 0, 0, 0], [0, 1.0, 0, 0], [0, 0, 0, 0]], np.zeros(4))
-    dec = keras.Model([z_s, z_u], keras.layers.Reshape(SHAPE)(
-        ShiftedInTraining()(dense(keras.layers.Concatenate()([z_s, z_u])))))
-    return ComboVAE(flat_model(4, pick, np.zeros(4)), dec, dgmm)
+    """``hand_combo_vae`` whose decoder adds 1 to every pixel in training mode: (z_s0, z_s1, 0,
+    0) at inference."""
+    return hand_combo_vae(ShiftedInTraining())
 
 
 class CodeZeroMorphs(MorphEngine):

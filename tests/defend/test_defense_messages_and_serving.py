@@ -6,19 +6,17 @@ GreyBoxDefense's ``purify`` signature returns the same G(x) as ``purify``.
 Images are flattened row-major as [x00, x01, x10, x11].
 """
 
-import math
 import re
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from hand_models import SHAPE, constant_dense, flat_model, hand_combo_vae
+from hand_model_parts import pixel_cdvae
+from hand_models import SHAPE, flat_model, hand_combo_vae
 
 from tfdefense.defend import ClassifierDefense, FMDefense, GreyBoxDefense
 from tfdefense.defend.base import Defense
 from tfdefense.detect import MorphEngine, ResistanceDetector
-from tfdefense.models import CDVAE
 
 
 def whole(message):
@@ -91,17 +89,8 @@ def test_predict_names_a_bad_batch_size():
 
 # ------------------------------------------------------------------ GreyBoxDefense serving
 def hand_cdvae():
-    """μ(x) = 1, log σ² = ln 0.25; decoder g̃ = z·[−1, 0, 0.5, 1]; pixel scale
-    G = 0.25·g̃ + 0.5. At inference z = μ = 1: G = [0.25, 0.5, 0.625, 0.75]."""
-    x = keras.Input(SHAPE)
-    flat = keras.layers.Flatten()(x)
-    enc = keras.Model(x, [constant_dense(1, np.zeros((4, 1)), [1.0])(flat),
-                          constant_dense(1, np.zeros((4, 1)), [math.log(0.25)])(flat)])
-    z = keras.Input((1,))
-    dec = keras.Model(z, keras.layers.Reshape(SHAPE)(
-        constant_dense(4, [[-1.0, 0.0, 0.5, 1.0]], np.zeros(4))(z)))
-    return CDVAE(enc, dec, classifier(), beta=0.2, gamma=2.0, normalization_mean=(0.5,),
-                 normalization_std=(0.25,))
+    """G = 0.25·(−1, 0, 0.5, 1) + 0.5 = [0.25, 0.5, 0.625, 0.75] at inference (``pixel_cdvae``)."""
+    return pixel_cdvae([-1.0, 0.0, 0.5, 1.0], classifier())
 
 
 def test_the_purify_signature_returns_g_of_x():
