@@ -1,7 +1,10 @@
 """The iterative attack's objective: cross-entropy or the C&W margin, nothing else.
 
-Hand case: logits z = (2, 0) for label y = 1. Cross-entropy = log(1 + e^2) = 2.126928; the
-margin min(max_{j≠y} z_j − z_y, κ) = min(2 − 0, κ): 2 for κ = ∞, 1 for κ = 1.
+Hand case, through ``objective_gradient`` with the identity as the model (the logits are the
+input): z = (2, 0), label y = 1.
+- Cross-entropy: ∂/∂z = softmax(z) − onehot(y) = (e²/(e² + 1), 1/(e² + 1) − 1)
+  = (0.880797, −0.880797).
+- Margin min(z_0 − z_1, κ): ∂/∂z = (1, −1) for κ = ∞; 0 for κ = 1 (2 > κ: the cap is active).
 """
 
 from __future__ import annotations
@@ -12,20 +15,27 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfdefense.perturbation import _objective
+from tfdefense.perturbation import objective_gradient
 
-LOGITS = tf.constant([[2.0, 0.0]])
+Z = tf.constant([[2.0, 0.0]])
 Y = tf.constant([1], tf.int64)
 
 
-def test_the_cross_entropy_and_margin_objectives_on_a_hand_case():
-    np.testing.assert_allclose(float(_objective(LOGITS, Y, "ce", float("inf"), False)),
-                               np.log1p(np.exp(2.0)), rtol=1e-6)
-    assert float(_objective(LOGITS, Y, "margin", float("inf"), False)) == pytest.approx(2.0)
-    assert float(_objective(LOGITS, Y, "margin", 1.0, False)) == pytest.approx(1.0)
+def identity(x):
+    return x
+
+
+def test_the_cross_entropy_and_margin_gradients_on_a_hand_case():
+    p = np.exp(2.0) / (np.exp(2.0) + 1.0)
+    np.testing.assert_allclose(objective_gradient(identity, Z, Y, "ce", float("inf"), False),
+                               [[p, -p]], rtol=1e-6)
+    np.testing.assert_allclose(objective_gradient(identity, Z, Y, "margin", float("inf"), False),
+                               [[1.0, -1.0]])
+    np.testing.assert_allclose(objective_gradient(identity, Z, Y, "margin", 1.0, False),
+                               [[0.0, 0.0]])
 
 
 def test_an_unknown_objective_is_refused_instead_of_running_as_the_margin():
     message = "loss: expected 'ce' or 'margin', got 'hinge'"
     with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
-        _objective(LOGITS, Y, "hinge", float("inf"), False)
+        objective_gradient(identity, Z, Y, "hinge", float("inf"), False)
