@@ -117,7 +117,8 @@ def test_one_trace_serves_every_batch_size(setup):
     model, x, y = setup
     attack = get_attack("cw_l2", binary_search_steps=1, steps=2, batch_size=5)
     attack.generate(x[:12], y[:12], model=model)  # batches of 5, 5 and 2
-    assert attack._traced(model, x.shape[1:]).experimental_get_tracing_count() == 1
+    traced = attack._compiled[(id(model), tuple(x.shape[1:]))][1]
+    assert traced.experimental_get_tracing_count() == 1
 
 
 def test_the_backend_is_a_parameter_and_an_unknown_one_is_rejected():

@@ -92,7 +92,8 @@ def test_one_trace_serves_every_batch_size(setup):
     model, x, y = setup
     attack = get_attack("deepfool_linf", steps=3, batch_size=5)
     attack.generate(x[:12], y[:12], model=model)  # batches of 5, 5 and 2
-    assert attack._traced(model, x.shape[1:]).experimental_get_tracing_count() == 1
+    traced = attack._compiled[(id(model), tuple(x.shape[1:]))][1]
+    assert traced.experimental_get_tracing_count() == 1
 
 
 def test_the_compiled_backend_runs_over_a_strategy_without_the_one_device_fallback(setup):

@@ -581,21 +581,45 @@ class CompiledAttack(Attack):
     """
 
     replication = "batches"
+    #: the backends a subclass with a ``backend`` parameter offers ("compiled" is ``_graph``)
+    backends: tuple[str, ...] = ("compiled",)
+    #: True: trace ``_graph`` once per (model, image shape) for every batch size (an input
+    #: signature with a free batch axis; labels int64, seed int32 (2,)); False: per model,
+    #: retraced as batch shapes vary (``reduce_retracing``)
+    trace_any_batch = False
 
     def replication_mode(self) -> str | None:
-        # a non-compiled backend (cleverhans) works eagerly outside ``_graph``
+        # a non-compiled backend (cleverhans, foolbox) works eagerly outside ``_graph``
         return self.replication if getattr(self, "backend", "compiled") == "compiled" else None
 
     def __init__(self, model=None, **kwargs):
         super().__init__(model, **kwargs)
-        self._compiled: dict[int, tuple[Any, Any]] = {}
+        self._compiled: dict[tuple, tuple[Any, Any]] = {}
+
+    def _check_params(self):
+        super()._check_params()
+        backend = getattr(self, "backend", None)
+        if backend is not None and backend not in self.backends:
+            raise ValueError(
+                f"backend: attack {self.name!r} supports backend in {self.backends}, "
+                f"got {backend!r}"
+            )
 
     def _attack_batch(self, model, x, y, seed):
-        entry = self._compiled.get(id(model))
+        shape = tuple(x.shape[1:]) if self.trace_any_batch else None
+        entry = self._compiled.get((id(model), shape))
         if entry is None or entry[0] is not model:
-            fn = tf.function(lambda x, y, s: self._graph(model, x, y, s), reduce_retracing=True)
+            def graph(x, y, s):
+                return self._graph(model, x, y, s)
+
+            if self.trace_any_batch:
+                fn = tf.function(graph, input_signature=(
+                    tf.TensorSpec((None, *shape), tf.float32), tf.TensorSpec((None,), tf.int64),
+                    tf.TensorSpec((2,), tf.int32)))
+            else:
+                fn = tf.function(graph, reduce_retracing=True)
             entry = (model, fn)
-            self._compiled[id(model)] = entry
+            self._compiled[(id(model), shape)] = entry
         return entry[1](x, y, seed)
 
     def _graph(self, model, x, y, seed):

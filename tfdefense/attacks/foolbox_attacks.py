@@ -91,15 +91,11 @@ class _MinimizationAttack(CompiledAttack):
     """A compiled attack with Foolbox's version kept as ``backend="foolbox"``."""
 
     backends = ("compiled", "foolbox")
+    trace_any_batch = True  # one trace per model and image shape, for every batch size
 
     def _check_params(self):
         super()._check_params()
         check_positive_int(self.steps, "steps")
-        if self.backend not in self.backends:
-            raise ValueError(
-                f"backend: attack {self.name!r} supports backend in {self.backends}, "
-                f"got {self.backend!r}"
-            )
 
     def _foolbox_attack(self, fb, num_classes: int):
         raise NotImplementedError
@@ -107,19 +103,7 @@ class _MinimizationAttack(CompiledAttack):
     def _attack_batch(self, model, x, y, seed):
         if self.backend == "foolbox":
             return self._run_foolbox(model, x, y)
-        return self._traced(model, x.shape[1:])(x, tf.cast(y, tf.int64), seed)
-
-    def _traced(self, model, shape) -> tf.types.experimental.PolymorphicFunction:
-        """``_graph`` on ``model`` for images of ``shape``: one trace for any batch size."""
-        key = (id(model), tuple(shape))
-        entry = self._compiled.get(key)
-        if entry is None or entry[0] is not model:
-            spec = (tf.TensorSpec((None, *shape), tf.float32), tf.TensorSpec((None,), tf.int64),
-                    tf.TensorSpec((2,), tf.int32))
-            fn = tf.function(lambda x, y, s: self._graph(model, x, y, s), input_signature=spec)
-            entry = (model, fn)
-            self._compiled[key] = entry
-        return entry[1]
+        return super()._attack_batch(model, x, tf.cast(y, tf.int64), seed)
 
     def _run_foolbox(self, model, x, y):
         fb = import_foolbox()

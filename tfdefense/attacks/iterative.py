@@ -60,14 +60,6 @@ class _GradientAttack(CompiledAttack):
     supports_targeted = True
     backends = ("compiled", "cleverhans")
 
-    def _check_params(self):
-        super()._check_params()
-        if self.backend not in self.backends:
-            raise ValueError(
-                f"backend: attack {self.name!r} supports backend in {self.backends}, "
-                f"got {self.backend!r}"
-            )
-
     @property
     def step(self) -> float:
         return self.eps
