@@ -380,26 +380,19 @@ class ClassifierLabels(Mapping):
     """Row name -> the bare classifier C's labels on the set read under that name, computed on
     first access (only Fig 4 asks: "fooled by C") and cached per image set as
     ``cache/fm_<dataset>/reads/classifier/<the images' fingerprint>.npz``, made from C's
-    weights; a row never asked for costs nothing."""
+    weights (``FMReads.classifier_labels_of``); a row never asked for costs nothing."""
 
     def __init__(self, reads: FMReads) -> None:
         self._reads = reads
-        self._labels: dict[str, np.ndarray] = {}
 
     def __getitem__(self, name: str) -> np.ndarray:
-        if name not in self._labels:
-            self._labels[name] = self._reads.classifier_labels_of(self._reads.images[name])
-        return self._labels[name]
+        return self._reads.classifier_labels_of(self._reads.images[name])
 
     def __iter__(self):
         return iter(self._reads.images)
 
     def __len__(self) -> int:
         return len(self._reads.images)
-
-    def forget(self, name: str) -> None:
-        """Drop the labels of row ``name`` (its set was read again, maybe other images)."""
-        self._labels.pop(name, None)
 
 
 class FMReads:
@@ -455,7 +448,6 @@ class FMReads:
             if name not in self.resistances or label != "clean":
                 self.resistances[name] = r
                 self.images[name] = np.asarray(images, np.float32)
-                self.classifier_labels.forget(name)
             return self.defense.predict_resistance(images, r)
 
         return read
