@@ -59,6 +59,7 @@ MODULES = [
     "tfdefense.experiments.fm_models",
     "tfdefense.report",
     "tfdefense.report_seeds",
+    "tfdefense.report_jobs",
     "tfdefense.profiling",
     "tfdefense.decisions",
     "tfdefense.distribute",

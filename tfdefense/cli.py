@@ -164,6 +164,10 @@ def _add_reproduce(sub) -> None:
                    help="also write OUT/profile.jsonl (per experiment and for the run: seconds "
                         "training, attacking, scoring, writing and other, peak RSS) and print it as "
                         "a table (tfdefense.profiling); with --seeds one per OUT/seed<k>/")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="run up to N experiments at a time, each in its own process sharing OUT's "
+                        "cache (a model two need is trained once), and write the one report "
+                        "(tfdefense.report_jobs); 2 keeps both cores of a 2-core machine busy")
     _add_scale_options(p, strategy_default="auto")
     p.set_defaults(func=_run_reproduce)
 
@@ -186,6 +190,8 @@ def _run_reproduce(args: argparse.Namespace) -> int:
                          "the runs themselves")
     if args.precision is not None:  # a model trained under another policy is another model
         overrides["precision"] = args.precision
+    if args.jobs != 1:
+        return _run_reproduce_jobs(args, overrides)
     strategy = _strategy(args)
     from tfdefense import profiling
     from tfdefense.distribute import precision_scope
@@ -211,6 +217,24 @@ def _run_reproduce(args: argparse.Namespace) -> int:
         else:
             run = reproduce(args.preset, args.out, only=args.only, overrides=overrides)
     print(json.dumps({"report": run.files, "failed": run.failed, "seconds": round(run.seconds)}, indent=2))
+    return 1 if run.failed else 0
+
+
+def _run_reproduce_jobs(args: argparse.Namespace, overrides: dict) -> int:
+    """``reproduce --jobs N``: this process schedules, each worker builds its own strategy."""
+    from tfdefense.report_jobs import reproduce_jobs
+
+    if args.jobs < 1:
+        raise ValueError(f"--jobs: expected an integer >= 1, got {args.jobs}")
+    for flag, given in (("--seeds", args.seeds is not None), ("--dry-run", args.dry_run),
+                        ("--combine-only", args.combine_only)):
+        if given:
+            raise ValueError(f"--jobs and {flag}: run {flag} with one process (--jobs 1)")
+    run = reproduce_jobs(args.preset, args.out, args.jobs, only=args.only, overrides=overrides,
+                         profile=args.profile, precision=args.precision, strategy=args.strategy,
+                         cpu_devices=args.cpu_devices, imports=args.imports)
+    print(json.dumps({"report": run.files, "failed": run.failed, "seconds": round(run.seconds)},
+                     indent=2))
     return 1 if run.failed else 0
 
 

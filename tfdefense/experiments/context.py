@@ -149,6 +149,35 @@ def ported_nets_fingerprint() -> dict[str, Any]:
             "adamw_epsilon": cdvae.ADAMW_EPSILON, "pgd_at_adam_epsilon": pgd_training.ADAM_EPSILON}
 
 
+@contextlib.contextmanager
+def cache_lock(cache_dir: str, key: str) -> Iterator[None]:
+    """Hold the inter-process lock of cached file ``key`` (``cache_dir/.locks/<key>.lock``,
+    an exclusive ``flock``) inside the block, so two processes sharing a cache
+    (``reproduce --jobs N``) never make the same file twice or write it at once: the second
+    waits, then finds the first one's file. Locks of different keys nest freely (a trainer
+    that loads another cached model); the kernel drops a lock when its process dies. Where
+    ``fcntl`` is missing (Windows) it only serves one process at a time, as before.
+
+    Example:
+        >>> import tempfile
+        >>> with cache_lock(tempfile.mkdtemp(), "cdvae/model"):
+        ...     pass
+    """
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: a one-process run needs no lock
+        yield
+        return
+    folder = os.path.join(cache_dir, ".locks")
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, key.replace("/", "__") + ".lock"), "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 class Context:
     """One run's preset, folder and caches.
 
@@ -317,17 +346,18 @@ class Context:
         if key in self._memory:
             return self._memory[key]
         fingerprint = self.fingerprint(depends_on)
-        if self._is_current(path, fingerprint):
-            value = load(path)
-        else:
-            value = make()
-            with profiling.phase("write"):
-                os.makedirs(os.path.dirname(path), exist_ok=True)
-                root, ext = os.path.splitext(path)
-                tmp = f"{root}{ext}.partial{ext}"
-                save(value, tmp)
-                os.replace(tmp, path)
-                self._record(path, fingerprint)
+        with cache_lock(self.cache_dir, key):  # another process making it: wait, then load
+            if self._is_current(path, fingerprint):
+                value = load(path)
+            else:
+                value = make()
+                with profiling.phase("write"):
+                    os.makedirs(os.path.dirname(path), exist_ok=True)
+                    root, ext = os.path.splitext(path)
+                    tmp = f"{root}{ext}.partial{ext}"
+                    save(value, tmp)
+                    os.replace(tmp, path)
+                    self._record(path, fingerprint)
         self._memory[key] = value
         return value
 

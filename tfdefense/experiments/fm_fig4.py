@@ -95,7 +95,7 @@ EVADES = "evades (fools C, not flagged)"
 COLUMNS = ["attack", "detector", "Adv", "Clean", "Overall", EVADES]
 
 
-@register("fm_fig4", order=82, datasets=("mnist",))
+@register("fm_fig4", order=82, datasets=("mnist",), after=("fm_table2",))
 def fig4(ctx: Context) -> Result:
     """Fig 4, MNIST rows."""
     return run_fig4(ctx, "fm_fig4")
@@ -107,7 +107,7 @@ def fig4_fashion_mnist(ctx: Context) -> Result:
     return run_fig4(ctx, "fm_fig4_fashion_mnist")
 
 
-@register("fm_fig4_celeb_a", order=84, datasets=("celeb_a",))
+@register("fm_fig4_celeb_a", order=84, datasets=("celeb_a",), after=("fm_table2_celeb_a",))
 def fig4_celeb_a(ctx: Context) -> Result:
     """Fig 4, CelebA row (the face combo-VAE, one 64×64 latent channel)."""
     return run_fig4(ctx, "fm_fig4_celeb_a")

@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 _EXPERIMENTS: dict[str, Callable] = {}
 _ORDER: dict[str, int] = {}
 _DATASETS: dict[str, tuple[str, ...]] = {}
+_AFTER: dict[str, tuple[str, ...]] = {}
 
 #: what a user does to run an experiment's dataset, per role
 HOW_TO_RUN = {
@@ -40,12 +41,15 @@ HOW_TO_RUN = {
 }
 
 
-def register(name: str, order: int = 100,
-             datasets: Sequence[str] = ("cifar10",)) -> Callable[[Callable], Callable]:
+def register(name: str, order: int = 100, datasets: Sequence[str] = ("cifar10",),
+             after: Sequence[str] = ()) -> Callable[[Callable], Callable]:
     """Decorator registering ``fn(context) -> Result`` as experiment ``name``.
 
     ``order`` sorts the report (lower first); names must be unique. ``datasets``:
     the roles (``Context.ROLES``) the experiment reproduces; it may read no others.
+    ``after``: experiments whose cached files this one reads outside ``Context``'s
+    locked cache (e.g. their attack sets); ``reproduce --jobs N`` starts it only once
+    those have finished (``tfdefense.report_jobs``). A one-process run ignores it.
     """
     from tfdefense.experiments.context import ROLES
 
@@ -69,6 +73,7 @@ def register(name: str, order: int = 100,
         _EXPERIMENTS[name] = run
         _ORDER[name] = order
         _DATASETS[name] = datasets
+        _AFTER[name] = tuple(after)
         return run
 
     return wrap
@@ -91,6 +96,13 @@ def datasets_of(name: str) -> tuple[str, ...]:
     """The dataset roles experiment ``name`` declared."""
     get(name)
     return _DATASETS[name]
+
+
+def after_of(name: str) -> tuple[str, ...]:
+    """The experiments ``name`` must wait for in a run of several processes (``register``'s
+    ``after``)."""
+    get(name)
+    return _AFTER[name]
 
 
 def available() -> list[str]:
