@@ -172,3 +172,18 @@ def test_two_processes_asking_for_one_cached_file_make_it_once(tmp_path):
     assert record.read_text() == "made\n"  # the second process loaded the first one's file
     for i in range(2):
         assert np.load(tmp_path / f"r{i}.npy").tolist() == [0, 3, 6, 9]
+
+
+@pytest.mark.parametrize("extra, flag", [(["--seeds", "2"], "--seeds"), (["--dry-run"], "--dry-run"),
+                                         (["--jobs", "0"], None)])
+def test_cli_jobs_refuses_what_one_process_must_run(tmp_path, capsys, extra, flag):
+    from tfdefense.cli import main
+
+    jobs = [] if "--jobs" in extra else ["--jobs", "2"]
+    assert main(["reproduce", *jobs, *extra, "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    if flag:
+        assert f"--jobs and {flag}: run {flag} with one process (--jobs 1)" in err
+    else:
+        assert "--jobs: expected an integer >= 1, got 0" in err
+    assert not (tmp_path / "parts").exists()

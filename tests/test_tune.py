@@ -134,3 +134,26 @@ def test_probe_bad_input(arrays):
         GreyBoxProbe(ref, xv, yv[:3], xv, x, y)
     with pytest.raises(ValueError, match="reference_classifier"):
         GreyBoxProbe(None, xv, yv, xv, x, y)
+
+
+def test_each_trial_starts_from_the_seed_whatever_the_process_drew_before():
+    import keras
+    import keras_tuner
+
+    from tfdefense.models import VQCDVAE
+
+    def builder(gamma, beta):  # builds from the global RNG, as an experiment's builder does
+        return VQCDVAE.for_dataset("mnist_5k", gamma=gamma, beta=beta, width=8, num_codes=4,
+                                   classifier="small_cnn")
+
+    hypermodel = CDVAEHyperModel("mnist_5k", gamma=[1.0], beta=0.1, builder=builder, seed=3)
+    first = hypermodel.build(keras_tuner.HyperParameters()).get_weights()
+    keras.random.uniform((7,), seed=keras.random.SeedGenerator(11))  # the process draws on
+    keras.utils.set_random_seed(99)                                   # and reseeds elsewhere
+    second = hypermodel.build(keras_tuner.HyperParameters()).get_weights()
+    for a, b in zip(first, second, strict=True):
+        np.testing.assert_array_equal(a, b)
+    other = CDVAEHyperModel("mnist_5k", gamma=[1.0], beta=0.1, builder=builder, seed=4)
+    flat = lambda ws: np.concatenate([w.ravel() for w in ws])  # noqa: E731
+    assert not np.array_equal(flat(other.build(keras_tuner.HyperParameters()).get_weights()),
+                              flat(first))

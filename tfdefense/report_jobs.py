@@ -9,6 +9,8 @@ experiment with the same preset, settings and output folder as a one-process run
   file, so a model two experiments need is trained once (the second waits, then loads it);
 * an experiment that reads another's cached sets without going through that lock names it
   in ``register(after=...)`` (Fig 4 after Table II) and starts only once it has finished;
+* the longest work starts first (``register(cost=...)``, rough quick-preset seconds: Table II
+  and Table 7 before the short tables), so the two processes end close together;
 * each worker writes ``out/parts/<name>/`` (its log, its profile line, and ``part.pkl``: the
   ``Result``, the recipes of the models it trained or loaded, the defenses it saved); this
   process gathers them into the one ``report.md`` / ``results.json`` in report order,
@@ -78,31 +80,39 @@ def part_folder(out: str, name: str) -> str:
     return os.path.join(out, "parts", name)
 
 
-def order_of_runs(names: Sequence[str], after: dict[str, tuple[str, ...]]) -> list[list[str]]:
-    """The names in report order, each with the names among ``names`` it must wait for.
+def order_of_runs(names: Sequence[str], after: dict[str, tuple[str, ...]],
+                  cost: dict[str, float] | None = None) -> list[list[str]]:
+    """The queue: each name with the names among ``names`` it must wait for, longest work
+    first. An experiment's work is its ``cost`` plus the longest work waiting for it (so
+    Table II, which Fig 4 waits for, counts Fig 4 too); ties keep report order.
 
     Raises ``ValueError`` on a cycle (it could never start).
 
     Example:
-        >>> order_of_runs(["a", "b", "c"], {"c": ("a", "x")})
-        [['a'], ['b'], ['c', 'a']]
+        >>> order_of_runs(["a", "b", "c"], {"c": ("a", "x")}, {"a": 1, "b": 5, "c": 6})
+        [['a'], ['c', 'a'], ['b']]
         >>> order_of_runs(["a", "b"], {"a": ("b",), "b": ("a",)})
         Traceback (most recent call last):
         ...
         ValueError: after: the experiments a, b wait for each other
     """
+    cost = cost or {}
     wanted = set(names)
     waits = {n: [d for d in after.get(n, ()) if d in wanted] for n in names}
-    done: set[str] = set()
+    done: list[str] = []
     while True:  # peel off what can start; a remainder is a cycle
         ready = [n for n in names if n not in done and all(d in done for d in waits[n])]
         if not ready:
             break
-        done.update(ready)
+        done.extend(ready)
     stuck = [n for n in names if n not in done]
     if stuck:
         raise ValueError(f"after: the experiments {', '.join(stuck)} wait for each other")
-    return [[n, *waits[n]] for n in names]
+    work: dict[str, float] = {}
+    for n in reversed(done):  # those waiting for n come later in ``done``
+        work[n] = cost.get(n, 0.0) + max((work[m] for m in names if n in waits[m]), default=0.0)
+    queue = sorted(names, key=lambda n: (-work[n], names.index(n)))
+    return [[n, *waits[n]] for n in queue]
 
 
 def _command(spec: WorkerSpec) -> list[str]:
@@ -153,7 +163,7 @@ def reproduce_jobs(preset: str = "quick", out: str = "report", jobs: int = 2,
 
     import_user_modules(list(imports))  # what they register must be known here too
     from tfdefense.experiments import Context, available, get
-    from tfdefense.experiments.registry import after_of
+    from tfdefense.experiments.registry import after_of, cost_of
     from tfdefense.report import Reproduction, write_report
 
     if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
@@ -166,7 +176,7 @@ def reproduce_jobs(preset: str = "quick", out: str = "report", jobs: int = 2,
         get(name)  # unknown names fail before any work
     if len(set(names)) != len(names):
         raise ValueError(f"only: expected distinct experiment names, got {names}")
-    queue = order_of_runs(names, {n: after_of(n) for n in names})
+    queue = order_of_runs(names, {n: after_of(n) for n in names}, {n: cost_of(n) for n in names})
     specs = {n: WorkerSpec(n, preset, out, dict(overrides or {}), profile, precision, strategy,
                            cpu_devices, tuple(imports)) for n in names}
     parts: dict[str, dict[str, Any]] = {}

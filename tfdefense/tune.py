@@ -189,7 +189,8 @@ class CDVAEHyperModel(keras_tuner.HyperModel):
             it); ``dataset`` still checks the data, the other architecture arguments are unused.
         probe: a ``GreyBoxProbe`` for the probe metrics.
         probe_metrics: which of ``PROBE_METRICS`` to log every epoch (needs ``probe``).
-        seed: the model seed.
+        seed: the seed each trial starts from (``keras.utils.set_random_seed`` in ``build``: its
+            weights and shuffling do not depend on what ran before it in the process).
     """
 
     def __init__(self, dataset: str = "mnist_5k", gamma=(2e-4, 20.0), beta=0.2,
@@ -214,6 +215,10 @@ class CDVAEHyperModel(keras_tuner.HyperModel):
             raise ValueError(f"builder: expected a callable (gamma, beta) -> CDVAE, got {builder!r}")
 
     def build(self, hp) -> CDVAE:
+        # every trial from the seed: its initial weights and its fit's shuffling do not depend
+        # on what the process drew before (earlier trials, other experiments of a reproduction,
+        # which differ between `reproduce` and `reproduce --jobs N`)
+        keras.utils.set_random_seed(self.seed)
         gamma = _hp_value(hp, "gamma", self.gamma)
         beta = _hp_value(hp, "beta", self.beta)
         if self.builder is not None:

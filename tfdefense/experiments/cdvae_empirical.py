@@ -265,7 +265,7 @@ def _table3_paper_rows(suffix: str) -> list[dict]:
 
 
 # ------------------------------------------------------------ Table 1
-@register("cdvae_table1", order=10, datasets=cm.DATASETS)
+@register("cdvae_table1", order=10, datasets=cm.DATASETS, cost=65)
 def table1(ctx) -> Result:
     title = "CD-VAE Table 1: cosine similarity and Fréchet distance, clean vs PGD"
     columns = ["pair", "cosine similarity", "paper cosine", "Fréchet distance", "paper FID"]
@@ -413,7 +413,7 @@ def _histogram(r: np.ndarray, p: np.ndarray, path: str) -> str:
 
 
 # ------------------------------------------------------------ Table 3
-@register("cdvae_table3", order=13, datasets=cm.DATASETS)
+@register("cdvae_table3", order=13, datasets=cm.DATASETS, cost=36)
 def table3(ctx) -> Result:
     title = "CD-VAE Table 3: train on one part, test on another (top-1 %)"
     columns = ["train \\ test", "x", "R(x)", "G(x)"]

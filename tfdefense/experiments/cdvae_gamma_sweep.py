@@ -74,7 +74,7 @@ def plot_sweep(rows: list[dict], path: str) -> str:
                      xlabel="γ", title="CD-VAE trade-off via γ (Fig 4 analog)", log_x=True)
 
 
-@register("cdvae_fig4_gamma", order=40, datasets=cm.DATASETS)
+@register("cdvae_fig4_gamma", order=40, datasets=cm.DATASETS, cost=108)
 def fig4_gamma(ctx) -> Result:
     rows = sweep(ctx)
     table = [{"γ": f"{r['gamma']:g}", **{label: 100 * r[key] for key, label in CURVES.items() if key in r}}

@@ -207,7 +207,7 @@ def autoattack_row_cells(ev: dict, key: str, base: str, norms) -> dict[str, floa
     return cells
 
 
-@register("cdvae_table6", order=30, datasets=cm.DATASETS)
+@register("cdvae_table6", order=30, datasets=cm.DATASETS, cost=343)
 def table6(ctx) -> Result:
     for key, defense in defenses(ctx).items():  # folders `tfdefense evaluate --defense` reads
         ctx.save_defense(f"{ctx.dataset}/cdvae_greybox{'' if key == 'same' else '_g'}", defense)

@@ -200,7 +200,7 @@ def _notes(ctx, per_alpha: dict[float, dict], feature_name: str) -> list[str]:
     ]
 
 
-@register(NAME, order=90, datasets=("cifar10",))
+@register(NAME, order=90, datasets=("cifar10",), cost=130)
 def mixup_ablation(ctx) -> Result:
     grid = sorted({float(a) for a in cm.setting(ctx, "mixup_grid")})
     if not grid or any(a < 0 for a in grid):

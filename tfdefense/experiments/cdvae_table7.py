@@ -571,7 +571,7 @@ def evaluation_rows(ctx, name: str, model, x, y, adaptive: bool = True,
     return rows, measured
 
 
-@register("cdvae_table7", order=70, datasets=("cifar10",))
+@register("cdvae_table7", order=70, datasets=("cifar10",), cost=561)
 def run(ctx) -> Result:
     """CD-VAE Table 7 analog: white-box and adaptive accuracy of CD-VAE-AT, PGD-AT, Normal."""
     start = time.perf_counter()

@@ -237,7 +237,7 @@ def max_radius(sigma: float, n: int, alpha: float) -> float:
     return float(sigma * stats.norm.ppf(alpha ** (1 / n)))
 
 
-@register(NAME, order=95, datasets=("cifar10",))
+@register(NAME, order=95, datasets=("cifar10",), cost=126)
 def certified_l2(ctx) -> Result:
     sigmas = [float(s) for s in setting(ctx, "certify_sigmas")]
     n0, n = int(setting(ctx, "certify_n0")), int(setting(ctx, "certify_n"))

@@ -95,7 +95,7 @@ EVADES = "evades (fools C, not flagged)"
 COLUMNS = ["attack", "detector", "Adv", "Clean", "Overall", EVADES]
 
 
-@register("fm_fig4", order=82, datasets=("mnist",), after=("fm_table2",))
+@register("fm_fig4", order=82, datasets=("mnist",), after=("fm_table2",), cost=6)
 def fig4(ctx: Context) -> Result:
     """Fig 4, MNIST rows."""
     return run_fig4(ctx, "fm_fig4")

@@ -506,7 +506,7 @@ def autoattack_measurements(ctx, evals) -> dict:
     }
 
 
-@register("fm_table2", order=80, datasets=("mnist",))
+@register("fm_table2", order=80, datasets=("mnist",), cost=763)
 def table2(ctx) -> Result:
     """Table II, MNIST column."""
     return run_table2(ctx, "fm_table2", PAPER_TABLE2)

@@ -29,6 +29,7 @@ _EXPERIMENTS: dict[str, Callable] = {}
 _ORDER: dict[str, int] = {}
 _DATASETS: dict[str, tuple[str, ...]] = {}
 _AFTER: dict[str, tuple[str, ...]] = {}
+_COST: dict[str, float] = {}
 
 #: what a user does to run an experiment's dataset, per role
 HOW_TO_RUN = {
@@ -42,7 +43,7 @@ HOW_TO_RUN = {
 
 
 def register(name: str, order: int = 100, datasets: Sequence[str] = ("cifar10",),
-             after: Sequence[str] = ()) -> Callable[[Callable], Callable]:
+             after: Sequence[str] = (), cost: float = 0.0) -> Callable[[Callable], Callable]:
     """Decorator registering ``fn(context) -> Result`` as experiment ``name``.
 
     ``order`` sorts the report (lower first); names must be unique. ``datasets``:
@@ -50,6 +51,9 @@ def register(name: str, order: int = 100, datasets: Sequence[str] = ("cifar10",)
     ``after``: experiments whose cached files this one reads outside ``Context``'s
     locked cache (e.g. their attack sets); ``reproduce --jobs N`` starts it only once
     those have finished (``tfdefense.report_jobs``). A one-process run ignores it.
+    ``cost``: its rough seconds under the quick preset on a 2-core host (the kept
+    ``docs/quick_report/profile.jsonl``), read only by ``reproduce --jobs N`` to start the
+    longest work first; it changes no number.
     """
     from tfdefense.experiments.context import ROLES
 
@@ -74,6 +78,7 @@ def register(name: str, order: int = 100, datasets: Sequence[str] = ("cifar10",)
         _ORDER[name] = order
         _DATASETS[name] = datasets
         _AFTER[name] = tuple(after)
+        _COST[name] = float(cost)
         return run
 
     return wrap
@@ -103,6 +108,12 @@ def after_of(name: str) -> tuple[str, ...]:
     ``after``)."""
     get(name)
     return _AFTER[name]
+
+
+def cost_of(name: str) -> float:
+    """``register``'s ``cost`` of ``name`` (rough quick-preset seconds; 0 when not given)."""
+    get(name)
+    return _COST[name]
 
 
 def available() -> list[str]:
