@@ -23,3 +23,6 @@ __all__ += ["fm_decoder", "fm_dgmm_network", "fm_encoder", "fm_face_decoder", "f
 from tfdefense.nets.vq_nets import vq_decoder, vq_encoder  # noqa: E402, I001  (CD-VAE ImageNet VQ-VAE)
 
 __all__ += ["vq_decoder", "vq_encoder"]
+from tfdefense.nets.fused_batch_norm import FusedBatchNormalization  # noqa: E402, I001
+
+__all__ += ["FusedBatchNormalization"]
