@@ -60,6 +60,7 @@ MODULES = [
     "tfdefense.report",
     "tfdefense.report_seeds",
     "tfdefense.report_jobs",
+    "tfdefense.nets.fused_batch_norm",
     "tfdefense.profiling",
     "tfdefense.decisions",
     "tfdefense.distribute",

@@ -10,13 +10,11 @@ import json
 from tfdefense.report import reproduce
 from tfdefense.report_jobs import reproduce_jobs
 
-from .conftest import TINY
-
 NAMES = ["cdvae_table1", "cdvae_table2", "cdvae_fig4_gamma"]
 
 
-def test_two_jobs_give_the_tables_of_one_process(tmp_path):
-    settings = {**TINY, "gamma_grid": [2.0], "eval_images": 24, "detection_train_images": 100}
+def test_two_jobs_give_the_tables_of_one_process(tmp_path, tiny_settings):
+    settings = {**tiny_settings, "gamma_grid": [2.0], "eval_images": 24, "detection_train_images": 100}
     one = reproduce("quick", str(tmp_path / "one"), only=NAMES, overrides=settings,
                     log=lambda *_: None)
     two = reproduce_jobs("quick", str(tmp_path / "two"), jobs=2, only=NAMES, overrides=settings,

@@ -24,7 +24,7 @@ Example:
     >>> layer = FusedBatchNormalization(epsilon=1e-5, momentum=0.9, dtype="mixed_bfloat16")
     >>> x = np.random.default_rng(0).normal(2.0, 3.0, (4, 3, 3, 2)).astype("float32")
     >>> y = layer(x, training=True)
-    >>> str(y.dtype), bool(abs(float(np.asarray(y, "float32").mean())) < 0.05)
+    >>> keras.backend.standardize_dtype(y.dtype), bool(abs(float(np.asarray(y, "float32").mean())) < 0.05)
     ('bfloat16', True)
     >>> np.round(layer.moving_mean.numpy(), 2).tolist() == np.round(0.1 * x.mean((0, 1, 2)), 2).tolist()
     True
