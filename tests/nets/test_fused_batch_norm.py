@@ -75,6 +75,9 @@ def test_the_wide_resnet_uses_it_and_a_saved_bfloat16_model_loads_to_the_same_lo
         model = wide_resnet((8, 8, 3), 3, depth=10, width=1)
     bns = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
     assert bns and all(type(layer) is FusedBatchNormalization for layer in bns)
+    # a float32 model keeps Keras's own layer (it loads with Keras alone, as before)
+    plain = wide_resnet((8, 8, 3), 3, depth=10, width=1)
+    assert {type(layer) for layer in plain.layers if "bn" in layer.name} == {keras.layers.BatchNormalization}
     model.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     x = np.random.default_rng(0).uniform(0, 1, (8, 8, 8, 3)).astype("float32")
     model.fit(x, np.arange(8) % 3, epochs=1, verbose=0)

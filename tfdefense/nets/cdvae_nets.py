@@ -30,7 +30,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from tfdefense.nets.fused_batch_norm import FusedBatchNormalization
+from tfdefense.nets.fused_batch_norm import batch_normalization
 
 #: (feature width d, latent size) per input shape, from the official code (CIFAR)
 #: and our choice (28x28)
@@ -48,8 +48,9 @@ BN_MOMENTUM = 0.9
 
 def batch_norm(name: str) -> layers.BatchNormalization:
     """A BatchNormalization with the official CD-VAE settings (``BN_EPSILON``, ``BN_MOMENTUM``);
-    TensorFlow's fused kernel under bfloat16 (``fused_batch_norm``), Keras's own in float32."""
-    return FusedBatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name)
+    TensorFlow's fused kernel in a model built under bfloat16 (``fused_batch_norm``), Keras's
+    own layer otherwise."""
+    return batch_normalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name)
 
 
 def default_settings(input_shape: tuple[int, int, int]) -> dict[str, int]:

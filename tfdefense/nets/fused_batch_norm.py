@@ -6,8 +6,11 @@ intermediates for the backward pass. ``FusedBatchNormV3`` takes the bfloat16 inp
 float32 statistics in one kernel (one backward kernel too), so a WRN trained under
 ``mixed_bfloat16`` keeps less memory alive (issue 18: peak RSS of the CD-VAE train step).
 
-``FusedBatchNormalization`` is that layer, a drop-in subclass with the same weights, config
-and serialized form (plus its registered name). It takes the fused path only where the
+``FusedBatchNormalization`` is that layer, a drop-in subclass with the same weights and
+config (serialized under its registered name, so loading a model that has it needs ``import
+tfdefense``). The nets build it through :func:`batch_normalization`, which gives it only to a
+model built under a bfloat16 policy: a float32 model keeps Keras's own layer and loads with
+Keras alone, as before. It takes the fused path only where the
 result is the same layer's up to bfloat16 rounding: TensorFlow backend, bfloat16 compute
 dtype, a rank-4 channels-last input, no mask, renorm or synchronized moments. Everywhere
 else, and always in float32, it IS ``keras.layers.BatchNormalization`` (``super().call``),
@@ -73,3 +76,19 @@ class FusedBatchNormalization(layers.BatchNormalization):
                 variance=tf.cast(self.moving_variance, tf.float32), epsilon=self.epsilon,
                 exponential_avg_factor=1.0, data_format="NHWC", is_training=False)
         return y
+
+
+def batch_normalization(**kwargs) -> layers.BatchNormalization:
+    """A ``FusedBatchNormalization`` when the layer will compute in bfloat16 (its ``dtype=``,
+    else the global policy, e.g. ``tfdefense.distribute.precision_scope("mixed_bfloat16")``),
+    else Keras's own ``BatchNormalization``: the nets' one constructor of BatchNorm.
+
+    Example:
+        >>> type(batch_normalization(epsilon=1e-5)).__name__
+        'BatchNormalization'
+        >>> type(batch_normalization(epsilon=1e-5, dtype="mixed_bfloat16")).__name__
+        'FusedBatchNormalization'
+    """
+    policy = keras.dtype_policies.get(kwargs.get("dtype") or keras.config.dtype_policy())
+    fused = policy.compute_dtype == "bfloat16"
+    return (FusedBatchNormalization if fused else layers.BatchNormalization)(**kwargs)

@@ -38,7 +38,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from tfdefense.nets.fused_batch_norm import FusedBatchNormalization
+from tfdefense.nets.fused_batch_norm import batch_normalization
 
 #: code dimension / channel width of the official ImageNet VQ-VAE (CD-VAE authors)
 IMAGENET_D = 64
@@ -81,7 +81,7 @@ def _conv(filters, kernel, name, strides=1, transpose=False):
 
 
 def _batch_norm(name: str, **kwargs) -> layers.BatchNormalization:
-    return FusedBatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name, **kwargs)
+    return batch_normalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name, **kwargs)
 
 
 def vq_residual_block(h, channels: int, name: str):

@@ -21,7 +21,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from tfdefense.nets.fused_batch_norm import FusedBatchNormalization
+from tfdefense.nets.fused_batch_norm import batch_normalization
 from tfdefense.nets.small_cnn import PENULTIMATE
 
 #: BatchNorm epsilon: the official ``nn.BatchNorm2d`` default 1e-5 (kai-wen-yang/CD-VAE @0c92c65
@@ -37,7 +37,7 @@ FINAL_BN_MOMENTUM = 0.1
 
 def _batch_norm(name: str, final: bool = False) -> layers.BatchNormalization:
     momentum = FINAL_BN_MOMENTUM if final else BN_MOMENTUM
-    return FusedBatchNormalization(epsilon=BN_EPSILON, momentum=momentum, name=name)
+    return batch_normalization(epsilon=BN_EPSILON, momentum=momentum, name=name)
 
 
 def conv3x3(h: keras.KerasTensor, planes: int, stride: int, name: str) -> keras.KerasTensor:
