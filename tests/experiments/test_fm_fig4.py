@@ -237,9 +237,10 @@ def test_celeb_a_table2_then_fig4_share_the_adversarial_sets(tmp_path):
 
     ctx, t2 = _mock("celeb_a", "fm_table2_celeb_a", tmp_path, TINY_FACES)
 
-    def cache_files():
+    def cache_files():  # the cached files, not the empty lock files beside them (cache/.locks)
         return {str(p.relative_to(tmp_path)): p.stat().st_mtime_ns
-                for p in (tmp_path / "cache").rglob("*") if p.is_file()}
+                for p in (tmp_path / "cache").rglob("*")
+                if p.is_file() and ".locks" not in p.parts}
 
     made = cache_files()
     sets = [name for name in made if "/table2/" in name and name.endswith(".npz")]
