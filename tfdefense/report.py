@@ -306,6 +306,25 @@ def atomic_write(path: str, text: str) -> None:
     os.replace(tmp, path)
 
 
+def experiment_names(only: Sequence[str] | None = None) -> list[str]:
+    """The experiments a run runs: ``only``'s, else every registered one, in report order.
+
+    Raises ``ValueError`` (before any work) for none, an unknown name or a repeated one.
+
+    Example:
+        >>> experiment_names(["cdvae_table4", "cdvae_table1"])
+        ['cdvae_table4', 'cdvae_table1']
+    """
+    names = list(only) if only else available()
+    if not names:
+        raise ValueError("only: no experiment registered or named")
+    for name in names:
+        get(name)  # unknown names fail before any work
+    if len(set(names)) != len(names):
+        raise ValueError(f"only: expected distinct experiment names, got {names}")
+    return names
+
+
 def reproduce(preset: str = "quick", out: str = "report", only: Sequence[str] | None = None,
               overrides: dict[str, Any] | None = None, log=print,
               context: Context | None = None, profile: bool | None = None) -> Reproduction:
@@ -319,13 +338,7 @@ def reproduce(preset: str = "quick", out: str = "report", only: Sequence[str] | 
     unknown preset or experiment name before any work starts.
     """
     ctx = context if context is not None else Context(preset, out, overrides)
-    names = list(only) if only else available()
-    if not names:
-        raise ValueError("only: no experiment registered or named")
-    for name in names:
-        get(name)  # unknown names fail before any work
-    if len(set(names)) != len(names):
-        raise ValueError(f"only: expected distinct experiment names, got {names}")
+    names = experiment_names(only)
     if profile is None:
         profile = profiling.is_requested()
     profiler = profiling.Profiler(os.path.join(ctx.out, "profile.jsonl")) if profile else None

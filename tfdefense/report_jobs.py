@@ -162,20 +162,14 @@ def reproduce_jobs(preset: str = "quick", out: str = "report", jobs: int = 2,
     from tfdefense.cli import import_user_modules
 
     import_user_modules(list(imports))  # what they register must be known here too
-    from tfdefense.experiments import Context, available, get
+    from tfdefense.experiments import Context
     from tfdefense.experiments.registry import after_of, cost_of
-    from tfdefense.report import Reproduction, write_report
+    from tfdefense.report import Reproduction, experiment_names, write_report
 
     if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
         raise ValueError(f"jobs: expected an integer >= 1, got {jobs!r}")
     ctx = Context(preset, out, overrides)
-    names = list(only) if only else available()
-    if not names:
-        raise ValueError("only: no experiment registered or named")
-    for name in names:
-        get(name)  # unknown names fail before any work
-    if len(set(names)) != len(names):
-        raise ValueError(f"only: expected distinct experiment names, got {names}")
+    names = experiment_names(only)
     queue = order_of_runs(names, {n: after_of(n) for n in names}, {n: cost_of(n) for n in names})
     specs = {n: WorkerSpec(n, preset, out, dict(overrides or {}), profile, precision, strategy,
                            cpu_devices, tuple(imports)) for n in names}
