@@ -28,13 +28,14 @@ its slot, ``started_s``: when it started after the run began) and a ``total`` li
 up to more than the wall clock: that surplus is the parallelism) and whose ``peak_rss_mb``
 is the largest worker's peak (``parent_peak_rss_mb``: this process's own).
 
-Example:
-    >>> import tempfile
-    >>> from tfdefense.report_jobs import reproduce_jobs
-    >>> run = reproduce_jobs("quick", tempfile.mkdtemp(), jobs=2, only=["cdvae_table2"],
-    ...                      log=lambda *_: None)  # doctest: +SKIP
-    >>> run.failed  # doctest: +SKIP
-    []
+Example (the order two workers take a few experiments in; ``tfdefense reproduce --preset quick
+--jobs 2 --out report/`` runs them all, ``reproduce_jobs`` is the same from Python):
+    >>> from tfdefense.experiments.registry import after_of, cost_of
+    >>> names = ["cdvae_table1", "cdvae_table7", "fm_table2", "fm_fig4"]
+    >>> queue = order_of_runs(names, {n: after_of(n) for n in names},
+    ...                       {n: cost_of(n) for n in names})
+    >>> queue  # Fig 4 waits for Table II, so Table II's work counts Fig 4's too
+    [['fm_table2'], ['cdvae_table7'], ['cdvae_table1'], ['fm_fig4', 'fm_table2']]
 """
 
 from __future__ import annotations
