@@ -187,3 +187,16 @@ def test_cli_jobs_refuses_what_one_process_must_run(tmp_path, capsys, extra, fla
     else:
         assert "--jobs: expected an integer >= 1, got 0" in err
     assert not (tmp_path / "parts").exists()
+
+
+def test_each_worker_asks_for_gpu_memory_growth_so_two_can_share_a_gpu():
+    from types import SimpleNamespace
+
+    from tfdefense.report_jobs import share_gpus
+
+    grown = []
+    config = SimpleNamespace(
+        list_physical_devices=lambda kind: ["gpu:0", "gpu:1"] if kind == "GPU" else [],
+        experimental=SimpleNamespace(set_memory_growth=lambda d, on: grown.append((d, on))))
+    assert share_gpus(config) == 2
+    assert grown == [("gpu:0", True), ("gpu:1", True)]

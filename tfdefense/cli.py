@@ -167,7 +167,8 @@ def _add_reproduce(sub) -> None:
     p.add_argument("--jobs", type=int, default=1, metavar="N",
                    help="run up to N experiments at a time, each in its own process sharing OUT's "
                         "cache (a model two need is trained once), and write the one report "
-                        "(tfdefense.report_jobs); 2 keeps both cores of a 2-core machine busy")
+                        "(tfdefense.report_jobs); 2 keeps both cores of a 2-core machine busy; "
+                        "on GPUs the workers share them (memory growth)")
     _add_scale_options(p, strategy_default="auto")
     p.set_defaults(func=_run_reproduce)
 

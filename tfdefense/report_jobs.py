@@ -286,6 +286,26 @@ def merged_profile(parts: Sequence[dict[str, Any]], names: Sequence[str], second
 
 
 # ------------------------------------------------------------------ the worker
+def share_gpus(config=None) -> int:
+    """Let this worker's TensorFlow take GPU memory as it needs it (memory growth) instead of
+    all of it at start, TensorFlow's default, under which a second worker on the same GPUs
+    would fail to allocate. Must run before TensorFlow touches a GPU; returns the number of
+    GPUs set (0 on a CPU host). ``config``: ``tf.config`` (a stand-in in the tests).
+
+    Example:
+        >>> share_gpus()  # this machine has no GPU
+        0
+    """
+    if config is None:
+        import tensorflow as tf
+
+        config = tf.config
+    gpus = config.list_physical_devices("GPU")
+    for gpu in gpus:
+        config.experimental.set_memory_growth(gpu, True)
+    return len(gpus)
+
+
 def run_worker(spec: WorkerSpec) -> int:
     """Run ``spec``'s experiment in this process and write its part (``part.pkl``); the exit
     code is 0 whenever the part was written, the experiment's failure included (it is in
@@ -294,6 +314,7 @@ def run_worker(spec: WorkerSpec) -> int:
     from tfdefense.cli import import_user_modules
     from tfdefense.distribute import get_strategy, precision_scope
 
+    share_gpus()
     import_user_modules(list(spec.imports))
     from tfdefense.experiments import Context
     from tfdefense.report import run_experiments
