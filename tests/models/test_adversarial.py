@@ -290,3 +290,16 @@ def test_pgd_training_rejects_bad_images(pgd_at):
     model, _ = pgd_at
     with pytest.raises(ValueError, match="x"):
         model.fit(np.full((4, 28, 28, 1), 255.0, "float32"), np.zeros(4, "int64"), verbose=0)
+
+
+def test_from_cdvae_copies_every_setting_of_the_cdvae():
+    base = tiny_cdvae(seed=7)
+    changed = {"beta": 0.3, "gamma": 5.0, "reconstruction_weight": 2.5, "mixup_alpha": 0.5,
+               "normalization_mean": (0.1,), "normalization_std": (0.3,), "seed": 7}
+    base = CDVAE.from_config({**base.get_config(), **changed})
+    model = AdversarialCDVAE.from_cdvae(base, tiny_d_g(), eps=EPS)
+    config = model.get_config()
+    for key, value in changed.items():
+        got = tuple(config[key]) if isinstance(value, tuple) else config[key]
+        assert got == value, key
+    assert model.from_cdvae(base, tiny_d_g(), seed=3).get_config()["seed"] == 3  # kwargs win
