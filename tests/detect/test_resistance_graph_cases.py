@@ -202,3 +202,10 @@ def test_a_plain_callable_classifier_cannot_be_saved():
     with pytest.raises(ValueError, match=r"^classifier: a plain callable cannot be saved or "
                                          r"exported; build the engine with a Keras model$"):
         fitted(StubEngine(classifier=lambda x: x)).components()
+
+
+@pytest.mark.parametrize("eta", [1.5, -0.1])
+def test_distance_threshold_refuses_an_eta_outside_the_unit_interval(eta):
+    # numpy's quantile would refuse too, but with its own words; ours names eta and its range
+    with pytest.raises(ValueError, match=rf"eta: expected a value in \[0.0, 1.0\], got {eta}"):
+        distance_threshold(np.array([0.5, 1.0]), eta=eta)
