@@ -106,3 +106,17 @@ class WithoutLogits(Defense):
 def test_a_defense_without_logits_names_its_class_and_method():
     with pytest.raises(NotImplementedError, match=r"^WithoutLogits\.logits$"):
         WithoutLogits().logits(tf.zeros((1, *SHAPE)))
+
+
+class ZeroLogits(Defense):
+    """A Defense that sets no ``input_shape``: two classes, logits (0, 1) for every image."""
+
+    def logits(self, x):
+        return tf.tile(tf.constant([[0.0, 1.0]]), [tf.shape(x)[0], 1])
+
+
+@pytest.mark.parametrize("shape", [(2, 2, 1), (5, 3, 3)])
+def test_a_defense_without_an_input_shape_takes_images_of_any_shape(shape):
+    assert ZeroLogits.input_shape is None
+    images = np.full((3, *shape), 0.5, np.float32)
+    assert ZeroLogits().predict(images).tolist() == [1, 1, 1]
