@@ -192,7 +192,7 @@ def _run_reproduce(args: argparse.Namespace) -> int:
     if args.precision is not None:  # a model trained under another policy is another model
         overrides["precision"] = args.precision
     if args.jobs != 1:
-        return _run_reproduce_jobs(args, overrides)
+        return _reproduction_summary(_run_reproduce_jobs(args, overrides))
     strategy = _strategy(args)
     from tfdefense import profiling
     from tfdefense.distribute import precision_scope
@@ -217,12 +217,18 @@ def _run_reproduce(args: argparse.Namespace) -> int:
             run = reproduce_seeds(args.preset, args.out, args.seeds, only=args.only, overrides=overrides)
         else:
             run = reproduce(args.preset, args.out, only=args.only, overrides=overrides)
+    return _reproduction_summary(run)
+
+
+def _reproduction_summary(run) -> int:
+    """Print a reproduction's files, failures and seconds as JSON; its exit code."""
     print(json.dumps({"report": run.files, "failed": run.failed, "seconds": round(run.seconds)}, indent=2))
     return 1 if run.failed else 0
 
 
-def _run_reproduce_jobs(args: argparse.Namespace, overrides: dict) -> int:
-    """``reproduce --jobs N``: this process schedules, each worker builds its own strategy."""
+def _run_reproduce_jobs(args: argparse.Namespace, overrides: dict):
+    """``reproduce --jobs N`` (its ``Reproduction``): this process schedules, each worker builds
+    its own strategy."""
     from tfdefense.report_jobs import reproduce_jobs
 
     if args.jobs < 1:
@@ -231,12 +237,9 @@ def _run_reproduce_jobs(args: argparse.Namespace, overrides: dict) -> int:
                         ("--combine-only", args.combine_only)):
         if given:
             raise ValueError(f"--jobs and {flag}: run {flag} with one process (--jobs 1)")
-    run = reproduce_jobs(args.preset, args.out, args.jobs, only=args.only, overrides=overrides,
-                         profile=args.profile, precision=args.precision, strategy=args.strategy,
-                         cpu_devices=args.cpu_devices, imports=args.imports)
-    print(json.dumps({"report": run.files, "failed": run.failed, "seconds": round(run.seconds)},
-                     indent=2))
-    return 1 if run.failed else 0
+    return reproduce_jobs(args.preset, args.out, args.jobs, only=args.only, overrides=overrides,
+                          profile=args.profile, precision=args.precision, strategy=args.strategy,
+                          cpu_devices=args.cpu_devices, imports=args.imports)
 
 
 def _add_tune(sub) -> None:

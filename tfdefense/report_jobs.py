@@ -180,11 +180,8 @@ def reproduce_jobs(preset: str = "quick", out: str = "report", jobs: int = 2,
     profiling.reset_peak_rss()
 
     def rewrite() -> dict[str, str]:
-        """The report of what has finished, in report order (the recipes of its models too)."""
+        """The report of what has finished, in report order."""
         done = [n for n in names if n in parts]
-        for n in done:
-            ctx.recipes.update(parts[n]["recipes"])
-            ctx.saved_defenses.update(parts[n]["saved_defenses"])
         return write_report(ctx, [parts[n]["result"] for n in done],
                             [n for n in done if parts[n]["failed"]], time.perf_counter() - start)
 
@@ -216,6 +213,8 @@ def reproduce_jobs(preset: str = "quick", out: str = "report", jobs: int = 2,
                 logfile.close()
                 seconds = time.perf_counter() - began
                 parts[name] = _read_part(specs[name], proc.returncode, seconds, ctx)
+                ctx.recipes.update(parts[name]["recipes"])  # its models' recipe tables
+                ctx.saved_defenses.update(parts[name]["saved_defenses"])
                 if parts[name].get("profile"):
                     parts[name]["profile"].update(worker=slot, started_s=began - start)
                 if parts[name]["failed"]:
@@ -333,7 +332,7 @@ def run_worker(spec: WorkerSpec) -> int:
     line = next((x for x in profiler.lines if x.get("scope") == "experiment"), None) \
         if profiler is not None else None
     part = {"result": results[0], "failed": bool(failed), "recipes": ctx.recipes,
-            "saved_defenses": ctx.saved_defenses, "profile": line, "pid": os.getpid()}
+            "saved_defenses": ctx.saved_defenses, "profile": line}
     tmp = os.path.join(spec.folder, "part.pkl.partial")
     with open(tmp, "wb") as fh:
         pickle.dump(part, fh)

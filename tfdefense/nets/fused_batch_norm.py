@@ -56,12 +56,15 @@ class FusedBatchNormalization(layers.BatchNormalization):
         import tensorflow as tf
 
         x = tf.cast(inputs, tf.bfloat16)
-        empty = tf.constant([], tf.float32)
-        if training and self.trainable:
-            y, mean, variance, *_ = tf.raw_ops.FusedBatchNormV3(
-                x=x, scale=tf.cast(self.gamma, tf.float32), offset=tf.cast(self.beta, tf.float32),
-                mean=empty, variance=empty, epsilon=self.epsilon, exponential_avg_factor=1.0,
-                data_format="NHWC", is_training=True)
+        train = bool(training and self.trainable)
+        # training: the batch's statistics (the kernel takes none in); inference: the moving ones
+        stats = ((tf.constant([], tf.float32),) * 2 if train else
+                 (tf.cast(self.moving_mean, tf.float32), tf.cast(self.moving_variance, tf.float32)))
+        y, mean, variance, *_ = tf.raw_ops.FusedBatchNormV3(
+            x=x, scale=tf.cast(self.gamma, tf.float32), offset=tf.cast(self.beta, tf.float32),
+            mean=stats[0], variance=stats[1], epsilon=self.epsilon, exponential_avg_factor=1.0,
+            data_format="NHWC", is_training=train)
+        if train:
             shape = tf.shape(x)
             n = tf.cast(shape[0] * shape[1] * shape[2], tf.float32)
             variance = variance * tf.maximum(n - 1.0, 0.0) / n  # Bessel's correction undone
@@ -69,12 +72,6 @@ class FusedBatchNormalization(layers.BatchNormalization):
                                     + mean * (1.0 - self.momentum))
             self.moving_variance.assign(self.moving_variance * self.momentum
                                         + variance * (1.0 - self.momentum))
-        else:
-            y, *_ = tf.raw_ops.FusedBatchNormV3(
-                x=x, scale=tf.cast(self.gamma, tf.float32), offset=tf.cast(self.beta, tf.float32),
-                mean=tf.cast(self.moving_mean, tf.float32),
-                variance=tf.cast(self.moving_variance, tf.float32), epsilon=self.epsilon,
-                exponential_avg_factor=1.0, data_format="NHWC", is_training=False)
         return y
 
 
