@@ -73,12 +73,8 @@ class WorkerSpec:
 
     @property
     def folder(self) -> str:
-        return part_folder(self.out, self.name)
-
-
-def part_folder(out: str, name: str) -> str:
-    """``out/parts/<name>``: one worker's log, profile and result."""
-    return os.path.join(out, "parts", name)
+        """``out/parts/<name>``: this worker's log, profile and result."""
+        return os.path.join(self.out, "parts", self.name)
 
 
 def order_of_runs(names: Sequence[str], after: dict[str, tuple[str, ...]],
